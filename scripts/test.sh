@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need (if missing), then runs the checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+t0=$SECONDS
+step() { echo; echo "== $* ($((SECONDS - t0))s)"; }
+
+step "install real components"
+./scripts/install-components.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "cargo test (unit, integration, real components, doctests)"
+log=$(mktemp)
+cargo test --all-features 2>&1 | tee "$log"
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+rm -f "$log"
+if [ "$passed" -eq 0 ]; then echo "no test ran: that is a failure here" >&2; exit 1; fi
+
+step "build benches and examples"
+cargo build --all-features --examples --benches
+
+echo
+echo "scripts/test.sh: all checks passed, $passed tests in $((SECONDS - t0))s"

@@ -1,0 +1,171 @@
+//! The exactly-once guard: the per-request record, and the only place that records metrics.
+//!
+//! A [`Record`] is created in `Vitals::call`, moves into the `ResponseFuture`, then into the
+//! `ResponseBody`. It is finished by value ([`Record::finish`]) at the end of the request, or by
+//! its `Drop` if it is dropped unfinished (cancellation, client gone, unwinding). Either way,
+//! the recording runs once: `finish` consumes the record, and `Drop` does nothing for a record
+//! that was finished.
+
+use std::sync::Arc;
+
+use crate::handles::ResponseKey;
+use crate::labels::Outcome;
+use crate::layer::Shared;
+
+/// What one request has measured so far. Only integers: no allocation, no lock.
+pub(crate) struct Record {
+    shared: Arc<Shared>,
+    /// Raw clock reading at `call`.
+    t0: u64,
+    /// Raw clock reading when the head (or the service's `Err`) arrived.
+    head_at: Option<u64>,
+    route: u32,
+    method: u8,
+    status: u16,
+    grpc: u8,
+    blocks: u64,
+    bytes: u64,
+    /// Sum of raw clock deltas during which a frame was held downstream.
+    held: u64,
+    /// Raw clock reading when the last frame was handed out, until the next poll.
+    out_since: Option<u64>,
+    /// True while the inner future or body is being polled: a drop in that state is a panic.
+    in_poll: bool,
+    finished: bool,
+}
+
+impl Record {
+    /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
+    pub(crate) fn start(shared: Arc<Shared>, t0: u64, route: u32, method: u8) -> Self {
+        shared.in_flight.start(method, &shared.names().active_requests);
+        Record {
+            shared,
+            t0,
+            head_at: None,
+            route,
+            method,
+            status: 0,
+            grpc: 0,
+            blocks: 0,
+            bytes: 0,
+            held: 0,
+            out_since: None,
+            in_poll: false,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.shared.config.clock.raw()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The response head arrived (or the service failed) at `now`.
+    pub(crate) fn head(&mut self, now: u64, status: u16) {
+        self.head_at = Some(now);
+        self.status = status;
+    }
+
+    /// A route name found on the response overrides the one found on the request.
+    pub(crate) fn set_route(&mut self, route: u32) {
+        self.route = route;
+    }
+
+    /// `grpc-status` as read from headers or trailers.
+    pub(crate) fn set_grpc_status(&mut self, code: u8) {
+        self.grpc = code.min(17).saturating_add(1);
+    }
+
+    /// Whether a drop of the unfinished body is a normal end (no body is sent for HEAD, 1xx,
+    /// 204 and 304 responses: servers drop such bodies unpolled).
+    fn bodyless(&self) -> bool {
+        self.method == crate::labels::HEAD_METHOD || matches!(self.status, 100..=199 | 204 | 304)
+    }
+
+    /// Call around every poll of the inner future or body.
+    pub(crate) fn set_in_poll(&mut self, in_poll: bool) {
+        self.in_poll = in_poll;
+    }
+
+    /// Being polled again: the time since the last frame was handed out was output time.
+    pub(crate) fn polled(&mut self) {
+        if let Some(since) = self.out_since.take() {
+            self.held += self.now().saturating_sub(since);
+        }
+    }
+
+    /// A data frame of `len` bytes is being handed out.
+    pub(crate) fn data_frame(&mut self, len: usize) {
+        self.blocks += 1;
+        self.bytes += len as u64;
+    }
+
+    /// A frame is being handed out now; its hold time runs until the next poll or the end.
+    pub(crate) fn frame_out(&mut self) {
+        self.out_since = Some(self.now());
+    }
+
+    /// Ends the request with `outcome` and records every metric, once.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let end = self.now();
+        if let Some(since) = self.out_since.take() {
+            self.held += end.saturating_sub(since);
+        }
+        let shared = &*self.shared;
+        shared.in_flight.finish(self.method, &shared.names().active_requests);
+
+        let key = ResponseKey {
+            route: self.route,
+            method: self.method,
+            status: self.status,
+            outcome,
+            grpc: self.grpc,
+        };
+        let handles = shared.handles.response(key, &shared.routes);
+        let clock = &shared.config.clock;
+        let seconds = |raw: u64| clock.delta_as_nanos(0, raw) as f64 * 1e-9;
+
+        handles.requests.increment(1);
+        handles.duration.record(seconds(end.saturating_sub(self.t0)));
+        if let Some(head_at) = self.head_at {
+            handles.application_time.record(seconds(head_at.saturating_sub(self.t0)));
+        }
+        if self.status != 0 {
+            handles.output_time.record(seconds(self.held));
+            handles.output_blocks.record(self.blocks as f64);
+            handles.output_bytes.record(self.bytes as f64);
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let outcome = if self.in_poll || std::thread::panicking() {
+            Outcome::Panic
+        } else if self.head_at.is_some() {
+            // Servers drop the bodies of HEAD, 1xx, 204 and 304 responses unpolled.
+            if self.bodyless() {
+                Outcome::Complete
+            } else {
+                Outcome::Aborted
+            }
+        } else {
+            Outcome::Cancelled
+        };
+        self.record(outcome);
+    }
+}

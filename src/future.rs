@@ -1,0 +1,84 @@
+//! [`ResponseFuture`]: the application phase, from `call` to the response head.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::body::ResponseBody;
+use crate::finish::Record;
+use crate::labels::{Outcome, RouteName};
+
+pin_project! {
+    /// The future of [`Vitals`](crate::Vitals): the inner future, timed until the head.
+    ///
+    /// When it resolves to a response, `application_time` ends and the measurement moves into
+    /// the [`ResponseBody`]. When it resolves to the inner service's error, the request is
+    /// recorded with `error.type = service_error` and the error is returned unchanged. When it is
+    /// dropped before either, the request is recorded as `cancelled` (or `panic`, if the inner
+    /// future panicked).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Record>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").field("measured", &self.record.is_some()).finish()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, record: Record) -> Self {
+        ResponseFuture { inner, record: Some(record) }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(mut record) = this.record.take() else {
+            // Polled after completion: pass through, measuring nothing more.
+            let result = ready!(this.inner.poll(cx));
+            return Poll::Ready(result.map(|res| res.map(ResponseBody::unmeasured)));
+        };
+        // The record sits on this stack frame while the inner future runs: if that panics, the
+        // unwinding drops it with `in_poll` still set, and it finishes as `panic`.
+        record.set_in_poll(true);
+        let result = this.inner.poll(cx);
+        record.set_in_poll(false);
+        let Poll::Ready(result) = result else {
+            *this.record = Some(record);
+            return Poll::Pending;
+        };
+        let now = record.now();
+        match result {
+            Ok(res) => {
+                record.head(now, res.status().as_u16());
+                if let Some(name) = res.extensions().get::<RouteName>() {
+                    let route = record.shared().routes.intern(name.as_str());
+                    record.set_route(route);
+                }
+                if let Some(code) = crate::body::grpc_status(res.headers()) {
+                    record.set_grpc_status(code);
+                }
+                Poll::Ready(Ok(res.map(|body| ResponseBody::new(body, record))))
+            }
+            Err(err) => {
+                record.head(now, 0);
+                record.finish(Outcome::ServiceError);
+                Poll::Ready(Err(err))
+            }
+        }
+    }
+}

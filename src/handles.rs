@@ -1,0 +1,372 @@
+//! Metric names, their descriptions, and the cache of resolved handle sets.
+//!
+//! A *handle set* is the counter and histograms of one label set (route, method, status,
+//! outcome, gRPC status). It is resolved through the `metrics` facade the first time that label
+//! set finishes a request, and kept in a per-layer cache: later requests with the same labels
+//! record through the cached handles, with no string work, no registry lookup and no lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, Once};
+
+use arc_swap::ArcSwap;
+use metrics::{Counter, Histogram, Label, Unit};
+
+use crate::labels::{self, Outcome};
+
+/// The default metric-name prefix (OpenTelemetry's `http.server`).
+pub const DEFAULT_PREFIX: &str = "http.server";
+
+/// Metric name suffixes, joined to the prefix with a dot.
+pub mod suffix {
+    /// Counter: one per finished request.
+    pub const REQUESTS: &str = "requests";
+    /// Histogram (seconds): call to finish.
+    pub const DURATION: &str = "request.duration";
+    /// Histogram (seconds): call to response head.
+    pub const APPLICATION_TIME: &str = "application_time";
+    /// Histogram (seconds): time response frames were held downstream being written.
+    pub const OUTPUT_TIME: &str = "output_time";
+    /// Histogram (frames): data frames in the response body.
+    pub const OUTPUT_BLOCKS: &str = "output_blocks";
+    /// Histogram (bytes): bytes in the response body.
+    pub const OUTPUT_BYTES: &str = "output_bytes";
+    /// Histogram (frames): data frames read from the request body (opt-in).
+    pub const INPUT_BLOCKS: &str = "input_blocks";
+    /// Histogram (bytes): bytes read from the request body (opt-in).
+    pub const INPUT_BYTES: &str = "input_bytes";
+    /// Histogram (seconds): time the handler waited on the client's request body (opt-in).
+    pub const INPUT_TIME: &str = "input_time";
+    /// Gauge: requests in flight, by method.
+    pub const ACTIVE_REQUESTS: &str = "active_requests";
+    /// Gauge (ratio): busy time over capacity × window.
+    pub const UTILIZATION: &str = "utilization";
+}
+
+/// The full metric names for one prefix, built once when the layer is configured.
+#[derive(Debug, Clone)]
+pub struct MetricNames {
+    /// `{prefix}.requests`
+    pub requests: String,
+    /// `{prefix}.request.duration`
+    pub duration: String,
+    /// `{prefix}.application_time`
+    pub application_time: String,
+    /// `{prefix}.output_time`
+    pub output_time: String,
+    /// `{prefix}.output_blocks`
+    pub output_blocks: String,
+    /// `{prefix}.output_bytes`
+    pub output_bytes: String,
+    /// `{prefix}.input_blocks`
+    pub input_blocks: String,
+    /// `{prefix}.input_bytes`
+    pub input_bytes: String,
+    /// `{prefix}.input_time`
+    pub input_time: String,
+    /// `{prefix}.active_requests`
+    pub active_requests: String,
+    /// `{prefix}.utilization`
+    pub utilization: String,
+}
+
+impl MetricNames {
+    /// The names under `prefix` (already validated by the layer).
+    pub fn new(prefix: &str) -> Self {
+        let name = |suffix: &str| format!("{prefix}.{suffix}");
+        MetricNames {
+            requests: name(suffix::REQUESTS),
+            duration: name(suffix::DURATION),
+            application_time: name(suffix::APPLICATION_TIME),
+            output_time: name(suffix::OUTPUT_TIME),
+            output_blocks: name(suffix::OUTPUT_BLOCKS),
+            output_bytes: name(suffix::OUTPUT_BYTES),
+            input_blocks: name(suffix::INPUT_BLOCKS),
+            input_bytes: name(suffix::INPUT_BYTES),
+            input_time: name(suffix::INPUT_TIME),
+            active_requests: name(suffix::ACTIVE_REQUESTS),
+            utilization: name(suffix::UTILIZATION),
+        }
+    }
+
+    /// Describes every metric (unit and help text) to the current recorder.
+    pub(crate) fn describe(&self) {
+        use metrics::{describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            self.requests.clone(),
+            "Finished HTTP server requests, counted once when the response body ends, fails or is dropped."
+        );
+        describe_histogram!(
+            self.duration.clone(),
+            Unit::Seconds,
+            "Time from the service call to the end of the response body (or its failure or drop)."
+        );
+        describe_histogram!(
+            self.application_time.clone(),
+            Unit::Seconds,
+            "Time from the service call until the response head was ready."
+        );
+        describe_histogram!(
+            self.output_time.clone(),
+            Unit::Seconds,
+            "Time response body frames were held downstream being written, summed per response."
+        );
+        describe_histogram!(
+            self.output_blocks.clone(),
+            Unit::Count,
+            "Data frames (blocks) in the response body."
+        );
+        describe_histogram!(self.output_bytes.clone(), Unit::Bytes, "Bytes in the response body.");
+        describe_histogram!(
+            self.input_blocks.clone(),
+            Unit::Count,
+            "Data frames (blocks) read from the request body."
+        );
+        describe_histogram!(
+            self.input_bytes.clone(),
+            Unit::Bytes,
+            "Bytes read from the request body."
+        );
+        describe_histogram!(
+            self.input_time.clone(),
+            Unit::Seconds,
+            "Time the service waited on the client for request body frames."
+        );
+        describe_gauge!(
+            self.active_requests.clone(),
+            Unit::Count,
+            "HTTP server requests in flight, from the service call to the end of the response."
+        );
+        describe_gauge!(
+            self.utilization.clone(),
+            "Busy time over capacity times the window (or average concurrency without a capacity)."
+        );
+    }
+}
+
+/// The handles of one response label set.
+pub(crate) struct ResponseHandles {
+    pub(crate) requests: Counter,
+    pub(crate) duration: Histogram,
+    pub(crate) application_time: Histogram,
+    pub(crate) output_time: Histogram,
+    pub(crate) output_blocks: Histogram,
+    pub(crate) output_bytes: Histogram,
+}
+
+/// The handles of one request-body label set.
+pub(crate) struct InputHandles {
+    pub(crate) blocks: Histogram,
+    pub(crate) bytes: Histogram,
+    pub(crate) time: Histogram,
+}
+
+/// What identifies a response label set, packed into one integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ResponseKey {
+    pub(crate) route: u32,
+    pub(crate) method: u8,
+    /// 0 when no head was produced.
+    pub(crate) status: u16,
+    pub(crate) outcome: Outcome,
+    /// 0 when absent, else `grpc-status + 1` (18 for anything but the 17 known codes).
+    pub(crate) grpc: u8,
+}
+
+impl ResponseKey {
+    fn pack(self) -> u64 {
+        (u64::from(self.route) << 32)
+            | (u64::from(self.method & 0xf) << 28)
+            | (u64::from(self.status.min(1023)) << 18)
+            | (self.outcome.index() << 14)
+            | u64::from(self.grpc & 0x1f)
+    }
+
+    fn labels(self, routes: &labels::RouteTable) -> Vec<Label> {
+        let mut out = Vec::with_capacity(5);
+        out.push(Label::new(labels::ROUTE, routes.value(self.route).to_string()));
+        out.push(Label::new(labels::METHOD, labels::method_label(self.method)));
+        if self.status != 0 {
+            out.push(Label::new(labels::STATUS, self.status.to_string()));
+        }
+        if let Some(kind) = labels::error_type(self.outcome, self.status) {
+            out.push(Label::new(labels::ERROR_TYPE, kind));
+        }
+        match self.grpc {
+            0 => {}
+            code @ 1..=17 => out.push(Label::new(labels::GRPC_STATUS, (code - 1).to_string())),
+            _ => out.push(Label::new(labels::GRPC_STATUS, labels::OTHER_GRPC_STATUS)),
+        }
+        out
+    }
+}
+
+fn input_key(route: u32, method: u8) -> u64 {
+    // Bit 63 set: never collides with a response key's route field below 2^31.
+    (1 << 63) | (u64::from(route) << 8) | u64::from(method)
+}
+
+/// A multiply-xorshift mix for keys that are already small integers (SplitMix64's finaliser).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<V> = HashMap<u64, Arc<V>, BuildHasherDefault<KeyHasher>>;
+
+/// A copy-on-write map from packed keys to resolved handles: lock-free reads, rare writes.
+struct CowMap<V> {
+    map: ArcSwap<KeyMap<V>>,
+    write: Mutex<()>,
+}
+
+impl<V> CowMap<V> {
+    fn new() -> Self {
+        CowMap { map: ArcSwap::from_pointee(KeyMap::default()), write: Mutex::new(()) }
+    }
+
+    /// The cached value for `key`, resolving and caching it on a miss. Past `limit` entries a
+    /// miss is resolved but not cached (correct, slower, memory stays bounded).
+    fn get_or_resolve(&self, key: u64, limit: usize, resolve: impl FnOnce() -> V) -> Arc<V> {
+        if let Some(found) = self.map.load().get(&key) {
+            return Arc::clone(found);
+        }
+        let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
+        let current = self.map.load_full();
+        if let Some(found) = current.get(&key) {
+            return Arc::clone(found);
+        }
+        let value = Arc::new(resolve());
+        if current.len() < limit {
+            let mut next = KeyMap::clone(&current);
+            next.insert(key, Arc::clone(&value));
+            self.map.store(Arc::new(next));
+        }
+        value
+    }
+
+    fn len(&self) -> usize {
+        self.map.load().len()
+    }
+}
+
+/// The per-layer cache of resolved handles.
+pub(crate) struct HandleCache {
+    names: MetricNames,
+    described: Once,
+    responses: CowMap<ResponseHandles>,
+    inputs: CowMap<InputHandles>,
+    limit: usize,
+}
+
+impl HandleCache {
+    pub(crate) fn new(names: MetricNames, limit: usize) -> Self {
+        HandleCache {
+            names,
+            described: Once::new(),
+            responses: CowMap::new(),
+            inputs: CowMap::new(),
+            limit,
+        }
+    }
+
+    pub(crate) fn names(&self) -> &MetricNames {
+        &self.names
+    }
+
+    /// Describes the metrics once per layer, to the recorder current at the first request.
+    pub(crate) fn describe_once(&self) {
+        self.described.call_once(|| self.names.describe());
+    }
+
+    pub(crate) fn response(
+        &self,
+        key: ResponseKey,
+        routes: &labels::RouteTable,
+    ) -> Arc<ResponseHandles> {
+        self.responses.get_or_resolve(key.pack(), self.limit, || {
+            self.describe_once();
+            let labels = key.labels(routes);
+            let n = &self.names;
+            ResponseHandles {
+                requests: metrics::counter!(n.requests.clone(), labels.iter()),
+                duration: metrics::histogram!(n.duration.clone(), labels.iter()),
+                application_time: metrics::histogram!(n.application_time.clone(), labels.iter()),
+                output_time: metrics::histogram!(n.output_time.clone(), labels.iter()),
+                output_blocks: metrics::histogram!(n.output_blocks.clone(), labels.iter()),
+                output_bytes: metrics::histogram!(n.output_bytes.clone(), labels.iter()),
+            }
+        })
+    }
+
+    pub(crate) fn input(
+        &self,
+        route: u32,
+        method: u8,
+        routes: &labels::RouteTable,
+    ) -> Arc<InputHandles> {
+        self.inputs.get_or_resolve(input_key(route, method), self.limit, || {
+            self.describe_once();
+            let labels = [
+                Label::new(labels::ROUTE, routes.value(route).to_string()),
+                Label::new(labels::METHOD, labels::method_label(method)),
+            ];
+            let n = &self.names;
+            InputHandles {
+                blocks: metrics::histogram!(n.input_blocks.clone(), labels.iter()),
+                bytes: metrics::histogram!(n.input_bytes.clone(), labels.iter()),
+                time: metrics::histogram!(n.input_time.clone(), labels.iter()),
+            }
+        })
+    }
+
+    /// Cached label sets (responses + request bodies).
+    pub(crate) fn len(&self) -> usize {
+        self.responses.len() + self.inputs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_keys_are_distinct_per_field() {
+        let base =
+            ResponseKey { route: 3, method: 0, status: 200, outcome: Outcome::Complete, grpc: 0 };
+        let variants = [
+            ResponseKey { route: 4, ..base },
+            ResponseKey { method: 9, ..base },
+            ResponseKey { status: 500, ..base },
+            ResponseKey { outcome: Outcome::Panic, ..base },
+            ResponseKey { grpc: 18, ..base },
+        ];
+        for v in variants {
+            assert_ne!(v.pack(), base.pack(), "{v:?}");
+        }
+        assert_ne!(input_key(3, 0), base.pack());
+    }
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let n = MetricNames::new("api");
+        assert_eq!(n.requests, "api.requests");
+        assert_eq!(n.duration, "api.request.duration");
+        assert_eq!(n.active_requests, "api.active_requests");
+    }
+}

@@ -1,0 +1,299 @@
+//! Tag values: route, method, status and outcome, their sanitising, and the route cap.
+//!
+//! Everything here that touches a string runs when a label set is *first seen*; the request
+//! path only carries small integers (a route id, a method index, a status, an outcome).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::Method;
+
+/// Tag key for the route template (OpenTelemetry `http.route`).
+pub const ROUTE: &str = "http.route";
+/// Tag key for the request method (OpenTelemetry `http.request.method`).
+pub const METHOD: &str = "http.request.method";
+/// Tag key for the response status code (OpenTelemetry `http.response.status_code`).
+pub const STATUS: &str = "http.response.status_code";
+/// Tag key for the failure class, present only on failed requests (OpenTelemetry `error.type`).
+pub const ERROR_TYPE: &str = "error.type";
+/// Tag key for the gRPC status code, present when the response carries `grpc-status`.
+pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
+
+/// Route value for requests that carry no route name (no `MatchedPath`, no [`RouteName`]).
+pub const UNMATCHED: &str = "unmatched";
+/// Route value for requests whose route name arrived after the route cap was reached.
+pub const OVERFLOW: &str = "overflow";
+/// Method value for any method outside the nine standard ones.
+pub const OTHER_METHOD: &str = "_OTHER";
+/// `rpc.grpc.status_code` value for a `grpc-status` outside the 17 codes gRPC defines.
+pub const OTHER_GRPC_STATUS: &str = "_OTHER";
+/// The longest route value kept, in bytes; longer names are cut at a character boundary.
+pub const MAX_ROUTE_LEN: usize = 256;
+
+/// The name of the route that served a request, as a request (or response) extension.
+///
+/// Use it where no router supplies a template: a plain hyper service, a tower `Steer`, or to
+/// override axum's `MatchedPath`. Put a *template* here (`/users/{id}`), never the raw path: the
+/// number of distinct values is capped (see [`VitalsLayer::route_cap`](crate::VitalsLayer::route_cap)),
+/// and values past the cap are all counted as `overflow`.
+///
+/// The layer reads it from the request's extensions when `call` runs, and from the response's
+/// extensions when the head arrives (so a handler or an inner middleware can name its route).
+///
+/// ```
+/// use tower_vitals::RouteName;
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(RouteName::new("/users/{id}"));
+/// let dynamic = RouteName::new(format!("/v{}/items", 2));
+/// assert_eq!(dynamic.as_str(), "/v2/items");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteName(std::borrow::Cow<'static, str>);
+
+impl RouteName {
+    /// A route name from a `&'static str` (no allocation) or a `String`.
+    pub fn new(name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        RouteName(name.into())
+    }
+
+    /// The route name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a request ended. One of these is decided, exactly once, for every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The response was produced and its body ran to its end (or had none to send).
+    Complete,
+    /// The inner service returned `Err` instead of a response.
+    ServiceError,
+    /// The response body yielded an error frame.
+    BodyError,
+    /// The response body was dropped before its end: usually the client went away.
+    Aborted,
+    /// The response future was dropped before the head was ready (timeout, client gone).
+    Cancelled,
+    /// The inner service's future or body panicked while being polled.
+    Panic,
+}
+
+impl Outcome {
+    /// The `error.type` value of this outcome, or `None` for [`Outcome::Complete`].
+    /// (A complete response with a 5xx status is tagged with its status code instead.)
+    pub fn error_type(self) -> Option<&'static str> {
+        match self {
+            Outcome::Complete => None,
+            Outcome::ServiceError => Some("service_error"),
+            Outcome::BodyError => Some("body_error"),
+            Outcome::Aborted => Some("aborted"),
+            Outcome::Cancelled => Some("cancelled"),
+            Outcome::Panic => Some("panic"),
+        }
+    }
+
+    pub(crate) fn index(self) -> u64 {
+        match self {
+            Outcome::Complete => 0,
+            Outcome::ServiceError => 1,
+            Outcome::BodyError => 2,
+            Outcome::Aborted => 3,
+            Outcome::Cancelled => 4,
+            Outcome::Panic => 5,
+        }
+    }
+}
+
+/// The `error.type` value for a finished request, if it failed.
+pub(crate) fn error_type(outcome: Outcome, status: u16) -> Option<std::borrow::Cow<'static, str>> {
+    match outcome.error_type() {
+        Some(kind) => Some(kind.into()),
+        None if status >= 500 => Some(status.to_string().into()),
+        None => None,
+    }
+}
+
+/// Index of a request method: 0..=8 for the standard methods, 9 for anything else.
+pub(crate) const METHOD_COUNT: usize = 10;
+
+const METHODS: [&str; METHOD_COUNT] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", OTHER_METHOD];
+
+pub(crate) const HEAD_METHOD: u8 = 1;
+
+/// The method index of `method`. Extension methods collapse into `_OTHER`.
+pub(crate) fn method_index(method: &Method) -> u8 {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
+    }
+}
+
+/// The tag value of a method index.
+pub(crate) fn method_label(index: u8) -> &'static str {
+    METHODS.get(index as usize).copied().unwrap_or(OTHER_METHOD)
+}
+
+/// Makes a tag value safe for every backend: statsd and DogStatsD lines (`|`, `,`, `#` and line
+/// breaks are structure there; a `:` inside a tag *value* is not, since a tag splits at its first
+/// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes and
+/// backslashes; control characters are replaced here). Each such character becomes `_`;
+/// the result is cut to [`MAX_ROUTE_LEN`] bytes at a character boundary; an empty value becomes
+/// `_`.
+///
+/// ```
+/// assert_eq!(tower_vitals::sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
+/// assert_eq!(tower_vitals::sanitize_tag_value("/users/{id}"), "/users/{id}");
+/// ```
+pub fn sanitize_tag_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_ROUTE_LEN));
+    for c in value.chars() {
+        if out.len() + c.len_utf8() > MAX_ROUTE_LEN {
+            break;
+        }
+        let safe = match c {
+            '|' | ',' | '#' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        };
+        out.push(safe);
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Route ids 0 and 1 are reserved for these two.
+pub(crate) const UNMATCHED_ID: u32 = 0;
+pub(crate) const OVERFLOW_ID: u32 = 1;
+
+/// An interned, capped set of route names.
+///
+/// Reads (one per request) are lock-free: an `ArcSwap` load and one hash lookup. A new name is
+/// added under a mutex by copying the table, which happens at most `cap` times in the life of
+/// the layer; once the cap is reached, unknown names map to `overflow` without taking the lock.
+pub(crate) struct RouteTable {
+    table: ArcSwap<RouteSnapshot>,
+    write: Mutex<()>,
+    cap: usize,
+}
+
+#[derive(Clone)]
+struct RouteSnapshot {
+    by_name: HashMap<Arc<str>, u32>,
+    /// Sanitised tag value by route id.
+    values: Vec<Arc<str>>,
+}
+
+impl RouteTable {
+    pub(crate) fn new(cap: usize) -> Self {
+        let values = vec![Arc::from(UNMATCHED), Arc::from(OVERFLOW)];
+        RouteTable {
+            table: ArcSwap::from_pointee(RouteSnapshot { by_name: HashMap::new(), values }),
+            write: Mutex::new(()),
+            cap,
+        }
+    }
+
+    /// The id of `name`, adding it if there is room; `overflow` past the cap.
+    pub(crate) fn intern(&self, name: &str) -> u32 {
+        {
+            let snapshot = self.table.load();
+            if let Some(&id) = snapshot.by_name.get(name) {
+                return id;
+            }
+            if snapshot.by_name.len() >= self.cap {
+                return OVERFLOW_ID;
+            }
+        }
+        // A poisoned lock only means another thread panicked while holding `()`: nothing to repair.
+        let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
+        let current = self.table.load_full();
+        if let Some(&id) = current.by_name.get(name) {
+            return id;
+        }
+        if current.by_name.len() >= self.cap {
+            return OVERFLOW_ID;
+        }
+        let mut next = RouteSnapshot::clone(&current);
+        let id = next.values.len() as u32;
+        next.by_name.insert(Arc::from(name), id);
+        next.values.push(Arc::from(sanitize_tag_value(name)));
+        self.table.store(Arc::new(next));
+        id
+    }
+
+    /// The tag value of a route id (`unmatched` for an id this table never gave out).
+    pub(crate) fn value(&self, id: u32) -> Arc<str> {
+        let snapshot = self.table.load();
+        snapshot.values.get(id as usize).cloned().unwrap_or_else(|| Arc::from(UNMATCHED))
+    }
+
+    /// How many distinct route names were admitted (not counting `unmatched` and `overflow`).
+    pub(crate) fn len(&self) -> usize {
+        self.table.load().by_name.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table_caps_and_reuses_ids() {
+        let table = RouteTable::new(2);
+        let a = table.intern("/a");
+        assert_eq!(table.intern("/a"), a);
+        let b = table.intern("/b");
+        assert_ne!(a, b);
+        assert_eq!(table.intern("/c"), OVERFLOW_ID);
+        assert_eq!(table.len(), 2);
+        assert_eq!(&*table.value(a), "/a");
+        assert_eq!(&*table.value(OVERFLOW_ID), OVERFLOW);
+        assert_eq!(&*table.value(999), UNMATCHED);
+    }
+
+    #[test]
+    fn hostile_route_is_sanitised_once_and_stays_distinct() {
+        let table = RouteTable::new(8);
+        let id = table.intern("/a|b,c#d:e\n");
+        assert_eq!(&*table.value(id), "/a_b_c_d:e_");
+    }
+
+    #[test]
+    fn sanitize_cuts_long_values_at_a_char_boundary() {
+        let long = "é".repeat(400);
+        let out = sanitize_tag_value(&long);
+        assert!(out.len() <= MAX_ROUTE_LEN);
+        assert!(out.chars().all(|c| c == 'é'));
+        assert_eq!(sanitize_tag_value(""), "_");
+    }
+
+    #[test]
+    fn methods_collapse_to_other() {
+        assert_eq!(method_label(method_index(&Method::GET)), "GET");
+        assert_eq!(method_label(method_index(&Method::PATCH)), "PATCH");
+        let foo = Method::from_bytes(b"FOO").expect("valid token");
+        assert_eq!(method_label(method_index(&foo)), OTHER_METHOD);
+    }
+
+    #[test]
+    fn error_type_prefers_the_outcome_over_the_status() {
+        assert_eq!(error_type(Outcome::Complete, 200), None);
+        assert_eq!(error_type(Outcome::Complete, 503).as_deref(), Some("503"));
+        assert_eq!(error_type(Outcome::Aborted, 503).as_deref(), Some("aborted"));
+        assert_eq!(error_type(Outcome::ServiceError, 0).as_deref(), Some("service_error"));
+    }
+}

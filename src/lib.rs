@@ -1,0 +1,92 @@
+//! # tower-vitals
+//!
+//! One Tower [`Layer`](tower_layer::Layer), [`VitalsLayer`], that measures how every request of
+//! an HTTP or gRPC service really behaves: how long the application took to produce the response
+//! head, how long the server spent writing the body out, how many blocks and bytes it sent, and
+//! how the request ended. It records through the [`metrics`] facade, so any recorder works
+//! (Prometheus, statsd, DogStatsD, or several at once).
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_vitals::VitalsLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "hello" }))
+//!     .layer(VitalsLayer::new()); // every route, tagged with its template
+//! # let _ = app;
+//! ```
+//!
+//! ## What is measured
+//!
+//! ```text
+//! call(req) ──► ResponseFuture ──(head ready)──► ResponseBody ──frames──► … ──► end / error / drop
+//!   t0            application phase          t1       output phase                      t_end
+//! ```
+//!
+//! | metric (prefix `http.server`) | kind | unit | value |
+//! |---|---|---|---|
+//! | `requests` | counter | | 1 per finished request |
+//! | `request.duration` | histogram | s | `t0` → finish |
+//! | `application_time` | histogram | s | `t0` → response head (or the service's `Err`) |
+//! | `output_time` | histogram | s | sum of the time each body frame was held downstream |
+//! | `output_blocks` | histogram | frames | data frames in the response body |
+//! | `output_bytes` | histogram | bytes | bytes in the response body |
+//! | `input_blocks`, `input_bytes`, `input_time` | histogram | | request body, opt-in |
+//! | `active_requests` | gauge | | requests in flight, by method |
+//!
+//! Tags: `http.route` (the route template: axum's `MatchedPath` or a [`RouteName`]; else
+//! `unmatched`; past the cap, `overflow`), `http.request.method` (`_OTHER` for non-standard
+//! methods), `http.response.status_code` (absent when no head was produced), `error.type` (only
+//! on failure: the 5xx code, `service_error`, `body_error`, `aborted`, `cancelled` or `panic`),
+//! and `rpc.grpc.status_code` when the response carries `grpc-status`.
+//!
+//! ## When metrics are recorded
+//!
+//! Everything is recorded **once per request**, at the first of these:
+//!
+//! | event | outcome (`error.type`) |
+//! |---|---|
+//! | the body returns `Ready(None)` | complete (the 5xx code, if the status is 5xx) |
+//! | a data frame after which the inner body says `is_end_stream()` (exact `Content-Length`: hyper stops polling) | complete |
+//! | the body is dropped with nothing left to send (empty body, HEAD, 1xx, 204, 304) | complete |
+//! | the body yields an error frame | `body_error` |
+//! | the body is dropped before its end (client disconnected) | `aborted` |
+//! | the inner service returns `Err` | `service_error` |
+//! | the response future is dropped before the head (timeout, disconnect) | `cancelled` |
+//! | the inner future or body panics while polled | `panic` |
+//!
+//! `active_requests` goes up at `call` and down at that same moment, so it cannot leak.
+//! A body frame still held downstream when the request ends counts as output time too.
+//!
+//! ## Cost
+//!
+//! Per request: two clock reads, one lock-free route lookup, one lock-free lookup of the cached
+//! metric handles and one recording of each metric. Per body frame: two clock reads (`quanta`,
+//! TSC where available) and integer adds. The layer makes no heap allocation of its own on the
+//! steady path and takes no lock (handles are resolved and cached the first time a label set is
+//! seen). Errors, frames, `size_hint` and `is_end_stream` pass through unchanged.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod finish;
+mod future;
+pub mod handles;
+mod labels;
+mod layer;
+mod request_body;
+mod service;
+mod utilization;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use handles::{MetricNames, DEFAULT_PREFIX};
+pub use labels::{
+    sanitize_tag_value, Outcome, RouteName, ERROR_TYPE, GRPC_STATUS, MAX_ROUTE_LEN, METHOD,
+    OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED,
+};
+pub use layer::{VitalsLayer, DEFAULT_ROUTE_CAP};
+pub use request_body::{
+    IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode, RequestContext,
+};
+pub use service::Vitals;
