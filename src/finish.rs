@@ -37,7 +37,7 @@ pub(crate) struct Record {
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
     pub(crate) fn start(shared: Arc<Shared>, t0: u64, route: u32, method: u8) -> Self {
-        shared.in_flight.start(method, &shared.names().active_requests);
+        shared.in_flight.start(method, t0, &shared.names().active_requests);
         Record {
             shared,
             t0,
@@ -123,7 +123,7 @@ impl Record {
             self.held += end.saturating_sub(since);
         }
         let shared = &*self.shared;
-        shared.in_flight.finish(self.method, &shared.names().active_requests);
+        shared.in_flight.finish(self.method, end, &shared.names().active_requests);
 
         let key = ResponseKey {
             route: self.route,
@@ -145,6 +145,10 @@ impl Record {
             handles.output_time.record(seconds(self.held));
             handles.output_blocks.record(self.blocks as f64);
             handles.output_bytes.record(self.bytes as f64);
+            if let Some(small_blocks) = &shared.small_blocks {
+                let now_ns = shared.nanos_since_epoch(end);
+                small_blocks.add(self.route, self.blocks, self.bytes, now_ns, &shared.routes);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram, Label, Unit};
 
 use crate::labels::{self, Outcome};
+use crate::request_body::InputState;
 
 /// The default metric-name prefix (OpenTelemetry's `http.server`).
 pub const DEFAULT_PREFIX: &str = "http.server";
@@ -189,7 +190,8 @@ impl ResponseKey {
         if self.status != 0 {
             out.push(Label::new(labels::STATUS, self.status.to_string()));
         }
-        if let Some(kind) = labels::error_type(self.outcome, self.status) {
+        let grpc = self.grpc.checked_sub(1);
+        if let Some(kind) = labels::error_type(self.outcome, self.status, grpc) {
             out.push(Label::new(labels::ERROR_TYPE, kind));
         }
         match self.grpc {
@@ -201,9 +203,9 @@ impl ResponseKey {
     }
 }
 
-fn input_key(route: u32, method: u8) -> u64 {
+fn input_key(route: u32, method: u8, state: InputState) -> u64 {
     // Bit 63 set: never collides with a response key's route field below 2^31.
-    (1 << 63) | (u64::from(route) << 8) | u64::from(method)
+    (1 << 63) | (u64::from(route) << 8) | (state.index() << 4) | u64::from(method & 0xf)
 }
 
 /// A multiply-xorshift mix for keys that are already small integers (SplitMix64's finaliser).
@@ -318,13 +320,15 @@ impl HandleCache {
         &self,
         route: u32,
         method: u8,
+        state: InputState,
         routes: &labels::RouteTable,
     ) -> Arc<InputHandles> {
-        self.inputs.get_or_resolve(input_key(route, method), self.limit, || {
+        self.inputs.get_or_resolve(input_key(route, method, state), self.limit, || {
             self.describe_once();
             let labels = [
                 Label::new(labels::ROUTE, routes.value(route).to_string()),
                 Label::new(labels::METHOD, labels::method_label(method)),
+                Label::new(labels::REQUEST_BODY_STATE, state.as_str()),
             ];
             let n = &self.names;
             InputHandles {
@@ -359,7 +363,8 @@ mod tests {
         for v in variants {
             assert_ne!(v.pack(), base.pack(), "{v:?}");
         }
-        assert_ne!(input_key(3, 0), base.pack());
+        assert_ne!(input_key(3, 0, InputState::Complete), base.pack());
+        assert_ne!(input_key(3, 0, InputState::Complete), input_key(3, 0, InputState::Unread));
     }
 
     #[test]

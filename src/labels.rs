@@ -20,6 +20,10 @@ pub const ERROR_TYPE: &str = "error.type";
 /// Tag key for the gRPC status code, present when the response carries `grpc-status`.
 pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 
+/// Tag key on the request-body metrics (`input_*`): how the service consumed the body:
+/// `complete`, `partial`, `unread` or `error` (see [`RequestBody`](crate::RequestBody)).
+pub const REQUEST_BODY_STATE: &str = "http.request.body.state";
+
 /// Route value for requests that carry no route name (no `MatchedPath`, no [`RouteName`]).
 pub const UNMATCHED: &str = "unmatched";
 /// Route value for requests whose route name arrived after the route cap was reached.
@@ -107,12 +111,17 @@ impl Outcome {
     }
 }
 
-/// The `error.type` value for a finished request, if it failed.
-pub(crate) fn error_type(outcome: Outcome, status: u16) -> Option<std::borrow::Cow<'static, str>> {
+/// The `error.type` value for a finished request, if it failed: the outcome's, else a 5xx
+/// status, else a gRPC status that is a server failure (`grpc`: the `grpc-status` code, if any).
+pub(crate) fn error_type(
+    outcome: Outcome,
+    status: u16,
+    grpc: Option<u8>,
+) -> Option<std::borrow::Cow<'static, str>> {
     match outcome.error_type() {
         Some(kind) => Some(kind.into()),
         None if status >= 500 => Some(status.to_string().into()),
-        None => None,
+        None => grpc.and_then(crate::grpc::server_error).map(Into::into),
     }
 }
 
@@ -291,9 +300,12 @@ mod tests {
 
     #[test]
     fn error_type_prefers_the_outcome_over_the_status() {
-        assert_eq!(error_type(Outcome::Complete, 200), None);
-        assert_eq!(error_type(Outcome::Complete, 503).as_deref(), Some("503"));
-        assert_eq!(error_type(Outcome::Aborted, 503).as_deref(), Some("aborted"));
-        assert_eq!(error_type(Outcome::ServiceError, 0).as_deref(), Some("service_error"));
+        assert_eq!(error_type(Outcome::Complete, 200, None), None);
+        assert_eq!(error_type(Outcome::Complete, 503, None).as_deref(), Some("503"));
+        assert_eq!(error_type(Outcome::Aborted, 503, None).as_deref(), Some("aborted"));
+        assert_eq!(error_type(Outcome::ServiceError, 0, None).as_deref(), Some("service_error"));
+        assert_eq!(error_type(Outcome::Complete, 200, Some(13)).as_deref(), Some("INTERNAL"));
+        assert_eq!(error_type(Outcome::Complete, 200, Some(5)), None);
+        assert_eq!(error_type(Outcome::Aborted, 200, Some(13)).as_deref(), Some("aborted"));
     }
 }

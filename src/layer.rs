@@ -10,7 +10,8 @@ use crate::handles::{HandleCache, MetricNames, DEFAULT_PREFIX};
 use crate::labels::RouteTable;
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
-use crate::utilization::InFlight;
+use crate::small_blocks::{SmallBlockWarning, SmallBlocks};
+use crate::utilization::{InFlight, UtilizationConfig};
 
 /// The default cap on distinct `http.route` values (see [`VitalsLayer::route_cap`]).
 pub const DEFAULT_ROUTE_CAP: usize = 1024;
@@ -53,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
     pub(crate) handles: HandleCache,
     pub(crate) in_flight: InFlight,
+    /// Per-route block sums for the small-block warning (`None`: turned off).
+    pub(crate) small_blocks: Option<SmallBlocks>,
+    /// Raw clock reading when the layer was built: time 0 of the utilisation and warning clocks.
+    pub(crate) epoch: u64,
 }
 
 /// The layer's settings.
@@ -61,18 +66,35 @@ pub(crate) struct Config {
     pub(crate) prefix: String,
     pub(crate) route_cap: usize,
     pub(crate) clock: quanta::Clock,
+    pub(crate) utilization: UtilizationConfig,
+    pub(crate) grpc_routes: bool,
+    pub(crate) small_blocks: Option<SmallBlockWarning>,
 }
 
 impl Shared {
     fn new(config: Config) -> Self {
         let names = MetricNames::new(&config.prefix);
         let cap = config.route_cap;
+        let epoch = config.clock.raw();
+        let in_flight = InFlight::new(
+            config.clock.clone(),
+            &config.utilization,
+            names.utilization.clone(),
+            epoch,
+        );
         Shared {
             routes: RouteTable::new(cap),
             handles: HandleCache::new(names, (cap + 2).saturating_mul(HANDLE_SETS_PER_ROUTE)),
-            in_flight: InFlight::new(),
+            in_flight,
+            small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
+            epoch,
             config,
         }
+    }
+
+    /// Nanoseconds on the layer's clock from its epoch to the raw reading `raw`.
+    pub(crate) fn nanos_since_epoch(&self, raw: u64) -> u64 {
+        self.config.clock.delta_as_nanos(self.epoch, raw)
     }
 
     pub(crate) fn names(&self) -> &MetricNames {
@@ -82,12 +104,16 @@ impl Shared {
 
 impl VitalsLayer<IgnoreRequestBody> {
     /// A layer with the defaults: prefix `http.server`, route cap 1024, request bodies not
-    /// measured, the system clock (`quanta`).
+    /// measured, the system clock (`quanta`), `utilization` as average concurrency over 10 s
+    /// windows, gRPC paths not used as routes, the default [`SmallBlockWarning`].
     pub fn new() -> Self {
         VitalsLayer::from_config(Config {
             prefix: DEFAULT_PREFIX.to_owned(),
             route_cap: DEFAULT_ROUTE_CAP,
             clock: quanta::Clock::new(),
+            utilization: UtilizationConfig::default(),
+            grpc_routes: false,
+            small_blocks: Some(SmallBlockWarning::default()),
         })
     }
 }
@@ -136,6 +162,64 @@ impl<M> VitalsLayer<M> {
     /// [`RequestBody<B>`](crate::RequestBody) bodies.
     pub fn measure_request_body(self) -> VitalsLayer<MeasureRequestBody> {
         VitalsLayer { shared: self.shared, mode: PhantomData }
+    }
+
+    /// The number of requests the service can run at once (the concurrency limit it runs with,
+    /// e.g. `tower::limit::ConcurrencyLimitLayer`'s, or worker threads for blocking handlers).
+    /// With it, the `utilization` gauge is busy time / (`capacity` × window): 1.0 means every
+    /// slot was busy the whole window. Without it (the default), `utilization` is the average
+    /// number of requests in flight over the window. A capacity of 0 counts as 1.
+    ///
+    /// See [`utilization_window`](Self::utilization_window) for when the gauge is updated.
+    pub fn capacity(self, capacity: u32) -> Self {
+        self.reconfigure(|c| c.utilization.capacity = Some(capacity))
+    }
+
+    /// The shortest window `utilization` is computed over (default 10 s, statsd's default flush
+    /// interval; at least 1 µs). A window closes at the first request start or finish, or
+    /// [`publish_utilization`](Self::publish_utilization) call, at least this long after the
+    /// previous close; the gauge is then set to the window's value. There is no background task:
+    /// with no traffic the gauge keeps its last value until a request or a
+    /// `publish_utilization` call (from your `/metrics` handler or a timer) closes the window.
+    pub fn utilization_window(self, window: std::time::Duration) -> Self {
+        self.reconfigure(|c| c.utilization.window = window)
+    }
+
+    /// Closes the current `utilization` window now, if it is at least one window long: sets the
+    /// gauge and returns its value (`None`: the window is not due yet, or another thread is
+    /// publishing it). Call it where you read metrics (a `/metrics` handler, a timer) so that
+    /// idle periods show up without waiting for the next request.
+    pub fn publish_utilization(&self) -> Option<f64> {
+        self.shared.in_flight.publish(self.shared.config.clock.raw())
+    }
+
+    /// Busy time so far (the integral of requests in flight over time), through this layer and
+    /// its clones, at 1 µs resolution.
+    pub fn busy_time(&self) -> std::time::Duration {
+        let micros = self.shared.in_flight.busy_micros(self.shared.config.clock.raw());
+        std::time::Duration::from_micros(micros)
+    }
+
+    /// Use the request path as the route of gRPC requests (`content-type: application/grpc...`)
+    /// that carry no route name: `/pkg.Service/Method`, as gRPC defines it. Off by default.
+    ///
+    /// Only paths of that shape count (two non-empty segments of ASCII letters, digits, `_` and
+    /// `.`; anything else is `unmatched`), and they are admitted under the same
+    /// [`route_cap`](Self::route_cap) as every route. Plain HTTP requests never use their path.
+    /// Turn it on for a tonic server (`Server::builder().layer(VitalsLayer::new().grpc_routes())`):
+    /// the layer sits outside tonic's router, so no route template is known there otherwise.
+    pub fn grpc_routes(self) -> Self {
+        self.reconfigure(|c| c.grpc_routes = true)
+    }
+
+    /// The small-block warning's settings (on by default with [`SmallBlockWarning::default`]).
+    pub fn small_block_warning(self, warning: SmallBlockWarning) -> Self {
+        self.reconfigure(|c| c.small_blocks = Some(warning))
+    }
+
+    /// Turns the small-block warning off (no per-route sums are kept).
+    pub fn without_small_block_warning(self) -> Self {
+        self.reconfigure(|c| c.small_blocks = None)
     }
 
     /// The metric names this layer emits (after the prefix was applied).

@@ -71,11 +71,13 @@
 mod body;
 mod finish;
 mod future;
+mod grpc;
 pub mod handles;
 mod labels;
 mod layer;
 mod request_body;
 mod service;
+mod small_blocks;
 mod utilization;
 
 pub use body::ResponseBody;
@@ -83,10 +85,11 @@ pub use future::ResponseFuture;
 pub use handles::{MetricNames, DEFAULT_PREFIX};
 pub use labels::{
     sanitize_tag_value, Outcome, RouteName, ERROR_TYPE, GRPC_STATUS, MAX_ROUTE_LEN, METHOD,
-    OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED,
+    OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW, REQUEST_BODY_STATE, ROUTE, STATUS, UNMATCHED,
 };
 pub use layer::{VitalsLayer, DEFAULT_ROUTE_CAP};
 pub use request_body::{
     IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode, RequestContext,
 };
 pub use service::Vitals;
+pub use small_blocks::SmallBlockWarning;

@@ -58,30 +58,81 @@ impl<B> RequestBodyMode<B> for IgnoreRequestBody {
     }
 }
 
-impl<B> RequestBodyMode<B> for MeasureRequestBody {
+impl<B: Body> RequestBodyMode<B> for MeasureRequestBody {
     type Body = RequestBody<B>;
 
     fn wrap(req: Request<B>, ctx: RequestContext<'_>) -> Request<RequestBody<B>> {
-        let input = InputRecord {
-            shared: Arc::clone(ctx.shared),
-            route: ctx.route,
-            method: ctx.method,
-            blocks: 0,
-            bytes: 0,
-            waited: 0,
-            waiting_since: None,
-            finished: false,
-        };
-        req.map(|inner| RequestBody { inner, input })
+        req.map(|inner| {
+            let input = InputRecord {
+                shared: Arc::clone(ctx.shared),
+                route: ctx.route,
+                method: ctx.method,
+                blocks: 0,
+                bytes: 0,
+                waited: 0,
+                waiting_since: None,
+                polled: false,
+                // Nothing to read (GET, an empty body): never reading it is reading it all.
+                empty: inner.is_end_stream(),
+                finished: false,
+            };
+            RequestBody { inner, input }
+        })
+    }
+}
+
+/// How the service consumed a request body: the `http.request.body.state` tag of the `input_*`
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum InputState {
+    /// Read to its end (or had nothing to read).
+    Complete,
+    /// Read in part, then dropped before its end.
+    Partial,
+    /// Dropped without a single poll: the service never read it.
+    Unread,
+    /// Reading it failed (the client went away mid-upload, a malformed chunk, a size limit).
+    Error,
+}
+
+impl InputState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InputState::Complete => "complete",
+            InputState::Partial => "partial",
+            InputState::Unread => "unread",
+            InputState::Error => "error",
+        }
+    }
+
+    pub(crate) fn index(self) -> u64 {
+        match self {
+            InputState::Complete => 0,
+            InputState::Partial => 1,
+            InputState::Unread => 2,
+            InputState::Error => 3,
+        }
     }
 }
 
 pin_project! {
-    /// A request body measured on its way to the service: `input_blocks` and `input_bytes` count
-    /// the data frames the service actually read (not `Content-Length`), and `input_time` the time
-    /// between a poll that found no frame ready (`Pending`) and the frame that followed: the
-    /// service waiting on the client. Recorded once, tagged with route and method, when the body
-    /// ends, errors, or is dropped (a body never read records 0 blocks and 0 bytes).
+    /// A request body measured on its way to the service (opt-in, see
+    /// [`VitalsLayer::measure_request_body`](crate::VitalsLayer::measure_request_body)).
+    ///
+    /// - `input_blocks` and `input_bytes`: the data frames the service actually read, and their
+    ///   bytes (not `Content-Length`).
+    /// - `input_time`: the time the service waited on the client: from a poll that found no frame
+    ///   ready (`Pending`) to the frame, end or error that followed, summed. Frames that were
+    ///   already buffered add nothing, so a fast client shows ~0 and a slow upload its gaps.
+    /// - `http.request.body.state`, with `http.route` and `http.request.method`: `complete` (read
+    ///   to its end, or nothing to read), `partial` (read in part, then dropped), `unread` (dropped
+    ///   without a single poll: the handler never read the body; blocks and bytes are 0) or
+    ///   `error` (the body failed: client gone mid-upload, bad chunk, size limit).
+    ///
+    /// Recorded once per request: at the end of the body (`Ready(None)`, or a data frame after
+    /// which the body says `is_end_stream`, as with an exact `Content-Length`), at an error frame,
+    /// or when the body is dropped. A body the service keeps after responding is recorded when it
+    /// drops it. Frames, errors, `size_hint` and `is_end_stream` pass through unchanged.
     pub struct RequestBody<B> {
         #[pin]
         inner: B,
@@ -108,13 +159,17 @@ struct InputRecord {
     method: u8,
     blocks: u64,
     bytes: u64,
+    /// Raw clock ticks spent waiting on the client.
     waited: u64,
+    /// Raw reading of the poll that returned `Pending`, until a frame or the end arrives.
     waiting_since: Option<u64>,
+    polled: bool,
+    empty: bool,
     finished: bool,
 }
 
 impl InputRecord {
-    fn finish(&mut self) {
+    fn finish(&mut self, state: InputState) {
         if self.finished {
             return;
         }
@@ -124,7 +179,7 @@ impl InputRecord {
         if let Some(since) = self.waiting_since.take() {
             self.waited += clock.raw().saturating_sub(since);
         }
-        let handles = shared.handles.input(self.route, self.method, &shared.routes);
+        let handles = shared.handles.input(self.route, self.method, state, &shared.routes);
         handles.blocks.record(self.blocks as f64);
         handles.bytes.record(self.bytes as f64);
         handles.time.record(clock.delta_as_nanos(0, self.waited) as f64 * 1e-9);
@@ -133,7 +188,14 @@ impl InputRecord {
 
 impl Drop for InputRecord {
     fn drop(&mut self) {
-        self.finish();
+        let state = if self.empty {
+            InputState::Complete
+        } else if self.polled {
+            InputState::Partial
+        } else {
+            InputState::Unread
+        };
+        self.finish(state);
     }
 }
 
@@ -145,12 +207,13 @@ impl<B: Body> Body for RequestBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         let input = this.input;
         if input.finished {
             return this.inner.poll_frame(cx);
         }
-        let polled = this.inner.poll_frame(cx);
+        input.polled = true;
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Pending => {
                 if input.waiting_since.is_none() {
@@ -167,8 +230,12 @@ impl<B: Body> Body for RequestBody<B> {
                             input.blocks += 1;
                             input.bytes += data.remaining() as u64;
                         }
+                        if this.inner.is_end_stream() {
+                            input.finish(InputState::Complete);
+                        }
                     }
-                    Some(Err(_)) | None => input.finish(),
+                    Some(Err(_)) => input.finish(InputState::Error),
+                    None => input.finish(InputState::Complete),
                 }
             }
         }

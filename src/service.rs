@@ -75,7 +75,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let t0 = self.shared.config.clock.raw();
         let method = labels::method_index(req.method());
-        let route = route_of(&self.shared, req.extensions());
+        let route = route_of(&self.shared, &req);
         let record = Record::start(Arc::clone(&self.shared), t0, route, method);
         let ctx = RequestContext { shared: &self.shared, route, method };
         let req = M::wrap(req, ctx);
@@ -83,14 +83,21 @@ where
     }
 }
 
-/// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else `unmatched`.
-pub(crate) fn route_of(shared: &Shared, extensions: &http::Extensions) -> u32 {
+/// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with
+/// `grpc_routes`) the gRPC method path, else `unmatched`.
+pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
+    let extensions = req.extensions();
     if let Some(name) = extensions.get::<RouteName>() {
         return shared.routes.intern(name.as_str());
     }
     #[cfg(feature = "axum")]
     if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
         return shared.routes.intern(path.as_str());
+    }
+    if shared.config.grpc_routes {
+        if let Some(path) = crate::grpc::method_path(req) {
+            return shared.routes.intern(path);
+        }
     }
     labels::UNMATCHED_ID
 }
