@@ -1,0 +1,154 @@
+//! `utilization` and busy time on a mock clock: exact expected values, no sleeps.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
+use support::*;
+use tower::{Layer, Service};
+use tower_vitals::{ResponseBody, VitalsLayer};
+
+const UTILIZATION: &str = "http.server.utilization";
+const SECOND: u64 = 1_000_000_000;
+
+struct Bench {
+    _guard: metrics::LocalRecorderGuard<'static>,
+    snap: Snapshotter,
+    mock: Arc<quanta::Mock>,
+}
+
+fn bench() -> (Bench, quanta::Clock) {
+    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+    let guard = metrics::set_default_local_recorder(recorder);
+    let (clock, mock) = quanta::Clock::mock();
+    (Bench { _guard: guard, snap: recorder.snapshotter(), mock }, clock)
+}
+
+/// A service whose responses have one data frame, after which they end: a request starts at
+/// `call` and finishes when its body is polled once.
+fn service(
+    b: &Bench,
+    layer: &VitalsLayer,
+) -> impl Service<
+    Request<String>,
+    Response = http::Response<ResponseBody<ScriptBody>>,
+    Error = std::io::Error,
+    Future = tower_vitals::ResponseFuture<HeadFuture>,
+> {
+    let mock = Arc::clone(&b.mock);
+    layer.layer(scripted(
+        &b.mock,
+        Head::Respond { pending: 0, status: 200, advance_ns: 0 },
+        move || ScriptBody::new(&mock, vec![(0, Step::Data(1))], true),
+    ))
+}
+
+fn start<S>(svc: &mut S) -> ResponseBody<ScriptBody>
+where
+    S: Service<
+        Request<String>,
+        Response = http::Response<ResponseBody<ScriptBody>>,
+        Error = std::io::Error,
+    >,
+{
+    block_on(svc.call(Request::new(String::new()))).expect("response").into_body()
+}
+
+fn finish(mut body: ResponseBody<ScriptBody>) {
+    assert!(poll_once(&mut body).is_ready());
+}
+
+/// The gauge's value if it was registered (DebuggingRecorder's snapshot resets gauges to 0, so
+/// read it once per publication).
+fn gauge(b: &Bench) -> Option<f64> {
+    named(&snapshot(&b.snap), UTILIZATION).first().map(|s| s.gauge())
+}
+
+fn at(b: &Bench, seconds: u64) {
+    let now = b.mock.value();
+    b.mock.increment(seconds * SECOND - now);
+}
+
+/// Two overlapping requests, 0–6 s and 2–10 s: 14 request-seconds in the first 10 s window.
+fn first_window(b: &Bench, layer: &VitalsLayer) {
+    let mut svc = service(b, layer);
+    let a = start(&mut svc);
+    at(b, 2);
+    let second = start(&mut svc);
+    at(b, 6);
+    finish(a);
+    assert_eq!(gauge(b), None, "no window closed before 10 s");
+    assert_eq!(layer.busy_time(), Duration::from_secs(6 + 4));
+    at(b, 10);
+    finish(second); // the finish at 10 s is the tick that closes the window [0, 10 s]
+    assert_eq!(layer.busy_time(), Duration::from_secs(14));
+}
+
+#[test]
+fn utilization_is_busy_time_over_capacity_times_window() {
+    let (b, clock) = bench();
+    let layer =
+        VitalsLayer::new().clock(clock).capacity(4).utilization_window(Duration::from_secs(10));
+    first_window(&b, &layer);
+    assert_eq!(gauge(&b), Some(14.0 / (4.0 * 10.0)));
+
+    // A request in flight across windows counts in each for the time it spent in it.
+    let mut svc = service(&b, &layer);
+    at(&b, 12);
+    let c = start(&mut svc);
+    at(&b, 15);
+    assert_eq!(layer.publish_utilization(), None, "5 s is not a window yet");
+    at(&b, 25);
+    assert_eq!(layer.busy_time(), Duration::from_secs(14 + 13));
+    assert_eq!(layer.publish_utilization(), Some(13.0 / (4.0 * 15.0)), "window [10, 25 s]");
+    assert_eq!(gauge(&b), Some(13.0 / (4.0 * 15.0)));
+    at(&b, 30);
+    finish(c); // 5 s after the last close: no tick (the next window proves it: [25, 45 s])
+    at(&b, 45);
+    assert_eq!(layer.publish_utilization(), Some(5.0 / (4.0 * 20.0)), "window [25, 45 s]");
+    assert_eq!(gauge(&b), Some(5.0 / (4.0 * 20.0)));
+    at(&b, 60);
+    assert_eq!(layer.publish_utilization(), Some(0.0), "idle window [45, 60 s]");
+    assert_eq!(layer.busy_time(), Duration::from_secs(14 + 18));
+}
+
+#[test]
+fn without_a_capacity_utilization_is_average_concurrency() {
+    let (b, clock) = bench();
+    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(10));
+    first_window(&b, &layer);
+    assert_eq!(gauge(&b), Some(1.4));
+    let seen = snapshot(&b.snap);
+    let g = one(&seen, UTILIZATION);
+    assert!(g.labels.is_empty(), "utilization is one layer-wide series: {:?}", g.labels);
+}
+
+#[test]
+fn clones_of_a_layer_share_one_integral() {
+    let (b, clock) = bench();
+    let layer =
+        VitalsLayer::new().clock(clock).capacity(2).utilization_window(Duration::from_secs(4));
+    let mut one_svc = service(&b, &layer);
+    let mut other_svc = service(&b, &layer.clone());
+    let x = start(&mut one_svc);
+    let y = start(&mut other_svc);
+    at(&b, 4);
+    finish(x);
+    finish(y);
+    assert_eq!(gauge(&b), Some(8.0 / (2.0 * 4.0)), "both slots busy the whole window");
+}
+
+#[test]
+fn a_capacity_of_zero_counts_as_one() {
+    let (b, clock) = bench();
+    let layer =
+        VitalsLayer::new().clock(clock).capacity(0).utilization_window(Duration::from_secs(1));
+    let mut svc = service(&b, &layer);
+    let x = start(&mut svc);
+    at(&b, 2);
+    finish(x);
+    assert_eq!(gauge(&b), Some(1.0));
+}
