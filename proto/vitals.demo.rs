@@ -118,7 +118,8 @@ pub mod demo_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Unary: answers a greeting; a name of "missing" fails with NOT_FOUND (grpc-status 5).
+        /// Unary: answers a greeting; the name "missing" fails with NOT_FOUND (grpc-status 5) and
+        /// "crash" with INTERNAL (13).
         pub async fn hello(
             &mut self,
             request: impl tonic::IntoRequest<super::HelloRequest>,
@@ -174,7 +175,8 @@ pub mod demo_server {
     /// Generated trait containing gRPC methods that should be implemented for use with DemoServer.
     #[async_trait]
     pub trait Demo: std::marker::Send + std::marker::Sync + 'static {
-        /// Unary: answers a greeting; a name of "missing" fails with NOT_FOUND (grpc-status 5).
+        /// Unary: answers a greeting; the name "missing" fails with NOT_FOUND (grpc-status 5) and
+        /// "crash" with INTERNAL (13).
         async fn hello(
             &self,
             request: tonic::Request<super::HelloRequest>,
