@@ -31,14 +31,37 @@
 //! | `output_time` | histogram | s | sum of the time each body frame was held downstream |
 //! | `output_blocks` | histogram | frames | data frames in the response body |
 //! | `output_bytes` | histogram | bytes | bytes in the response body |
-//! | `input_blocks`, `input_bytes`, `input_time` | histogram | | request body, opt-in |
+//! | `input_blocks`, `input_bytes`, `input_time` | histogram | | request body, opt-in ([`RequestBody`]) |
 //! | `active_requests` | gauge | | requests in flight, by method |
+//! | `utilization` | gauge | ratio | busy time / (capacity × window); average concurrency without a capacity |
 //!
 //! Tags: `http.route` (the route template: axum's `MatchedPath` or a [`RouteName`]; else
 //! `unmatched`; past the cap, `overflow`), `http.request.method` (`_OTHER` for non-standard
 //! methods), `http.response.status_code` (absent when no head was produced), `error.type` (only
 //! on failure: the 5xx code, `service_error`, `body_error`, `aborted`, `cancelled` or `panic`),
 //! and `rpc.grpc.status_code` when the response carries `grpc-status`.
+//!
+//! ## gRPC, request bodies, utilisation, small blocks
+//!
+//! - **gRPC** (tonic: `Server::builder().layer(VitalsLayer::new().grpc_routes())`):
+//!   [`grpc_routes`](VitalsLayer::grpc_routes) makes the method path (`/pkg.Service/Method`)
+//!   the route of gRPC requests, under the route cap. `grpc-status` is read from the trailers
+//!   frame, or from the headers of a trailers-only response, into `rpc.grpc.status_code`; a call
+//!   that fails with a server-side code (`UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
+//!   `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`: OpenTelemetry's list for servers) gets
+//!   `error.type` = the code's name, though its HTTP status is 200. Streaming calls count the
+//!   frames and bytes their body yields (tonic packs ready messages into shared frames).
+//! - **Request bodies** (opt-in, [`measure_request_body`](VitalsLayer::measure_request_body)):
+//!   see [`RequestBody`]; tagged `http.request.body.state` = `complete`, `partial`, `unread`
+//!   or `error`.
+//! - **Utilisation**: the layer integrates busy time (requests in flight × time) without a lock
+//!   and publishes the `utilization` gauge once per window, on the first request start or finish
+//!   (or [`publish_utilization`](VitalsLayer::publish_utilization) call) after the window; no
+//!   background task. See [`capacity`](VitalsLayer::capacity) and
+//!   [`utilization_window`](VitalsLayer::utilization_window).
+//! - **Small blocks**: a route whose multi-block responses average fewer than 512 bytes per
+//!   block over 4096 blocks gets one `tracing` warning (at most one per route per hour), naming
+//!   the route and the figures. See [`SmallBlockWarning`].
 //!
 //! ## When metrics are recorded
 //!
