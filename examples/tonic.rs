@@ -13,13 +13,15 @@
 
 #[path = "../proto/demo.rs"]
 mod demo;
+#[path = "support/print.rs"]
+mod print;
 
 use std::time::Duration;
 
 use demo::demo_client::DemoClient;
 use demo::demo_server::DemoServer;
 use demo::{CountRequest, DemoService, HelloRequest};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tower_vitals::VitalsLayer;
 
 #[tokio::main]
@@ -80,30 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), server).await???;
 
-    println!("\nRecorded (one line per label set):");
-    let mut lines = Vec::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let (_, key) = key.into_parts();
-        let name = key.name().to_owned();
-        let shown = ["requests", "output_blocks", "output_bytes", "active_requests"];
-        if !shown.iter().any(|suffix| name == format!("http.server.{suffix}")) {
-            continue;
-        }
-        let labels: Vec<String> =
-            key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        let value = match value {
-            DebugValue::Counter(c) => c.to_string(),
-            DebugValue::Gauge(g) => g.to_string(),
-            DebugValue::Histogram(v) => {
-                format!("{:?}", v.iter().map(|f| f.into_inner()).collect::<Vec<_>>())
-            }
-        };
-        lines.push(format!("{name} {{{}}} = {value}", labels.join(", ")));
-    }
-    lines.sort();
-    for line in lines {
-        println!("  {line}");
-    }
+    println!("\nRecorded (one line per metric and label set):");
+    print::print_snapshot(&snapshotter);
     println!("busy time (request time, summed): {:?}", layer.busy_time());
     Ok(())
 }
