@@ -146,8 +146,7 @@ impl Record {
             handles.output_blocks.record(self.blocks as f64);
             handles.output_bytes.record(self.bytes as f64);
             if let Some(small_blocks) = &shared.small_blocks {
-                let now_ns = shared.nanos_since_epoch(end);
-                small_blocks.add(self.route, self.blocks, self.bytes, now_ns, &shared.routes);
+                small_blocks.add(self.route, self.blocks, self.bytes, end, shared);
             }
         }
     }

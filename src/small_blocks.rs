@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::labels::RouteTable;
+use crate::layer::Shared;
 
 /// Settings of the small-block warning (see
 /// [`VitalsLayer::small_block_warning`](crate::VitalsLayer::small_block_warning)).
@@ -115,28 +116,40 @@ impl SmallBlocks {
         }
     }
 
-    /// A response of `route` finished with `blocks` data frames and `bytes` bytes, at `now_ns`
-    /// (nanoseconds on the layer's clock). Warns if this completes a run of small blocks.
-    pub(crate) fn add(&self, route: u32, blocks: u64, bytes: u64, now_ns: u64, names: &RouteTable) {
-        if let Some(verdict) = self.account(route, blocks, bytes, now_ns) {
-            let name = names.value(route);
-            let average = verdict.bytes / verdict.blocks.max(1);
-            tracing::warn!(
-                target: "tower_vitals::small_blocks",
-                route = %name,
-                blocks = verdict.blocks,
-                bytes = verdict.bytes,
-                average_bytes_per_block = average,
-                min_average_bytes = self.settings.min_average_bytes,
-                "responses of route {name} average {average} bytes per block over {} blocks \
-                 ({} bytes): each block costs a poll, a frame header and often a write; send \
-                 larger chunks (buffer the body, or batch small messages) unless the stream is \
-                 small events on purpose (then lower SmallBlockWarning::min_average_bytes, or turn \
-                 the warning off)",
-                verdict.blocks,
-                verdict.bytes,
-            );
+    /// A response of `route` finished with `blocks` data frames and `bytes` bytes, at raw clock
+    /// reading `end`. Warns if this completes a run of small blocks.
+    #[inline]
+    pub(crate) fn add(&self, route: u32, blocks: u64, bytes: u64, end: u64, shared: &Shared) {
+        if blocks < 2 {
+            return;
         }
+        let now_ns = shared.nanos_since_epoch(end);
+        if let Some(verdict) = self.account(route, blocks, bytes, now_ns) {
+            self.warn(route, verdict, &shared.routes);
+        }
+    }
+
+    /// The warning itself: rare (at most once per route per interval), kept off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn warn(&self, route: u32, verdict: Verdict, names: &RouteTable) {
+        let name = names.value(route);
+        let average = verdict.bytes / verdict.blocks.max(1);
+        tracing::warn!(
+            target: "tower_vitals::small_blocks",
+            route = %name,
+            blocks = verdict.blocks,
+            bytes = verdict.bytes,
+            average_bytes_per_block = average,
+            min_average_bytes = self.settings.min_average_bytes,
+            "responses of route {name} average {average} bytes per block over {} blocks \
+             ({} bytes): each block costs a poll, a frame header and often a write; send \
+             larger chunks (buffer the body, or batch small messages) unless the stream is \
+             small events on purpose (then lower SmallBlockWarning::min_average_bytes, or turn \
+             the warning off)",
+            verdict.blocks,
+            verdict.bytes,
+        );
     }
 
     /// The accounting of [`add`](Self::add), without the warning: `Some` when a warning is due.

@@ -94,6 +94,7 @@ impl InFlight {
     }
 
     /// A request of `method` started at raw clock reading `at`.
+    #[inline]
     pub(crate) fn start(&self, method: u8, at: u64, name: &str) {
         self.change(method, 1, name);
         let now = self.publisher.micros(at);
@@ -102,6 +103,7 @@ impl InFlight {
     }
 
     /// A request of `method` finished at raw clock reading `at`.
+    #[inline]
     pub(crate) fn finish(&self, method: u8, at: u64, name: &str) {
         self.change(method, -1, name);
         let now = self.publisher.micros(at);
@@ -163,6 +165,7 @@ impl Busy {
     }
 
     /// Moves the integral to `now` and changes the in-flight count by `delta` (+1, −1 or 0).
+    #[inline]
     fn event(&self, now: u64, delta: i8) {
         let mut current = self.state.load(Ordering::Acquire);
         loop {
@@ -242,17 +245,26 @@ struct Publisher {
 }
 
 impl Publisher {
+    #[inline]
     fn micros(&self, raw: u64) -> u64 {
         self.clock.delta_as_nanos(self.epoch, raw) / 1_000
     }
 
     /// Publishes the window ending at `now` if one is due. `force_event` moves the integral to
     /// `now` first (a read: it keeps the 44-bit clock of the integral fresh while idle).
+    #[inline]
     fn tick(&self, busy: &Busy, now: u64, force_event: bool) -> Option<f64> {
         let closed = self.closed_at_us.load(Ordering::Relaxed);
         if now.saturating_sub(closed) < self.window_us {
             return None;
         }
+        self.close_window(busy, now, force_event)
+    }
+
+    /// The rare part of [`tick`](Self::tick): once per window.
+    #[cold]
+    #[inline(never)]
+    fn close_window(&self, busy: &Busy, now: u64, force_event: bool) -> Option<f64> {
         if force_event {
             busy.event(now, 0);
         }
