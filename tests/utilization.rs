@@ -152,3 +152,42 @@ fn a_capacity_of_zero_counts_as_one() {
     finish(x);
     assert_eq!(gauge(&b), Some(1.0));
 }
+
+#[test]
+fn concurrent_starts_and_finishes_integrate_exactly() {
+    // 4 threads × 250 requests all in flight together for exactly 3 s of mock time: the
+    // lock-free integral must come out at 1 000 × 3 s, whatever the interleaving of the CASes.
+    let (clock, mock) = quanta::Clock::mock();
+    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(3600));
+    let started = Arc::new(std::sync::Barrier::new(5));
+    let advanced = Arc::new(std::sync::Barrier::new(5));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (layer, mock) = (layer.clone(), Arc::clone(&mock));
+            let (started, advanced) = (Arc::clone(&started), Arc::clone(&advanced));
+            std::thread::spawn(move || {
+                let b = Bench {
+                    _guard: metrics::set_default_local_recorder(Box::leak(Box::new(
+                        DebuggingRecorder::new(),
+                    ))),
+                    snap: DebuggingRecorder::new().snapshotter(),
+                    mock,
+                };
+                let mut svc = service(&b, &layer);
+                let bodies: Vec<_> = (0..250).map(|_| start(&mut svc)).collect();
+                started.wait();
+                advanced.wait();
+                bodies.into_iter().for_each(finish);
+            })
+        })
+        .collect();
+    started.wait();
+    assert_eq!(layer.active_requests(), 1_000);
+    mock.increment(3 * SECOND);
+    advanced.wait();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    assert_eq!(layer.active_requests(), 0);
+    assert_eq!(layer.busy_time(), Duration::from_secs(3_000));
+}
