@@ -74,6 +74,8 @@ mod future;
 pub mod handles;
 mod labels;
 mod layer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod request_body;
 mod service;
 mod utilization;
