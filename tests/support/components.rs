@@ -330,6 +330,8 @@ pub struct Flushed {
     pub timers: BTreeMap<String, Vec<f64>>,
     /// Key → last gauge value.
     pub gauges: BTreeMap<String, f64>,
+    /// Lines statsd could not parse (its own `statsd.bad_lines_seen`, summed).
+    pub bad_lines: f64,
 }
 
 impl Flushed {
@@ -431,6 +433,7 @@ impl Statsd {
         for line in text.lines() {
             let Ok(flush) = serde_json::from_str::<Value>(line) else { continue };
             let ours = |k: &String| !k.starts_with("statsd.");
+            out.bad_lines += flush["counters"]["statsd.bad_lines_seen"].as_f64().unwrap_or(0.0);
             if let Some(counters) = flush["counters"].as_object() {
                 for (k, v) in counters.iter().filter(|(k, _)| ours(k)) {
                     *out.counters.entry(k.clone()).or_default() += v.as_f64().unwrap_or(0.0);
