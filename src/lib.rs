@@ -92,15 +92,21 @@
 #![forbid(unsafe_code)]
 
 mod body;
+#[cfg(feature = "dogstatsd")]
+pub mod dogstatsd;
 mod finish;
 mod future;
 mod grpc;
 pub mod handles;
 mod labels;
 mod layer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod request_body;
 mod service;
 mod small_blocks;
+#[cfg(feature = "statsd")]
+pub mod statsd;
 mod utilization;
 
 pub use body::ResponseBody;
