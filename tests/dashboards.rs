@@ -846,3 +846,165 @@ fn demo_bounded_run_prints_a_table_whose_totals_match_its_load() {
         .sum();
     assert_eq!(total, report.sent.total() as f64, "{exposition}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Structure: what Grafana's and Datadog's importers need, checked without the servers.
+
+#[test]
+fn grafana_dashboard_has_what_the_importer_needs() {
+    let dash = grafana();
+    let inputs = dash["__inputs"].as_array().expect("__inputs");
+    assert!(inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS" && i["pluginId"] == "prometheus"));
+    let defined: BTreeSet<&str> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .map(|v| {
+            assert_eq!(v["datasource"]["uid"], "${DS_PROMETHEUS}", "{v}");
+            let q = v["query"]["query"].as_str().expect("variable query");
+            assert!(q.starts_with("label_values("), "{q}");
+            v["name"].as_str().expect("name")
+        })
+        .collect();
+    assert_eq!(defined, BTreeSet::from(["job", "instance", "route"]));
+
+    let all = panels(&dash);
+    let ids: Vec<i64> = all.iter().map(|p| p["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len(), "duplicate ids {ids:?}");
+    let rows: Vec<&str> =
+        all.iter().filter(|p| p["type"] == "row").filter_map(|p| p["title"].as_str()).collect();
+    assert_eq!(rows, ["Traffic", "Errors", "Latency", "Output", "Saturation"]);
+    let mut cells = BTreeSet::new();
+    for p in &all {
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (g["x"].as_i64(), g["y"].as_i64(), g["w"].as_i64(), g["h"].as_i64());
+        let (Some(x), Some(y), Some(w), Some(h)) = (x, y, w, h) else { panic!("gridPos {p}") };
+        assert!(x >= 0 && w > 0 && x + w <= 24 && h > 0, "{}: {g}", p["title"]);
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{} overlaps another panel", p["title"]);
+            }
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert!(p["type"].is_string() && p["title"].is_string(), "{p}");
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        assert!(p["description"].as_str().is_some_and(|d| d.len() > 20), "{}", p["title"]);
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            assert!(t["refId"].is_string() && t["expr"].is_string(), "{t}");
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}");
+            // Every dashboard variable used is defined; every panel filters by job and instance.
+            let expr = t["expr"].as_str().unwrap_or("");
+            for var in ["job", "instance"] {
+                assert!(expr.contains(&format!("=~\"${var}\"")), "{}: no ${var}", p["title"]);
+            }
+            let mut rest = expr;
+            while let Some(i) = rest.find('$') {
+                let name: String = rest[i + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    name.starts_with("__") || defined.contains(name.as_str()),
+                    "{}: ${name} undefined",
+                    p["title"]
+                );
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    // The story the issue asks for, by panel.
+    let titles: Vec<&str> = all.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "by route",
+        "by status",
+        "by error.type",
+        "Total time",
+        "Application time",
+        "Output time",
+        "heatmap",
+        "Bytes per response",
+        "Blocks per response",
+        "small-block detector",
+        "Active requests",
+        "Average concurrency",
+        "Utilization",
+    ] {
+        assert!(titles.iter().any(|t| t.contains(wanted)), "no panel for {wanted:?}: {titles:?}");
+    }
+}
+
+#[test]
+fn datadog_dashboard_has_what_the_importer_needs() {
+    let dash = datadog();
+    assert!(dash["title"].is_string());
+    assert_eq!(dash["layout_type"], "ordered");
+    let vars = dash["template_variables"].as_array().expect("template_variables");
+    assert_eq!(vars.len(), 1);
+    assert_eq!(
+        (vars[0]["name"].as_str(), vars[0]["prefix"].as_str()),
+        (Some("route"), Some(ROUTE))
+    );
+    let groups = dash["widgets"].as_array().expect("widgets");
+    let titles: Vec<&str> =
+        groups.iter().filter_map(|g| g["definition"]["title"].as_str()).collect();
+    assert_eq!(titles, ["Traffic", "Errors", "Latency", "Output", "Saturation"]);
+    let mut widgets = 0;
+    for group in groups {
+        assert_eq!(group["definition"]["type"], "group");
+        assert_eq!(group["definition"]["layout_type"], "ordered");
+        for w in group["definition"]["widgets"].as_array().expect("group widgets") {
+            widgets += 1;
+            let d = &w["definition"];
+            let kind = d["type"].as_str().expect("widget type");
+            assert!(["timeseries", "heatmap", "query_table"].contains(&kind), "{kind}");
+            for r in d["requests"].as_array().expect("requests") {
+                if let Some(queries) = r["queries"].as_array() {
+                    let names: BTreeSet<&str> =
+                        queries.iter().filter_map(|q| q["name"].as_str()).collect();
+                    for q in queries {
+                        assert_eq!(q["data_source"], "metrics");
+                        let text = q["query"].as_str().expect("query");
+                        // Widgets that can be narrowed by route use the template variable.
+                        assert!(text.contains("{$route") || text.contains("{*}"), "{text}");
+                    }
+                    for f in r["formulas"].as_array().expect("formulas") {
+                        let formula = f["formula"].as_str().expect("formula");
+                        for word in formula.split(|c: char| !c.is_ascii_alphanumeric()) {
+                            if word.starts_with("query") {
+                                assert!(names.contains(word), "{formula}: no {word}");
+                            }
+                        }
+                    }
+                } else {
+                    assert!(r["q"].is_string(), "{r}");
+                }
+            }
+        }
+    }
+    assert!(widgets >= 14, "{widgets} widgets");
+}
+
+#[test]
+fn route_variable_narrows_to_one_route_raw_or_regex_escaped() {
+    let f = fixture();
+    let expr = panel_exprs(&grafana())
+        .into_iter()
+        .find(|(place, _)| place.contains("Requests per second by route"))
+        .expect("panel")
+        .1;
+    // Grafana passes one value as is, and a multi-value selection regex-escaped.
+    for value in ["/users/{id}", r"/users/\\{id\\}", r"(/users/\\{id\\}|/api/fast)"] {
+        let answer = query_at(&f.prometheus, &substitute(&expr, &[("route", value)]), None);
+        assert_eq!(answer["status"], "success", "{value}: {answer}");
+        let routes: BTreeSet<String> = vector(&answer).into_keys().collect();
+        let mut want = BTreeSet::from(["http_route=/users/{id}".to_owned()]);
+        if value.contains("fast") {
+            want.insert("http_route=/api/fast".to_owned());
+        }
+        assert_eq!(routes, want, "{value}");
+    }
+}

@@ -285,6 +285,13 @@ pub async fn run(
             table::SMALL_BLOCK_BYTES
         )?;
     }
+    for (route, output, application) in table::delivery_bound(table) {
+        writeln!(
+            out,
+            "output time: {route} p99 {output:.0} ms writing its body vs {application:.2} ms in \
+             the handler: delivery is the slow part (slow readers, big bodies, tiny blocks)."
+        )?;
+    }
     out.flush()?;
     server.stop().await;
     Ok(report)

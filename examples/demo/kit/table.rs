@@ -192,6 +192,22 @@ impl Recorder for TableRecorder {
     }
 }
 
+/// Routes whose p99 output time is at least 50 ms and 10x their p99 application time:
+/// (route, output p99 ms, application p99 ms). Their time goes to delivery, not the handler.
+pub fn delivery_bound(table: &TableRecorder) -> Vec<(String, f64, f64)> {
+    table.with(|routes| {
+        routes
+            .iter()
+            .map(|(name, r)| {
+                let (out, app) =
+                    (r.quantile_ms(Kind::Output, 0.99), r.quantile_ms(Kind::Application, 0.99));
+                (name.clone(), out, app)
+            })
+            .filter(|(_, out, app)| *out >= 50.0 && *out >= 10.0 * app)
+            .collect()
+    })
+}
+
 const LATENCY: &str = "ms: p50 p95 p99";
 
 /// The table, as text. `sent` is what the load generator sent per route (shown beside what the
