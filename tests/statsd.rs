@@ -5,110 +5,12 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::routing::get;
-use axum::Router;
-use bytes::Bytes;
-use metrics::Recorder;
-use support::components::{http_get, Flushed, Statsd};
+use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
+use support::components::{Flushed, Statsd};
 use tower_vitals::statsd::{self, HistogramType, Pipeline, StatsdExporter};
-use tower_vitals::{RouteName, VitalsLayer};
-
-const HOSTILE: &str = "/a|b,c#d:e\n\"q\\";
-const USERS: usize = 30;
-const BIG: usize = 5;
-const CHUNK: usize = 10_000;
-const CHUNKS: usize = 4;
-const USER_BODY: &str = "user";
-
-fn app() -> Router {
-    Router::new()
-        .route("/users/{id}", get(|| async { USER_BODY }))
-        .route(
-            "/big",
-            get(|| async {
-                let chunks =
-                    (0..CHUNKS).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; CHUNK])));
-                Body::from_stream(futures_util::stream::iter(chunks))
-            }),
-        )
-        .route(
-            "/hostile",
-            get(|| async {
-                let mut response = axum::response::Response::new(Body::from("h"));
-                response.extensions_mut().insert(RouteName::new(HOSTILE));
-                response
-            }),
-        )
-        .layer(VitalsLayer::new())
-}
-
-/// The app served on 127.0.0.1 by a thread of its own, whose local recorder is `recorder`
-/// (so several apps with different recorders can run in one test binary). Dropping it stops the
-/// server and drops the recorder (the statsd sender then flushes what is left and exits).
-struct AppThread {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl AppThread {
-    fn start<R: Recorder + Send + 'static>(recorder: R) -> AppThread {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let _local = metrics::set_default_local_recorder(&recorder);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                axum::serve(listener, app())
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("serve");
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("app started");
-        AppThread { addr, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn get(&self, path: &str) -> (u16, usize) {
-        let (status, body) = http_get(self.addr, path).expect("GET");
-        (status, body.len())
-    }
-
-    /// Sends the known traffic: USERS small responses, BIG streamed ones, one hostile route.
-    fn known_traffic(&self) {
-        for id in 0..USERS {
-            assert_eq!(self.get(&format!("/users/{id}")), (200, USER_BODY.len()));
-        }
-        for _ in 0..BIG {
-            assert_eq!(self.get("/big"), (200, CHUNK * CHUNKS));
-        }
-        assert_eq!(self.get("/hostile").0, 200);
-    }
-}
-
-impl Drop for AppThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 const USERS_KEY: &str =
     "http.route=/users/{id};http.request.method=GET;http.response.status_code=200";
