@@ -11,6 +11,8 @@
 //! cargo run --example demo                      # 15 s, then the final table
 //! cargo run --example demo -- --forever         # until Ctrl-C; scrape /metrics meanwhile
 //! cargo run --example demo -- --seconds 60 --port 3001
+//! cargo run --example demo --features statsd -- --statsd 127.0.0.1:8125
+//! cargo run --example demo --features dogstatsd -- --dogstatsd 127.0.0.1:8125
 //! ```
 
 mod kit;
@@ -34,8 +36,14 @@ fn main() -> ExitCode {
     let recorder = prometheus::builder().build_recorder();
     let metrics = PrometheusMetrics::from_handle(recorder.handle());
     let table = kit::table::TableRecorder::new();
-    let fanout =
-        FanoutBuilder::default().add_recorder(recorder).add_recorder(table.clone()).build();
+    let fanout = FanoutBuilder::default().add_recorder(recorder).add_recorder(table.clone());
+    let fanout = match push_recorders(fanout, &options) {
+        Ok(f) => f.build(),
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
     if metrics::set_global_recorder(fanout).is_err() {
         eprintln!("a metrics recorder was already installed");
         return ExitCode::FAILURE;
@@ -53,7 +61,11 @@ fn main() -> ExitCode {
             }
         };
     let mut stdout = std::io::stdout();
-    match runtime.block_on(kit::run(&options, &metrics, &table, &mut stdout)) {
+    let result = runtime.block_on(kit::run(&options, &metrics, &table, &mut stdout));
+    if options.statsd.is_some() || options.dogstatsd.is_some() {
+        std::thread::sleep(PUSH_FLUSH + Duration::from_millis(500)); // the exporters' last flush
+    }
+    match result {
         Ok(report) if report.matches() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
@@ -61,4 +73,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How often the statsd / DogStatsD exporters flush; the demo waits a bit longer than this
+/// before exiting, so the last samples arrive.
+const PUSH_FLUSH: Duration = Duration::from_secs(1);
+
+/// Adds the statsd / DogStatsD recorders asked for on the command line (when built with the
+/// feature), so the same layer also pushes to a statsd server or a Datadog agent.
+#[allow(unused_mut)] // without the statsd features there is nothing to add
+fn push_recorders(
+    mut fanout: FanoutBuilder,
+    options: &kit::Options,
+) -> Result<FanoutBuilder, String> {
+    if let Some(addr) = &options.statsd {
+        #[cfg(feature = "statsd")]
+        {
+            let (recorder, _stats) = tower_vitals::statsd::builder(addr.clone())
+                .classic()
+                .flush_interval(PUSH_FLUSH)
+                .build()
+                .map_err(|e| format!("--statsd {addr}: {e}"))?;
+            fanout = fanout.add_recorder(recorder);
+        }
+        #[cfg(not(feature = "statsd"))]
+        return Err(format!(
+            "--statsd needs the statsd feature: cargo run --example demo --features statsd -- --statsd {addr}"
+        ));
+    }
+    if let Some(addr) = &options.dogstatsd {
+        #[cfg(feature = "dogstatsd")]
+        {
+            let recorder = tower_vitals::dogstatsd::builder(addr)
+                .and_then(|b| b.with_flush_interval(PUSH_FLUSH).build())
+                .map_err(|e| format!("--dogstatsd {addr}: {e}"))?;
+            fanout = fanout.add_recorder(recorder);
+        }
+        #[cfg(not(feature = "dogstatsd"))]
+        return Err(format!(
+            "--dogstatsd needs the dogstatsd feature: cargo run --example demo --features dogstatsd -- --dogstatsd {addr}"
+        ));
+    }
+    Ok(fanout)
 }

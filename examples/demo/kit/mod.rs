@@ -31,11 +31,23 @@ pub struct Options {
     pub every: f64,
     /// Scales the load generator's rate (1.0: about 110 requests per second).
     pub rate: f64,
+    /// Also send to a classic statsd server here (feature `statsd`).
+    pub statsd: Option<String>,
+    /// Also send to a Datadog agent here (feature `dogstatsd`).
+    pub dogstatsd: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { seconds: 15.0, forever: false, port: 3000, every: 5.0, rate: 1.0 }
+        Options {
+            seconds: 15.0,
+            forever: false,
+            port: 3000,
+            every: 5.0,
+            rate: 1.0,
+            statsd: None,
+            dogstatsd: None,
+        }
     }
 }
 
@@ -47,6 +59,10 @@ usage: cargo run --example demo [-- OPTIONS]
   --port P      listen on 127.0.0.1:P (default 3000; a free port if 3000 is taken; 0: any)
   --every N     print the table every N seconds (default 5)
   --rate X      scale the built-in traffic (default 1.0, about 110 requests/s)
+  --statsd HOST:PORT     also send to a statsd server (Etsy statsd, Telegraf: times as ms
+                         timers); build with --features statsd
+  --dogstatsd HOST:PORT  also send to a Datadog agent (distributions, for
+                         dashboards/datadog/tower-vitals.json); build with --features dogstatsd
   --help        this text";
 
 impl Options {
@@ -64,6 +80,8 @@ impl Options {
                 "--port" => {
                     o.port = value("--port")?.parse().map_err(|e| format!("--port: {e}"))?
                 }
+                "--statsd" => o.statsd = Some(value("--statsd")?),
+                "--dogstatsd" => o.dogstatsd = Some(value("--dogstatsd")?),
                 "--forever" => o.forever = true,
                 "--help" | "-h" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -165,6 +183,25 @@ fn listen(port: u16) -> io::Result<TcpListener> {
 }
 
 fn banner(addr: SocketAddr, o: &Options) -> String {
+    let push = match (&o.statsd, &o.dogstatsd) {
+        (None, None) => {
+            "  statsd / Datadog: add --statsd HOST:PORT (build with --features statsd) or\n      \
+             --dogstatsd HOST:PORT (--features dogstatsd; dashboards/datadog/tower-vitals.json)\n"
+                .to_owned()
+        }
+        (statsd, dogstatsd) => {
+            let mut s = String::new();
+            if let Some(a) = statsd {
+                s.push_str(&format!("  statsd: also sending to {a} (times as ms timers)\n"));
+            }
+            if let Some(a) = dogstatsd {
+                s.push_str(&format!(
+                    "  DogStatsD: also sending to {a} (import dashboards/datadog/tower-vitals.json)\n"
+                ));
+            }
+            s
+        }
+    };
     let how_long = if o.forever {
         "until Ctrl-C".to_owned()
     } else {
@@ -180,9 +217,7 @@ tower-vitals demo: an axum app on http://{addr}, wrapped in VitalsLayer, driving
   Prometheus: curl http://{addr}/metrics   or scrape it:
       scrape_configs: [{{job_name: tower-vitals-demo, scrape_interval: 5s, static_configs: [{{targets: ['{addr}']}}]}}]
   Grafana: import dashboards/grafana/tower-vitals.json (pick that Prometheus as DS_PROMETHEUS)
-  statsd / Datadog: the same layer with tower_vitals::statsd or ::dogstatsd installed instead
-      (see examples/statsd.rs, examples/dogstatsd.rs and dashboards/datadog/tower-vitals.json)
-"
+{push}"
     )
 }
 
