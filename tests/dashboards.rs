@@ -36,7 +36,7 @@ const GRAFANA_VARS: &[(&str, &str)] = &[
 ];
 
 /// How long each demo instance drives traffic, at most (the fixture lives in a static).
-const INSTANCE_LIFETIME: Duration = Duration::from_secs(180);
+const INSTANCE_LIFETIME: Duration = Duration::from_secs(600);
 
 // ------------------------------------------------------------------------------------------
 // Fixture: two demo apps (own threads, own Prometheus recorders, own traffic) and one
@@ -1007,4 +1007,82 @@ fn route_variable_narrows_to_one_route_raw_or_regex_escaped() {
         }
         assert_eq!(routes, want, "{value}");
     }
+}
+
+#[test]
+fn small_block_and_aggregation_panels_give_exact_values_under_promtool_test_rules() {
+    // Synthetic series, two instances: /bytes sends 1 MiB in 128-byte blocks (8192 per
+    // response), /kb in 8 KiB blocks (128 per response); each instance finishes one request of
+    // each per 15 s step; instance b also serves /kb at twice the rate.
+    let exprs = panel_exprs(&grafana());
+    let expr = |title: &str| {
+        let e = &exprs.iter().find(|(place, _)| place.contains(title)).expect("panel").1;
+        substitute(e, &[])
+    };
+    let per_block = expr("Bytes per block by route");
+    let per_response = expr("Blocks per response");
+    let rate = expr("Requests per second by route");
+    let mut series = String::new();
+    for (instance, kb_factor) in [("a:1", 1), ("b:1", 2)] {
+        for (route, blocks, n) in [("/bytes", 8192u64, 1u64), ("/kb", 128, kb_factor)] {
+            let labels = format!(
+                "job=\"app\",instance=\"{instance}\",http_route=\"{route}\",http_request_method=\"GET\",http_response_status_code=\"200\""
+            );
+            let bytes = 1_048_576 * n;
+            for (name, step) in [
+                ("http_server_output_bytes_sum", bytes),
+                ("http_server_output_bytes_count", n),
+                ("http_server_output_blocks_sum", blocks * n),
+                ("http_server_output_blocks_count", n),
+                ("http_server_requests_total", n),
+            ] {
+                series.push_str(&format!(
+                    "      - series: '{name}{{{labels}}}'\n        values: '0+{step}x40'\n"
+                ));
+            }
+        }
+    }
+    let test = format!(
+        r#"rule_files: []
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+{series}    promql_expr_test:
+      - expr: '{per_block}'
+        eval_time: 5m
+        exp_samples:
+          - labels: '{{http_route="/bytes"}}'
+            value: 128
+          - labels: '{{http_route="/kb"}}'
+            value: 8192
+      - expr: '{per_response}'
+        eval_time: 5m
+        exp_samples:
+          - labels: '{{http_route="/bytes"}}'
+            value: 8192
+          - labels: '{{http_route="/kb"}}'
+            value: 128
+      - expr: '{rate}'
+        eval_time: 5m
+        exp_samples:
+          - labels: '{{http_route="/bytes"}}'
+            value: {bytes_rate}
+          - labels: '{{http_route="/kb"}}'
+            value: {kb_rate}
+"#,
+        bytes_rate = 2.0 / 15.0,
+        kb_rate = 3.0 / 15.0,
+    );
+    let dir = support::components::TempDir::new("promtool-test");
+    let file = dir.path().join("test.yml");
+    std::fs::write(&file, &test).expect("write test.yml");
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool is missing: run ./scripts/install-components.sh");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}\n{test}");
 }
