@@ -25,5 +25,11 @@ if [ "$passed" -eq 0 ]; then echo "no test ran: that is a failure here" >&2; exi
 step "build benches and examples"
 cargo build --all-features --examples --benches
 
+step "demo, bounded (the README's run command, 3 s)"
+demo_out=$(cargo run -q --all-features --example demo -- --seconds 3 --port 0)
+echo "$demo_out" | tail -4
+echo "$demo_out" | grep -q '^check: the layer recorded every request' || { echo "demo: table does not match its load" >&2; exit 1; }
+echo "$demo_out" | grep -q 'small-blocks .*<-- small blocks' || { echo "demo: small-block route not flagged" >&2; exit 1; }
+
 echo
 echo "scripts/test.sh: all checks passed, $passed tests in $((SECONDS - t0))s"
