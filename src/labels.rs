@@ -175,6 +175,18 @@ pub fn sanitize_tag_value(value: &str) -> String {
     out
 }
 
+/// `name` cut to at most [`MAX_ROUTE_LEN`] bytes, at a character boundary (no allocation).
+fn route_key(name: &str) -> &str {
+    if name.len() <= MAX_ROUTE_LEN {
+        return name;
+    }
+    let mut end = MAX_ROUTE_LEN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.get(..end).unwrap_or_default()
+}
+
 /// Route ids 0 and 1 are reserved for these two.
 pub(crate) const UNMATCHED_ID: u32 = 0;
 pub(crate) const OVERFLOW_ID: u32 = 1;
@@ -208,7 +220,11 @@ impl RouteTable {
     }
 
     /// The id of `name`, adding it if there is room; `overflow` past the cap.
+    ///
+    /// Names are keyed by their first [`MAX_ROUTE_LEN`] bytes (the tag value keeps no more), so
+    /// the table holds at most `cap` keys of at most that length, however long the names are.
     pub(crate) fn intern(&self, name: &str) -> u32 {
+        let name = route_key(name);
         {
             let snapshot = self.table.load();
             if let Some(&id) = snapshot.by_name.get(name) {
@@ -270,6 +286,20 @@ mod tests {
         let table = RouteTable::new(8);
         let id = table.intern("/a|b,c#d:e\n");
         assert_eq!(&*table.value(id), "/a_b_c_d:e_");
+    }
+
+    #[test]
+    fn long_route_names_are_stored_cut_to_the_tag_length() {
+        let table = RouteTable::new(4);
+        let long_a = format!("/{}a", "é".repeat(100_000));
+        let long_b = format!("/{}b", "é".repeat(100_000));
+        let id = table.intern(&long_a);
+        // Same first MAX_ROUTE_LEN bytes: same route (their tag values would be equal anyway).
+        assert_eq!(table.intern(&long_b), id);
+        assert_eq!(table.len(), 1);
+        let snapshot = table.table.load();
+        assert!(snapshot.by_name.keys().all(|k| k.len() <= MAX_ROUTE_LEN));
+        assert!(table.value(id).len() <= MAX_ROUTE_LEN);
     }
 
     #[test]
