@@ -147,14 +147,16 @@ pub(crate) fn method_label(index: u8) -> &'static str {
 
 /// Makes a tag value safe for every backend: statsd and DogStatsD lines (`|`, `,`, `#` and line
 /// breaks are structure there; a `:` inside a tag *value* is not, since a tag splits at its first
-/// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes and
-/// backslashes; control characters are replaced here). Each such character becomes `_`;
-/// the result is cut to [`MAX_ROUTE_LEN`] bytes at a character boundary; an empty value becomes
-/// `_`.
+/// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes; control
+/// characters and backslashes are replaced here: metrics-exporter-prometheus reads a backslash
+/// before `\` or `"` as an escape, so `\"` would reach Prometheus as `"` but statsd as `\"`).
+/// Each such character becomes `_`; the result is cut to [`MAX_ROUTE_LEN`] bytes at a character
+/// boundary; an empty value becomes `_`.
 ///
 /// ```
 /// assert_eq!(tower_vitals::sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
 /// assert_eq!(tower_vitals::sanitize_tag_value("/users/{id}"), "/users/{id}");
+/// assert_eq!(tower_vitals::sanitize_tag_value(r#"/a\"b"#), r#"/a_"b"#);
 /// ```
 pub fn sanitize_tag_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(MAX_ROUTE_LEN));
@@ -163,7 +165,7 @@ pub fn sanitize_tag_value(value: &str) -> String {
             break;
         }
         let safe = match c {
-            '|' | ',' | '#' => '_',
+            '|' | ',' | '#' | '\\' => '_',
             c if c.is_control() => '_',
             c => c,
         };
