@@ -69,6 +69,8 @@
 #![forbid(unsafe_code)]
 
 mod body;
+#[cfg(feature = "dogstatsd")]
+pub mod dogstatsd;
 mod finish;
 mod future;
 pub mod handles;
@@ -78,6 +80,8 @@ mod layer;
 pub mod prometheus;
 mod request_body;
 mod service;
+#[cfg(feature = "statsd")]
+pub mod statsd;
 mod utilization;
 
 pub use body::ResponseBody;

@@ -1,6 +1,9 @@
 //! Test support: a scripted body and service on a mock clock, and a readable metrics snapshot.
 #![allow(dead_code)]
 
+pub mod app;
+pub mod components;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,320 @@
+//! The background pipeline: the request path only hands raw numbers over; a sender thread
+//! formats statsd lines, packs them into datagrams and sends them.
+//!
+//! - Counter increment: one relaxed atomic add. The sender thread emits the sum once per
+//!   flush interval (`name:N|c`): statsd sums counters, so the total is the same.
+//! - Gauge set/increment/decrement: an atomic store (CAS loop for increments); the last value
+//!   goes out once per flush interval, if it changed.
+//! - Histogram sample: `try_send((id, value))` on a bounded channel (std's array channel:
+//!   lock-free, and never a wake-up syscall because the sender thread polls instead of
+//!   sleeping on the channel). Every sample becomes its own line, so statsd keeps per-sample
+//!   values for its percentiles. A full queue drops the sample and counts it; nothing blocks.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+
+use super::line::{is_seconds, Template};
+use super::{ExporterStats, HistogramType};
+
+/// How long the sender thread sleeps between two drains of the queue.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+pub(crate) struct Settings {
+    pub(crate) prefix: String,
+    pub(crate) default_tags: Vec<(String, String)>,
+    pub(crate) times: HistogramType,
+    pub(crate) sizes: HistogramType,
+    pub(crate) queue_size: usize,
+    pub(crate) buffer_size: usize,
+    pub(crate) flush_interval: Duration,
+}
+
+struct CounterCell {
+    pending: AtomicU64,
+    template: Template,
+}
+
+struct GaugeCell {
+    bits: AtomicU64,
+    dirty: AtomicBool,
+    template: Template,
+}
+
+/// What the recorder and the sender thread share.
+struct Registry {
+    counters: Mutex<HashMap<Key, Arc<CounterCell>>>,
+    gauges: Mutex<HashMap<Key, Arc<GaugeCell>>>,
+    /// Histogram id → its line template (ids index this vector).
+    histograms: RwLock<Vec<Arc<Template>>>,
+    histogram_ids: Mutex<HashMap<Key, u32>>,
+    units: Mutex<HashMap<String, Unit>>,
+}
+
+/// The recorder of the background pipeline.
+pub(crate) struct BackgroundRecorder {
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    queue: SyncSender<(u32, f64)>,
+    stats: Arc<ExporterStats>,
+}
+
+impl BackgroundRecorder {
+    pub(crate) fn start(
+        settings: Settings,
+        socket: UdpSocket,
+        stats: Arc<ExporterStats>,
+    ) -> std::io::Result<Self> {
+        let (queue, samples) = mpsc::sync_channel(settings.queue_size.max(1));
+        let registry = Arc::new(Registry {
+            counters: Mutex::new(HashMap::new()),
+            gauges: Mutex::new(HashMap::new()),
+            histograms: RwLock::new(Vec::new()),
+            histogram_ids: Mutex::new(HashMap::new()),
+            units: Mutex::new(HashMap::new()),
+        });
+        let settings = Arc::new(settings);
+        let sender = Sender {
+            socket,
+            registry: Arc::clone(&registry),
+            samples,
+            stats: Arc::clone(&stats),
+            packet: String::with_capacity(settings.buffer_size),
+            line: String::with_capacity(256),
+            templates: Vec::new(),
+            buffer_size: settings.buffer_size.max(1),
+            flush_interval: settings.flush_interval,
+        };
+        std::thread::Builder::new()
+            .name("tower-vitals-statsd".into())
+            .spawn(move || sender.run())?;
+        Ok(BackgroundRecorder { settings, registry, queue, stats })
+    }
+
+    fn template(&self, key: &Key, wire: &str, scale: f64) -> Template {
+        Template::new(&self.settings.prefix, key, wire, &self.settings.default_tags, scale)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Recorder for BackgroundRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
+        if let Some(unit) = unit {
+            lock(&self.registry.units).insert(key.as_str().to_owned(), unit);
+        }
+    }
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut counters = lock(&self.registry.counters);
+        let cell = counters.entry(key.clone()).or_insert_with(|| {
+            Arc::new(CounterCell {
+                pending: AtomicU64::new(0),
+                template: self.template(key, "c", 1.0),
+            })
+        });
+        Counter::from_arc(Arc::clone(cell))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = lock(&self.registry.gauges);
+        let cell = gauges.entry(key.clone()).or_insert_with(|| {
+            Arc::new(GaugeCell {
+                bits: AtomicU64::new(0f64.to_bits()),
+                dirty: AtomicBool::new(false),
+                template: self.template(key, "g", 1.0),
+            })
+        });
+        Gauge::from_arc(Arc::clone(cell))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut ids = lock(&self.registry.histogram_ids);
+        let id = match ids.get(key) {
+            Some(id) => *id,
+            None => {
+                let unit = lock(&self.registry.units).get(key.name()).copied();
+                let seconds = is_seconds(key.name(), unit);
+                let kind = if seconds { self.settings.times } else { self.settings.sizes };
+                let scale = if seconds && kind == HistogramType::Timer { 1000.0 } else { 1.0 };
+                let template = Arc::new(self.template(key, kind.wire(), scale));
+                let mut all =
+                    self.registry.histograms.write().unwrap_or_else(PoisonError::into_inner);
+                let id = u32::try_from(all.len()).unwrap_or(u32::MAX);
+                all.push(template);
+                ids.insert(key.clone(), id);
+                id
+            }
+        };
+        Histogram::from_arc(Arc::new(HistogramHandle {
+            id,
+            queue: self.queue.clone(),
+            stats: Arc::clone(&self.stats),
+        }))
+    }
+}
+
+impl CounterFn for CounterCell {
+    fn increment(&self, value: u64) {
+        self.pending.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, _value: u64) {
+        // statsd counters are deltas: an absolute value has no meaning there.
+    }
+}
+
+impl GaugeFn for GaugeCell {
+    fn increment(&self, value: f64) {
+        self.update(|v| v + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|v| v - value);
+    }
+    fn set(&self, value: f64) {
+        self.bits.store(value.to_bits(), Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+impl GaugeCell {
+    fn update(&self, f: impl Fn(f64) -> f64) {
+        let _ = self.bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some(f(f64::from_bits(bits)).to_bits())
+        });
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+struct HistogramHandle {
+    id: u32,
+    queue: SyncSender<(u32, f64)>,
+    stats: Arc<ExporterStats>,
+}
+
+impl HistogramFn for HistogramHandle {
+    fn record(&self, value: f64) {
+        match self.queue.try_send((self.id, value)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The sender thread's state.
+struct Sender {
+    socket: UdpSocket,
+    registry: Arc<Registry>,
+    samples: Receiver<(u32, f64)>,
+    stats: Arc<ExporterStats>,
+    packet: String,
+    line: String,
+    /// Local copy of the histogram templates (refreshed when an unknown id arrives).
+    templates: Vec<Arc<Template>>,
+    buffer_size: usize,
+    flush_interval: Duration,
+}
+
+impl Sender {
+    fn run(mut self) {
+        let mut next_flush = Instant::now() + self.flush_interval;
+        loop {
+            let open = self.drain_samples();
+            let now = Instant::now();
+            if now >= next_flush || !open {
+                self.flush_aggregates();
+                next_flush = now + self.flush_interval;
+            }
+            self.send_packet();
+            if !open {
+                return; // the recorder and every handle are gone
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Formats every queued sample; false once the channel is closed.
+    fn drain_samples(&mut self) -> bool {
+        loop {
+            match self.samples.try_recv() {
+                Ok((id, value)) => {
+                    let Some(template) = self.histogram_template(id) else { continue };
+                    self.line.clear();
+                    template.write(value, &mut self.line);
+                    self.push_line();
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn histogram_template(&mut self, id: u32) -> Option<Arc<Template>> {
+        let index = id as usize;
+        if index >= self.templates.len() {
+            let all = self.registry.histograms.read().unwrap_or_else(PoisonError::into_inner);
+            self.templates.clone_from(&all);
+        }
+        self.templates.get(index).cloned()
+    }
+
+    fn flush_aggregates(&mut self) {
+        let counters: Vec<Arc<CounterCell>> =
+            lock(&self.registry.counters).values().cloned().collect();
+        for cell in counters {
+            let n = cell.pending.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                self.line.clear();
+                cell.template.write_count(n, &mut self.line);
+                self.push_line();
+            }
+        }
+        let gauges: Vec<Arc<GaugeCell>> = lock(&self.registry.gauges).values().cloned().collect();
+        for cell in gauges {
+            if cell.dirty.swap(false, Ordering::Acquire) {
+                let value = f64::from_bits(cell.bits.load(Ordering::Relaxed));
+                self.line.clear();
+                cell.template.write(value, &mut self.line);
+                self.push_line();
+            }
+        }
+    }
+
+    /// Appends the current line to the packet, sending the packet first if it would overflow.
+    fn push_line(&mut self) {
+        if !self.packet.is_empty() && self.packet.len() + self.line.len() > self.buffer_size {
+            self.send_packet();
+        }
+        self.packet.push_str(&self.line);
+    }
+
+    fn send_packet(&mut self) {
+        let payload = self.packet.trim_end_matches('\n');
+        if payload.is_empty() {
+            return;
+        }
+        match self.socket.send(payload.as_bytes()) {
+            Ok(_) => {
+                self.stats.packets.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nobody listening (ICMP port unreachable), buffer full, network down: drop it.
+            Err(_) => {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.packet.clear();
+    }
+}

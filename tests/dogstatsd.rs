@@ -1,0 +1,154 @@
+//! The DogStatsD exporter on the wire: datagrams captured on a local UDP socket are checked
+//! against the DogStatsD protocol (name, values, type, tags), and their totals against the
+//! traffic sent.
+#![cfg(feature = "dogstatsd")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
+
+/// One DogStatsD line, checked against the protocol:
+/// `<name>:<value>[:<value>…]|<type>[|@<rate>][|#<tag>[,<tag>…]][|T<ts>][|c:<container>]`.
+#[derive(Debug)]
+struct Line {
+    name: String,
+    values: Vec<f64>,
+    kind: String,
+    tags: Vec<String>,
+}
+
+fn parse(line: &str) -> Line {
+    let mut fields = line.split('|');
+    let head = fields.next().unwrap_or_default();
+    let (name, values) = head.split_once(':').unwrap_or_else(|| panic!("no ':' in {line:?}"));
+    assert!(!name.is_empty(), "empty name in {line:?}");
+    assert!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+        "name {name:?} in {line:?}"
+    );
+    let values: Vec<f64> = values
+        .split(':')
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("value {v:?} in {line:?}")))
+        .collect();
+    assert!(values.iter().all(|v| v.is_finite()), "{line:?}");
+    let kind = fields.next().unwrap_or_else(|| panic!("no type in {line:?}")).to_string();
+    assert!(["c", "g", "h", "d", "ms", "s"].contains(&kind.as_str()), "type in {line:?}");
+    if values.len() > 1 {
+        assert!(["h", "d", "ms"].contains(&kind.as_str()), "multi-value {kind} in {line:?}");
+    }
+    let mut tags = Vec::new();
+    for field in fields {
+        match field.chars().next() {
+            Some('@') => assert!(field[1..].parse::<f64>().is_ok(), "rate in {line:?}"),
+            Some('#') => {
+                for tag in field[1..].split(',') {
+                    assert!(!tag.is_empty() && !tag.contains(['|', '#', '\n']), "tag in {line:?}");
+                    tags.push(tag.to_string());
+                }
+            }
+            Some('T') => assert!(field[1..].parse::<u64>().is_ok(), "timestamp in {line:?}"),
+            Some('c') if field.starts_with("c:") => {}
+            _ => panic!("unexpected field {field:?} in {line:?}"),
+        }
+    }
+    Line { name: name.to_string(), values, kind, tags }
+}
+
+/// Every line received on `socket` until `done` accepts them (at most 10 s).
+fn capture_until(socket: &UdpSocket, done: impl Fn(&[Line]) -> bool) -> Vec<Line> {
+    socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while !done(&lines) {
+        assert!(Instant::now() < deadline, "incomplete after 10 s: {lines:#?}");
+        if let Ok(n) = socket.recv(&mut buf) {
+            assert!(n <= tower_vitals::dogstatsd::MAX_PAYLOAD_LEN, "datagram of {n} bytes");
+            let text = std::str::from_utf8(&buf[..n]).expect("UTF-8 datagram");
+            lines.extend(text.lines().filter(|l| !l.is_empty()).map(parse));
+        }
+    }
+    lines
+}
+
+fn total(lines: &[Line], name: &str, tag: Option<&str>) -> (usize, f64) {
+    let mut count = 0;
+    let mut sum = 0.0;
+    for line in lines.iter().filter(|l| l.name == name) {
+        if tag.is_some_and(|t| !line.tags.iter().any(|x| x == t)) {
+            continue;
+        }
+        count += line.values.len();
+        sum += line.values.iter().sum::<f64>();
+    }
+    (count, sum)
+}
+
+#[test]
+fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = sink.local_addr().expect("addr").to_string();
+    let recorder = tower_vitals::dogstatsd::builder(&addr)
+        .expect("valid address")
+        .with_flush_interval(Duration::from_millis(100))
+        .build()
+        .expect("build");
+    let app = AppThread::start(recorder);
+    app.known_traffic();
+    let requests = (USERS + BIG + 1) as f64;
+    let lines = capture_until(&sink, |lines| {
+        total(lines, "http.server.requests", None).1 >= requests
+            && total(lines, "http.server.output_time", None).0 > USERS + BIG
+    });
+    drop(app);
+
+    let users = Some("http.route:/users/{id}");
+    assert_eq!(total(&lines, "http.server.requests", None).1, requests);
+    assert_eq!(total(&lines, "http.server.requests", users).1, USERS as f64);
+    // Histograms go out as distributions, one value per request, in seconds.
+    let mut kinds = BTreeMap::new();
+    for line in &lines {
+        kinds.insert(line.name.as_str(), line.kind.as_str());
+    }
+    for name in [
+        "http.server.request.duration",
+        "http.server.application_time",
+        "http.server.output_time",
+        "http.server.output_bytes",
+        "http.server.output_blocks",
+    ] {
+        assert_eq!(kinds.get(name), Some(&"d"), "{name}: {kinds:?}");
+        assert_eq!(total(&lines, name, users).0, USERS, "{name}");
+    }
+    assert_eq!(kinds.get("http.server.requests"), Some(&"c"));
+    let (n, seconds) = total(&lines, "http.server.request.duration", None);
+    assert_eq!(n, USERS + BIG + 1);
+    assert!(seconds > 0.0 && seconds < 10.0 * n as f64, "{seconds}");
+    let bytes = (USERS * USER_BODY.len() + BIG * CHUNK * CHUNKS + 1) as f64;
+    assert_eq!(total(&lines, "http.server.output_bytes", None).1, bytes);
+    assert_eq!(
+        total(&lines, "http.server.output_blocks", Some("http.route:/big")).1,
+        (BIG * CHUNKS) as f64
+    );
+    // Tags: fixed keys, the route template intact, the hostile route safe.
+    let user_line = lines
+        .iter()
+        .find(|l| {
+            l.name == "http.server.requests" && l.tags.iter().any(|t| t == "http.route:/users/{id}")
+        })
+        .expect("users line");
+    assert_eq!(
+        user_line.tags,
+        ["http.route:/users/{id}", "http.request.method:GET", "http.response.status_code:200"]
+    );
+    assert_eq!(total(&lines, "http.server.requests", Some("http.route:/a_b_c_d:e_\"q\\")).1, 1.0);
+}
+
+#[test]
+fn dogstatsd_builder_refuses_a_bad_address() {
+    assert!(tower_vitals::dogstatsd::builder("not an address").is_err());
+}

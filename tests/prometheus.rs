@@ -1,0 +1,241 @@
+//! The Prometheus exporter against the real thing: a real Prometheus server scraping an axum
+//! app that served known traffic, `promtool check metrics` on the exposition text, and the
+//! `/metrics` service, handler and standalone listener.
+#![cfg(feature = "prometheus")]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use support::components::{http_get, promtool_check_metrics, Prometheus};
+use tower_vitals::prometheus::{self, PrometheusMetrics};
+use tower_vitals::{RouteName, VitalsLayer};
+
+/// A route name no router would produce: every statsd separator, a newline, a quote and a
+/// backslash.
+const HOSTILE: &str = "/a|b,c#d:e\n\"q\\";
+const USERS: u64 = 20;
+const BIG: u64 = 5;
+const CHUNK: usize = 10_000;
+const CHUNKS: usize = 4;
+
+/// The global recorder of this test binary, installed once.
+fn metrics() -> &'static PrometheusMetrics {
+    static METRICS: OnceLock<PrometheusMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| prometheus::install().expect("first recorder of this test binary"))
+}
+
+fn app(metrics: &PrometheusMetrics) -> Router {
+    Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/big",
+            get(|| async {
+                let chunks =
+                    (0..CHUNKS).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; CHUNK])));
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/hostile",
+            get(|| async {
+                let mut response = axum::response::Response::new(Body::from("h"));
+                response.extensions_mut().insert(RouteName::new(HOSTILE));
+                response
+            }),
+        )
+        .layer(VitalsLayer::new())
+        // After the layer: scrapes are not measured.
+        .route("/metrics", get(metrics.handler()))
+}
+
+/// The app, served on 127.0.0.1 by its own runtime thread, with the known traffic already sent.
+fn served_app() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let router = app(metrics());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                axum::serve(listener, router).await.expect("serve");
+            });
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("app started");
+        for id in 0..USERS {
+            assert_eq!(http_get(addr, &format!("/users/{id}")).expect("GET").0, 200);
+        }
+        for _ in 0..BIG {
+            let (status, body) = http_get(addr, "/big").expect("GET /big");
+            assert_eq!((status, body.len()), (200, CHUNK * CHUNKS));
+        }
+        assert_eq!(http_get(addr, "/hostile").expect("GET /hostile").0, 200);
+        addr
+    })
+}
+
+fn one_value(prom: &Prometheus, promql: &str) -> f64 {
+    let samples = prom.samples(promql);
+    assert_eq!(samples.len(), 1, "{promql}: {samples:?}");
+    samples[0].value
+}
+
+#[test]
+fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
+    let addr = served_app();
+    let prom = Prometheus::start(&[addr]);
+    let wait = Duration::from_secs(15);
+
+    // Requests per route: exactly the traffic sent (scrapes are not measured).
+    let per_route =
+        prom.wait_for("sum by (http_route) (http_server_requests_total{job=\"app\"})", wait, |s| {
+            s.len() >= 3
+        });
+    let count = |route: &str| {
+        per_route
+            .iter()
+            .find(|s| s.labels.get("http_route").map(String::as_str) == Some(route))
+            .map(|s| s.value)
+    };
+    assert_eq!(count("/users/{id}"), Some(USERS as f64), "{per_route:?}");
+    assert_eq!(count("/big"), Some(BIG as f64), "{per_route:?}");
+
+    // Labels carry method and status.
+    let ok = one_value(
+        &prom,
+        "sum(http_server_requests_total{http_route=\"/users/{id}\",http_request_method=\"GET\",http_response_status_code=\"200\"})",
+    );
+    assert_eq!(ok, USERS as f64);
+
+    // A finite p95 from the buckets (bucket counts are cumulative: no rate() needed).
+    for metric in [
+        "http_server_request_duration_seconds_bucket",
+        "http_server_application_time_seconds_bucket",
+        "http_server_output_time_seconds_bucket",
+    ] {
+        let p95 = one_value(
+            &prom,
+            &format!(
+                "histogram_quantile(0.95, sum by (le) ({metric}{{http_route=\"/users/{{id}}\"}}))"
+            ),
+        );
+        assert!(p95.is_finite() && p95 > 0.0 && p95 <= 10.0, "{metric} p95 = {p95}");
+    }
+    let buckets = prom.samples("http_server_request_duration_seconds_bucket{http_route=\"/big\"}");
+    assert_eq!(buckets.len(), prometheus::SECONDS_BUCKETS.len() + 1, "{buckets:?}");
+
+    // Bytes and blocks of the streamed route.
+    let total = (BIG as usize * CHUNK * CHUNKS) as f64;
+    assert_eq!(one_value(&prom, "sum(http_server_output_bytes_sum{http_route=\"/big\"})"), total);
+    assert_eq!(
+        one_value(&prom, "sum(http_server_output_bytes_count{http_route=\"/big\"})"),
+        BIG as f64
+    );
+    assert_eq!(
+        one_value(&prom, "sum(http_server_output_blocks_sum{http_route=\"/big\"})"),
+        (BIG as usize * CHUNKS) as f64
+    );
+    assert_eq!(
+        one_value(&prom, "sum(http_server_output_bytes_bucket{http_route=\"/big\",le=\"100000\"})"),
+        BIG as f64
+    );
+
+    // The hostile route arrived as one well-formed series, separators replaced.
+    let hostile = prom.samples("http_server_requests_total{http_route=~\"/a_b_c_d:e_.*\"}");
+    assert_eq!(hostile.len(), 1, "{hostile:?}");
+    assert_eq!(hostile[0].value, 1.0);
+    assert!(hostile[0].labels["http_route"].starts_with("/a_b_c_d:e_\"q"), "{hostile:?}");
+
+    // The in-flight gauge is back to 0 and the target scraped without error.
+    assert_eq!(one_value(&prom, "sum(http_server_active_requests)"), 0.0);
+}
+
+#[test]
+fn promtool_accepts_the_metrics_endpoint_text() {
+    let addr = served_app();
+    let (status, text) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "# TYPE http_server_requests_total counter",
+        "# TYPE http_server_request_duration_seconds histogram",
+        "# TYPE http_server_application_time_seconds histogram",
+        "# TYPE http_server_output_time_seconds histogram",
+        "# TYPE http_server_output_bytes histogram",
+        "# TYPE http_server_output_blocks histogram",
+        "# TYPE http_server_active_requests gauge",
+    ] {
+        assert!(text.contains(name), "missing {name}:\n{text}");
+    }
+    assert!(!text.contains("quantile="), "a summary slipped in:\n{text}");
+    promtool_check_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+}
+
+#[test]
+fn hostile_route_renders_as_one_escaped_prometheus_label() {
+    served_app();
+    let text = metrics().render();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_server_requests_total{http_route=\"/a_b"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = lines[0];
+    let value = line
+        .strip_prefix("http_server_requests_total{http_route=\"")
+        .and_then(|rest| rest.split("\",http_request_method=").next())
+        .expect("route label first");
+    assert_eq!(value, "/a_b_c_d:e_\\\"q\\\\", "{line}");
+    assert!(line.ends_with("} 1"), "{line}");
+}
+
+#[test]
+fn metrics_endpoint_sends_the_text_format_content_type() {
+    let addr = served_app();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    use std::io::{Read, Write};
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let head = raw.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+    assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
+}
+
+#[test]
+fn standalone_listener_serves_loopback_port_zero_and_stops() {
+    let metrics = metrics().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    runtime.block_on(async move {
+        let server = metrics.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+        let addr = server.local_addr();
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+            .await
+            .expect("join")
+            .expect("GET");
+        assert_eq!(text.0, 200);
+        server.shutdown().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    });
+}
+
+#[test]
+fn second_install_is_a_clear_error() {
+    let _ = metrics();
+    let err = prometheus::install().expect_err("a recorder is already installed");
+    assert!(matches!(err, prometheus::InstallError::AlreadyInstalled));
+    assert!(err.to_string().contains("already installed"), "{err}");
+}
