@@ -245,8 +245,11 @@ impl RouteTable {
         if current.by_name.len() >= self.cap {
             return OVERFLOW_ID;
         }
+        // Ids are u32: a table can never hand out more (a cap past that is memory-bound anyway).
+        let Ok(id) = u32::try_from(current.values.len()) else {
+            return OVERFLOW_ID;
+        };
         let mut next = RouteSnapshot::clone(&current);
-        let id = next.values.len() as u32;
         next.by_name.insert(Arc::from(name), id);
         next.values.push(Arc::from(sanitize_tag_value(name)));
         self.table.store(Arc::new(next));

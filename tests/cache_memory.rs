@@ -62,7 +62,7 @@ fn handle_cache_memory_stops_growing_once_the_route_cap_is_reached() {
     let svc = layer.layer(tower::service_fn(|_req: http::Request<String>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     }));
-    let mut rng = hostile::Rng::new(0x5eed_0f_a110c);
+    let mut rng = hostile::Rng::new(0x05ee_d0fa_110c);
     let mut names = 0u64;
 
     // Phase A: fill the cap (each fresh name is admitted until DEFAULT_ROUTE_CAP).

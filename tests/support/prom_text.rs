@@ -9,7 +9,7 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -35,8 +35,11 @@ fn parse_value(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Label pairs, unescaped.
+pub type Labels = Vec<(String, String)>;
+
 /// Parses `{k="v",...}` starting after the `{`; returns the labels and the rest after `}`.
-fn parse_labels(mut rest: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         if let Some(after) = rest.strip_prefix('}') {
