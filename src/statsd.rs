@@ -170,9 +170,10 @@ impl StatsdBuilder {
         self
     }
 
-    /// How often summed counters and changed gauges are sent (background pipeline).
+    /// How often summed counters and changed gauges are sent (background pipeline; at least
+    /// 10 ms).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
-        self.flush_interval = interval;
+        self.flush_interval = interval.max(Duration::from_millis(10));
         self
     }
 

@@ -454,3 +454,27 @@ fn request_body_is_measured_when_asked() {
     assert_eq!(one(&seen, "http.server.input_blocks").values(), vec![1.0]);
     assert_eq!(one(&seen, "http.server.input_bytes").label("http.route"), Some("/upload"));
 }
+
+#[test]
+fn layer_types_are_send_sync_and_clone_as_servers_require() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send + 'static>(_: &T) {}
+    type Inner = tower::util::BoxCloneSyncService<
+        Request<String>,
+        http::Response<http_body_util::Full<bytes::Bytes>>,
+        std::io::Error,
+    >;
+    let layer = VitalsLayer::new();
+    send_sync_clone(&layer);
+    let svc = layer.layer(Inner::new(tower::service_fn(|_r: Request<String>| async {
+        Ok::<_, std::io::Error>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+    })));
+    send_sync_clone(&svc);
+    let mut svc2 = svc.clone();
+    let fut = svc2.call(req(None));
+    send(&fut);
+    let res = block_on(fut).expect("response");
+    send(&res);
+    let measured = VitalsLayer::new().measure_request_body();
+    send_sync_clone(&measured);
+}

@@ -25,8 +25,10 @@ use metrics::{
 use super::line::{is_seconds, Template};
 use super::{ExporterStats, HistogramType};
 
-/// How long the sender thread sleeps between two drains of the queue.
+/// How long the sender thread sleeps between two drains of the queue while samples arrive.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The longest sleep when idle (the sleep doubles from [`POLL_INTERVAL`] on each empty drain).
+const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(40);
 
 pub(crate) struct Settings {
     pub(crate) prefix: String,
@@ -231,8 +233,10 @@ struct Sender {
 impl Sender {
     fn run(mut self) {
         let mut next_flush = Instant::now() + self.flush_interval;
+        let mut sleep = POLL_INTERVAL;
         loop {
-            let open = self.drain_samples();
+            let (open, drained) = self.drain_samples();
+            sleep = if drained > 0 { POLL_INTERVAL } else { (sleep * 2).min(IDLE_POLL_INTERVAL) };
             let now = Instant::now();
             if now >= next_flush || !open {
                 self.flush_aggregates();
@@ -242,22 +246,24 @@ impl Sender {
             if !open {
                 return; // the recorder and every handle are gone
             }
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(sleep.min(next_flush.saturating_duration_since(Instant::now())));
         }
     }
 
-    /// Formats every queued sample; false once the channel is closed.
-    fn drain_samples(&mut self) -> bool {
+    /// Formats every queued sample: (channel still open, samples drained).
+    fn drain_samples(&mut self) -> (bool, usize) {
+        let mut drained = 0;
         loop {
             match self.samples.try_recv() {
                 Ok((id, value)) => {
+                    drained += 1;
                     let Some(template) = self.histogram_template(id) else { continue };
                     self.line.clear();
                     template.write(value, &mut self.line);
                     self.push_line();
                 }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return (true, drained),
+                Err(TryRecvError::Disconnected) => return (false, drained),
             }
         }
     }

@@ -105,7 +105,13 @@ impl Template {
     /// Appends one line (with its `\n`) for `value` to `out`.
     pub(crate) fn write(&self, value: f64, out: &mut String) {
         out.push_str(&self.head);
-        write_number(value * self.scale, out);
+        let value = if self.scale == 1.0 {
+            value
+        } else {
+            // Seconds to milliseconds, kept to the nanosecond (no `0.020408000000000003`).
+            (value * self.scale * 1e6).round() / 1e6
+        };
+        write_number(value, out);
         out.push_str(&self.tail);
         out.push('\n');
     }
@@ -143,6 +149,9 @@ mod tests {
         let t = Template::new("p.", &key, "ms", &[("env".into(), "x,y".into())], 1000.0);
         let mut line = String::new();
         t.write(0.0125, &mut line);
+        let mut noisy = String::new();
+        t.write(0.000020408, &mut noisy);
+        assert!(noisy.starts_with("p.a_b_c_d_e_f_g_h:0.020408|ms"), "{noisy}");
         assert_eq!(line, "p.a_b_c_d_e_f_g_h:12.5|ms|#env:x_y,k_____:/a_b_c_d:e_,method:GET\n");
     }
 
