@@ -129,3 +129,30 @@ fn metrics_on_its_own_loopback_listener_reveal_templates_never_request_data() {
     }
     assert!(!text.contains("secret") && !text.contains(".example"));
 }
+
+#[test]
+fn metrics_listener_closes_a_connection_that_never_finishes_its_request_head() {
+    // A slowloris client (or a stuck one) must not hold a connection, and its file descriptor,
+    // for ever: the listener gives a request head HEADER_READ_TIMEOUT to arrive.
+    let recorder = tower_vitals::prometheus::builder().build_recorder();
+    let metrics = PrometheusMetrics::from_handle(recorder.handle());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let limit = tower_vitals::prometheus::HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    let (closed, waited) = rt.block_on(async {
+        let server =
+            metrics.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("metrics listener");
+        let mut stream =
+            tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("write");
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(limit, stream.read_to_end(&mut buf)).await.is_ok();
+        // Scrapes still work meanwhile and after.
+        let (status, _) = fetch(server.local_addr(), &get_head("/metrics")).await;
+        assert_eq!(status, 200);
+        server.shutdown().await;
+        (closed, started.elapsed())
+    });
+    assert!(closed, "the half-sent request was still open after {waited:?}");
+    println!("half-sent request head closed after {waited:?}");
+}
