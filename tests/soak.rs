@@ -43,6 +43,8 @@ use tower_vitals::{RouteName, VitalsLayer};
 /// Requests sent in all (fixed), by this many concurrent clients.
 const TOTAL: usize = 4_000;
 const CLIENTS: usize = 12;
+/// Concurrent `/metrics` scrapers during the soak (each every 100 ms).
+const SCRAPERS: usize = 3;
 /// The server's own timeout around each request (what cancels `/hang`).
 const SERVER_TIMEOUT: Duration = Duration::from_millis(100);
 /// Upper bound of the whole soak (the test fails past it).
@@ -465,7 +467,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     let sent = Arc::new(AtomicUsize::new(0));
     let intents: Arc<Mutex<BTreeMap<(String, &'static str), u64>>> = Arc::default();
 
-    let (scrapes, scrape_failures, client_errors) = rt.block_on({
+    let (scrapes, scrape_failures, client_errors, mut scrape_times) = rt.block_on({
         let layer = layer.clone();
         let sent = Arc::clone(&sent);
         let intents = Arc::clone(&intents);
@@ -504,31 +506,50 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
                     errors
                 }));
             }
-            let scraper = tokio::spawn(async move {
-                let (mut ok, mut failed) = (0u64, Vec::new());
-                let mut last_total = 0.0;
-                let until = Instant::now() + SOAK_LIMIT;
-                while sent.load(Ordering::SeqCst) < TOTAL + CLIENTS && Instant::now() < until {
-                    match scrape(metrics_addr).await.and_then(|text| prom_text::parse(&text)) {
-                        Ok(samples) => {
-                            let total = prom_text::total(&samples, "http_server_requests_total");
-                            if total < last_total {
-                                failed.push(format!("requests went down: {last_total} -> {total}"));
+            let scrapers: Vec<_> = (0..SCRAPERS)
+                .map(|_| {
+                    let sent = Arc::clone(&sent);
+                    tokio::spawn(async move {
+                        let (mut ok, mut failed, mut times) = (0u64, Vec::new(), Vec::new());
+                        let mut last_total = 0.0;
+                        let until = Instant::now() + SOAK_LIMIT;
+                        while sent.load(Ordering::SeqCst) < TOTAL + CLIENTS
+                            && Instant::now() < until
+                        {
+                            let asked = Instant::now();
+                            let fetched = scrape(metrics_addr).await;
+                            times.push(asked.elapsed());
+                            match fetched.and_then(|text| prom_text::parse(&text)) {
+                                Ok(samples) => {
+                                    let total =
+                                        prom_text::total(&samples, "http_server_requests_total");
+                                    if total < last_total {
+                                        failed.push(format!(
+                                            "requests went down: {last_total} -> {total}"
+                                        ));
+                                    }
+                                    last_total = total;
+                                    ok += 1;
+                                }
+                                Err(e) => failed.push(e),
                             }
-                            last_total = total;
-                            ok += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                        Err(e) => failed.push(e),
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                (ok, failed)
-            });
+                        (ok, failed, times)
+                    })
+                })
+                .collect();
             let mut client_errors = 0;
             for c in clients {
                 client_errors += c.await.expect("client task");
             }
-            let (scrapes, scrape_failures) = scraper.await.expect("scraper task");
+            let (mut scrapes, mut scrape_failures, mut scrape_times) = (0, Vec::new(), Vec::new());
+            for scraper in scrapers {
+                let (ok, failed, times) = scraper.await.expect("scraper task");
+                scrapes += ok;
+                scrape_failures.extend(failed);
+                scrape_times.extend(times);
+            }
             // Let the server finish what it saw: every request settles (bounded).
             let until = Instant::now() + Duration::from_secs(10);
             while (TRUTH.settled() < TRUTH.seen() || layer.active_requests() != 0)
@@ -538,7 +559,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
             }
             server.abort();
             metrics_server.shutdown().await;
-            (scrapes, scrape_failures, client_errors)
+            (scrapes, scrape_failures, client_errors, scrape_times)
         }
     });
     drop(rt);
@@ -592,10 +613,14 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
         kind != "reads all" || !["/ok", "/stream", "/big", tower_vitals::UNMATCHED].contains(&route)
     };
     let faults: u64 = intents.iter().filter(|((r, k), _)| faulty(r, k)).map(|(_, n)| n).sum();
+    scrape_times.sort();
+    let scrape_p50 = scrape_times.get(scrape_times.len() / 2).copied().unwrap_or_default();
+    let scrape_max = scrape_times.last().copied().unwrap_or_default();
     println!(
         "soak: {TOTAL} requests by {CLIENTS} clients in {:.1} s; faults injected: \
          {faults}; (route, client) -> n: {intents:?}; client errors seen: {client_errors}; outcomes (route, \
-         error.type) -> n: {truth:?}; output bytes {bytes}; {scrapes} /metrics scrapes, all parsed",
+         error.type) -> n: {truth:?}; output bytes {bytes}; {scrapes} /metrics scrapes by {SCRAPERS} concurrent scrapers, all parsed \
+         (scrape time p50 {scrape_p50:?}, max {scrape_max:?})",
         elapsed.as_secs_f64()
     );
 }
