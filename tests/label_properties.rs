@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::{
-    sanitize_tag_value, RouteName, VitalsLayer, MAX_ROUTE_LEN, METHOD, OTHER_METHOD, OVERFLOW,
-    ROUTE, STATUS, UNMATCHED,
+    sanitize_tag_value, RouteName, VitalsLayer, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_METHOD,
+    OVERFLOW, ROUTE, STATUS, UNMATCHED,
 };
 
 const STANDARD_METHODS: [&str; 9] =
@@ -123,6 +123,33 @@ proptest! {
     }
 
     #[test]
+    fn any_grpc_status_value_becomes_a_known_code_or_other(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            "[0-9]{1,3}".prop_map(String::into_bytes),
+        ],
+        in_trailers in any::<bool>(),
+    ) {
+        // grpc-status comes from the response (an upstream, a proxy): whatever its bytes, the
+        // tag is one of the 17 codes or `_OTHER`.
+        let Ok(value) = http::HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+        let label = one_request_grpc_label(value.clone(), in_trailers);
+        // One or two ASCII digits naming a code 0..=16 are that code ("07" is 7); else _OTHER.
+        let b = value.as_bytes();
+        let code = match b {
+            [d] if d.is_ascii_digit() => Some(u32::from(d - b'0')),
+            [x, y] if x.is_ascii_digit() && y.is_ascii_digit() => {
+                Some(u32::from(x - b'0') * 10 + u32::from(y - b'0'))
+            }
+            _ => None,
+        };
+        match code {
+            Some(c) if c <= 16 => prop_assert_eq!(label, c.to_string()),
+            _ => prop_assert_eq!(label, "_OTHER"),
+        }
+    }
+
+    #[test]
     fn any_method_token_becomes_a_standard_method_or_other(bytes in proptest::collection::vec(any::<u8>(), 1..300)) {
         // What the `http` crate accepts as a method is what can reach the layer.
         let Ok(method) = Method::from_bytes(&bytes) else { return Ok(()) };
@@ -209,6 +236,44 @@ fn one_request_method_label(method: Method) -> String {
     let seen = support::snapshot(&snap);
     let req = support::one(&seen, "http.server.requests");
     req.label(METHOD).expect("method label").to_owned()
+}
+
+/// Runs one request whose response carries `grpc-status: value` (in the headers or in the
+/// trailers); returns its `rpc.grpc.status_code` label.
+fn one_request_grpc_label(value: http::HeaderValue, in_trailers: bool) -> String {
+    use http_body_util::BodyExt as _;
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let layer = VitalsLayer::new();
+    let svc = layer.layer(tower::service_fn(move |_req: Request<String>| {
+        let value = value.clone();
+        async move {
+            let mut trailers = http::HeaderMap::new();
+            let for_trailers = value.clone();
+            let mut res = Response::new(
+                Full::new(Bytes::from_static(b"x"))
+                    .with_trailers(async move {
+                        if in_trailers {
+                            trailers.insert("grpc-status", for_trailers);
+                            Some(Ok(trailers))
+                        } else {
+                            None
+                        }
+                    })
+                    .boxed(),
+            );
+            if !in_trailers {
+                res.headers_mut().insert("grpc-status", value);
+            }
+            Ok::<_, Infallible>(res)
+        }
+    }));
+    let res = block_on(svc.oneshot(Request::new(String::new()))).expect("infallible");
+    drain(&mut res.into_body());
+    let seen = support::snapshot(&snap);
+    let req = support::one(&seen, "http.server.requests");
+    req.label(GRPC_STATUS).expect("grpc label").to_owned()
 }
 
 /// Route names built to break an exposition or a statsd line, and long or odd unicode ones.
