@@ -183,6 +183,47 @@ fn request_path(c: &mut Criterion) {
             wall
         );
     }
+    sender_throughput(&sink);
+}
+
+/// How fast the background sender drains: queue a burst (no drops: the queue holds it all),
+/// then time until the last datagram went out.
+fn sender_throughput(sink: &UdpSocket) {
+    const REQUESTS: u64 = 200_000;
+    let addr = sink.local_addr().expect("sink addr").to_string();
+    let (recorder, exporter) =
+        statsd::builder(addr).classic().queue_size(8 * REQUESTS as usize).build().expect("statsd");
+    let handles = Handles::resolve(&recorder);
+    let cpu0 = process_cpu();
+    let started = Instant::now();
+    for i in 0..REQUESTS {
+        handles.record(i);
+    }
+    let queued = started.elapsed();
+    // Done when no datagram went out for 50 ms (bounded: 60 s).
+    let (mut last, mut last_change) = (exporter.packets_sent(), Instant::now());
+    while last_change.elapsed() < Duration::from_millis(50)
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+        let now = exporter.packets_sent();
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+    }
+    let drained = last_change - started;
+    let cpu = match (cpu0, process_cpu()) {
+        (Some(a), Some(b)) => b - a,
+        _ => Duration::ZERO,
+    };
+    println!(
+        "\nbackground sender: {REQUESTS} requests ({} lines) queued in {queued:.2?}, sent in {drained:.2?} \
+         as {last} datagrams: {:.0} requests/s, {:.0} lines/s; process CPU {cpu:.2?}; dropped {}",
+        REQUESTS * 5,
+        REQUESTS as f64 / drained.as_secs_f64(),
+        (REQUESTS * 5) as f64 / drained.as_secs_f64(),
+        exporter.dropped()
+    );
 }
 
 criterion_group! {

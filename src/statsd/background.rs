@@ -28,7 +28,7 @@ use super::{ExporterStats, HistogramType};
 /// How long the sender thread sleeps between two drains of the queue while samples arrive.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// The longest sleep when idle (the sleep doubles from [`POLL_INTERVAL`] on each empty drain).
-const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(40);
+const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Settings {
     pub(crate) prefix: String,

@@ -15,7 +15,19 @@ use tower_vitals::{RouteName, VitalsLayer};
 
 use super::components::http_get;
 
+/// A route name no router would produce: every statsd separator, a newline, a quote and a
+/// backslash.
 pub const HOSTILE: &str = "/a|b,c#d:e\n\"q\\";
+
+/// The tag value the layer sends for [`HOSTILE`] (whatever the crate's sanitising keeps).
+pub fn hostile_tag() -> String {
+    let value = tower_vitals::sanitize_tag_value(HOSTILE);
+    assert!(
+        value.starts_with("/a_b_c_d:e_") && !value.contains(['|', ',', '#', '\n']),
+        "{value:?}"
+    );
+    value
+}
 pub const USERS: usize = 30;
 pub const BIG: usize = 5;
 pub const CHUNK: usize = 10_000;
