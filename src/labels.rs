@@ -156,14 +156,16 @@ pub(crate) fn method_label(index: u8) -> &'static str {
 
 /// Makes a tag value safe for every backend: statsd and DogStatsD lines (`|`, `,`, `#` and line
 /// breaks are structure there; a `:` inside a tag *value* is not, since a tag splits at its first
-/// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes and
-/// backslashes; control characters are replaced here). Each such character becomes `_`;
-/// the result is cut to [`MAX_ROUTE_LEN`] bytes at a character boundary; an empty value becomes
-/// `_`.
+/// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes; control
+/// characters and backslashes are replaced here: metrics-exporter-prometheus reads a backslash
+/// before `\` or `"` as an escape, so `\"` would reach Prometheus as `"` but statsd as `\"`).
+/// Each such character becomes `_`; the result is cut to [`MAX_ROUTE_LEN`] bytes at a character
+/// boundary; an empty value becomes `_`.
 ///
 /// ```
 /// assert_eq!(tower_vitals::sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
 /// assert_eq!(tower_vitals::sanitize_tag_value("/users/{id}"), "/users/{id}");
+/// assert_eq!(tower_vitals::sanitize_tag_value(r#"/a\"b"#), r#"/a_"b"#);
 /// ```
 pub fn sanitize_tag_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(MAX_ROUTE_LEN));
@@ -172,7 +174,7 @@ pub fn sanitize_tag_value(value: &str) -> String {
             break;
         }
         let safe = match c {
-            '|' | ',' | '#' => '_',
+            '|' | ',' | '#' | '\\' => '_',
             c if c.is_control() => '_',
             c => c,
         };
@@ -182,6 +184,18 @@ pub fn sanitize_tag_value(value: &str) -> String {
         out.push('_');
     }
     out
+}
+
+/// `name` cut to at most [`MAX_ROUTE_LEN`] bytes, at a character boundary (no allocation).
+fn route_key(name: &str) -> &str {
+    if name.len() <= MAX_ROUTE_LEN {
+        return name;
+    }
+    let mut end = MAX_ROUTE_LEN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.get(..end).unwrap_or_default()
 }
 
 /// Route ids 0 and 1 are reserved for these two.
@@ -217,7 +231,11 @@ impl RouteTable {
     }
 
     /// The id of `name`, adding it if there is room; `overflow` past the cap.
+    ///
+    /// Names are keyed by their first [`MAX_ROUTE_LEN`] bytes (the tag value keeps no more), so
+    /// the table holds at most `cap` keys of at most that length, however long the names are.
     pub(crate) fn intern(&self, name: &str) -> u32 {
+        let name = route_key(name);
         {
             let snapshot = self.table.load();
             if let Some(&id) = snapshot.by_name.get(name) {
@@ -236,8 +254,11 @@ impl RouteTable {
         if current.by_name.len() >= self.cap {
             return OVERFLOW_ID;
         }
+        // Ids are u32: a table can never hand out more (a cap past that is memory-bound anyway).
+        let Ok(id) = u32::try_from(current.values.len()) else {
+            return OVERFLOW_ID;
+        };
         let mut next = RouteSnapshot::clone(&current);
-        let id = next.values.len() as u32;
         next.by_name.insert(Arc::from(name), id);
         next.values.push(Arc::from(sanitize_tag_value(name)));
         self.table.store(Arc::new(next));
@@ -279,6 +300,20 @@ mod tests {
         let table = RouteTable::new(8);
         let id = table.intern("/a|b,c#d:e\n");
         assert_eq!(&*table.value(id), "/a_b_c_d:e_");
+    }
+
+    #[test]
+    fn long_route_names_are_stored_cut_to_the_tag_length() {
+        let table = RouteTable::new(4);
+        let long_a = format!("/{}a", "é".repeat(100_000));
+        let long_b = format!("/{}b", "é".repeat(100_000));
+        let id = table.intern(&long_a);
+        // Same first MAX_ROUTE_LEN bytes: same route (their tag values would be equal anyway).
+        assert_eq!(table.intern(&long_b), id);
+        assert_eq!(table.len(), 1);
+        let snapshot = table.table.load();
+        assert!(snapshot.by_name.keys().all(|k| k.len() <= MAX_ROUTE_LEN));
+        assert!(table.value(id).len() <= MAX_ROUTE_LEN);
     }
 
     #[test]

@@ -87,6 +87,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// 9464 is the port OpenTelemetry's Prometheus exporter uses). Bind `0.0.0.0` only on purpose.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 
+/// How long the [`serve`](PrometheusMetrics::serve) listener waits for a request head (and
+/// keeps an idle connection) before closing the connection. A scrape sends its head at once;
+/// Prometheus reconnects when its kept-alive connection was closed between scrapes.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often [`install`] runs the exporter's upkeep (draining histograms into buckets).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 

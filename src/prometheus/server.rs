@@ -5,7 +5,7 @@ use std::future::ready;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -76,7 +76,12 @@ async fn accept_loop(
                     let service = hyper::service::service_fn(move |request| {
                         ready(Ok::<_, Infallible>(super::answer(&handle, &request)))
                     });
+                    // A timer, so hyper enforces the request-head timeout: a client that never
+                    // finishes its request head (or an idle keep-alive) cannot hold a connection
+                    // and its file descriptor for ever.
                     let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(super::HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
