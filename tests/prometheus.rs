@@ -5,26 +5,18 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
+use support::app::{CHUNK, CHUNKS, HOSTILE};
 use support::components::{http_get, promtool_check_metrics, Prometheus};
 use tower_vitals::prometheus::{self, PrometheusMetrics};
-use tower_vitals::{RouteName, VitalsLayer};
 
-/// A route name no router would produce: every statsd separator, a newline, a quote and a
-/// backslash.
-const HOSTILE: &str = "/a|b,c#d:e\n\"q\\";
 const USERS: u64 = 20;
 const BIG: u64 = 5;
-const CHUNK: usize = 10_000;
-const CHUNKS: usize = 4;
 
 /// The global recorder of this test binary, installed once.
 fn metrics() -> &'static PrometheusMetrics {
@@ -32,28 +24,10 @@ fn metrics() -> &'static PrometheusMetrics {
     METRICS.get_or_init(|| prometheus::install().expect("first recorder of this test binary"))
 }
 
+/// The shared test app (tests/support/app.rs) with `/metrics` added after the layer, so
+/// scrapes are not measured.
 fn app(metrics: &PrometheusMetrics) -> Router {
-    Router::new()
-        .route("/users/{id}", get(|| async { "user" }))
-        .route(
-            "/big",
-            get(|| async {
-                let chunks =
-                    (0..CHUNKS).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; CHUNK])));
-                Body::from_stream(futures_util::stream::iter(chunks))
-            }),
-        )
-        .route(
-            "/hostile",
-            get(|| async {
-                let mut response = axum::response::Response::new(Body::from("h"));
-                response.extensions_mut().insert(RouteName::new(HOSTILE));
-                response
-            }),
-        )
-        .layer(VitalsLayer::new())
-        // After the layer: scrapes are not measured.
-        .route("/metrics", get(metrics.handler()))
+    support::app::app().route("/metrics", get(metrics.handler()))
 }
 
 /// The app, served on 127.0.0.1 by its own runtime thread, with the known traffic already sent.
