@@ -97,6 +97,12 @@ fn plain(
     })
 }
 
+/// The app as a server runs it: `axum::serve` finalises the router with `with_state(())`
+/// (without it axum clones each boxed route layer per request).
+fn app(router: Router) -> Router {
+    router.with_state(())
+}
+
 fn router(shape: Shape) -> Router {
     Router::new()
         .route("/users/{id}", get(move || async move { axum::body::Body::new(Frames::new(shape)) }))
@@ -267,20 +273,26 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
 fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
     let req = request as fn() -> Request<ReqBody>;
     const ROUTE: &str = "/users/{id}";
-    r.run("bare", Rec::Noop, req, || router(shape));
+    r.run("bare", Rec::Noop, req, || app(router(shape)));
     r.run("trace", Rec::Noop, req, || {
-        router(shape).layer(tower_http::trace::TraceLayer::new_for_http())
+        app(router(shape).layer(tower_http::trace::TraceLayer::new_for_http()))
     });
     r.run("axum_prometheus", Rec::Prometheus, req, || {
-        router(shape).layer(axum_prometheus::PrometheusMetricLayer::new())
+        app(router(shape).layer(axum_prometheus::PrometheusMetricLayer::new()))
     });
-    r.run("vitals_noop", Rec::Noop, req, || router(shape).layer(VitalsLayer::new()));
-    r.run("floor_noop", Rec::Noop, req, || router(shape).layer(FloorLayer::new(ROUTE)));
-    r.run("vitals_prometheus", Rec::Prometheus, req, || router(shape).layer(VitalsLayer::new()));
-    r.run("floor_prometheus", Rec::Prometheus, req, || router(shape).layer(FloorLayer::new(ROUTE)));
-    r.run("vitals_dogstatsd", Rec::DogStatsd, req, || router(shape).layer(VitalsLayer::new()));
-    r.run("floor_dogstatsd", Rec::DogStatsd, req, || router(shape).layer(FloorLayer::new(ROUTE)));
-    r.run("vitals_statsd", Rec::Statsd, req, || router(shape).layer(VitalsLayer::new()));
+    r.run("vitals_noop", Rec::Noop, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run("floor_noop", Rec::Noop, req, || app(router(shape).layer(FloorLayer::new(ROUTE))));
+    r.run("vitals_prometheus", Rec::Prometheus, req, || {
+        app(router(shape).layer(VitalsLayer::new()))
+    });
+    r.run("floor_prometheus", Rec::Prometheus, req, || {
+        app(router(shape).layer(FloorLayer::new(ROUTE)))
+    });
+    r.run("vitals_dogstatsd", Rec::DogStatsd, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run("floor_dogstatsd", Rec::DogStatsd, req, || {
+        app(router(shape).layer(FloorLayer::new(ROUTE)))
+    });
+    r.run("vitals_statsd", Rec::Statsd, req, || app(router(shape).layer(VitalsLayer::new())));
 }
 
 type Scenario = (&'static str, fn(&mut Runner<'_>, Shape), Shape);
