@@ -52,7 +52,9 @@ use floor::FloorLayer;
 // ---------------------------------------------------------------- driving one request
 
 /// One request as hyper would run it: `poll_ready`, `call`, poll the future to the head, then
-/// poll frames until the body says it ended. Every future here is ready at once.
+/// poll frames until the body says it ended. Every future here is ready at once. Never inlined:
+/// scripts/bench-callgrind.sh counts the instructions executed inside it.
+#[inline(never)]
 fn drive<S, R, B>(svc: &mut S, req: Request<R>)
 where
     S: Service<Request<R>, Response = Response<B>>,
