@@ -240,7 +240,7 @@ const PROBES: usize = 8;
 /// count); a label set that finds no free slot among its probes lives in the map (an `ArcSwap`
 /// load and a hash lookup). Both are filled only the first time a key is seen.
 struct Cache<V> {
-    slots: Box<[OnceLock<Box<(u64, V)>>]>,
+    slots: Box<[Slot<V>]>,
     /// Entries in `slots` and `map` together, never above `limit`.
     len: AtomicUsize,
     map: ArcSwap<KeyMap<V>>,
@@ -248,10 +248,13 @@ struct Cache<V> {
     limit: usize,
 }
 
+/// A write-once slot: a key and its value, set the first time the key is seen.
+type Slot<V> = OnceLock<Box<(u64, V)>>;
+
 /// Where a key's probe sequence ends.
 enum Probe<'a, V> {
     Found(&'a V),
-    Free(&'a OnceLock<Box<(u64, V)>>),
+    Free(&'a Slot<V>),
     Full,
 }
 

@@ -188,11 +188,14 @@ pub(crate) struct RouteTable {
     /// Read cache of admitted names: write-once slots, found by a fast hash of the name, so a
     /// hit is a hash, plain loads and one string compare (no atomic read-modify-write). Names
     /// that find no free slot are still found through `table`.
-    fast: Box<[OnceLock<Box<(Box<str>, u32)>>]>,
+    fast: Box<[RouteSlot]>,
     table: ArcSwap<RouteSnapshot>,
     write: Mutex<()>,
     cap: usize,
 }
+
+/// A write-once slot of the route read cache: an admitted name and its id.
+type RouteSlot = OnceLock<Box<(Box<str>, u32)>>;
 
 /// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
 const ROUTE_SLOTS: usize = 512;
