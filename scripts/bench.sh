@@ -4,18 +4,20 @@
 #   2. runs every criterion group ROUNDS times (short: the machine is small and shared);
 #      overhead = variant - bare of the same round; medians over rounds, [min-max] spread;
 #   3. end to end: examples/bench_server.rs on 127.0.0.1 (bare, vitals = VitalsLayer + Prometheus,
-#      axum_prometheus, floor) loaded by wrk at a fixed connection count, rounds interleaved
-#      A B C D A B C D ..., on /small (1 frame) and /stream (1000 frames); server CPU per request
-#      from /proc/<pid>/stat (utime + stime) deltas over each wrk run, and requests per second.
+#      axum_prometheus, floor) loaded by wrk at a fixed connection count in short slices
+#      interleaved A B C D A B C D ..., on /small (1 frame) and /stream (1000 frames); server CPU
+#      per request from /proc/<pid>/stat (utime + stime) deltas over each slice, and requests/s.
 # Not part of scripts/test.sh (that one only builds the bench). Bounded: about 7 minutes.
-# Knobs (environment): ROUNDS=3 WRK_SECS=4 CONNS=32 WARM=0.5 MEASURE=1.5 SAMPLES=20
+# Knobs (environment): ROUNDS=3 (criterion) E2E_ROUNDS=6 WRK_SECS=2 CONNS=32 WARM=0.5
+#   MEASURE=1.5 SAMPLES=20
 #   SKIP_CRITERION=1 / SKIP_E2E=1 to run one half; OUT=dir keeps the raw results there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 export CARGO_TERM_COLOR=never
 ROUNDS=${ROUNDS:-3}
-WRK_SECS=${WRK_SECS:-4}
+E2E_ROUNDS=${E2E_ROUNDS:-6}
+WRK_SECS=${WRK_SECS:-2}
 CONNS=${CONNS:-32}
 WARM=${WARM:-0.5}
 MEASURE=${MEASURE:-1.5}
@@ -56,47 +58,66 @@ if [ -z "${SKIP_CRITERION:-}" ]; then
   done
 fi
 
-# One server process per variant and round; every one is killed and waited for on exit.
-server_pid=
-stop_server() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; server_pid=; fi
+# End to end: one server per variant, all started once (an idle server costs nothing), then
+# short wrk slices interleaved A B C D A B C D ... so that the machine's load drifts over all
+# variants alike. With 2+ cores the servers share CPU 0 and wrk runs on CPU 1.
+pids=()
+stop_servers() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
 }
-trap 'stop_server; [ -n "${OUT:-}" ] || rm -rf "$out"' EXIT
+trap 'stop_servers; [ -n "${OUT:-}" ] || rm -rf "$out"' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pin_server=(); pin_wrk=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  pin_server=(taskset -c 0); pin_wrk=(taskset -c 1)
+fi
 
 if [ -z "${SKIP_E2E:-}" ]; then
   : > "$out/e2e.tsv"
-  for r in $(seq 1 "$ROUNDS"); do
-    for v in bare vitals axum_prometheus floor; do
-      say "end to end round $r/$ROUNDS: $v"
-      "$server_bin" "$v" 120 > "$out/server.out" 2>&1 &
-      server_pid=$!
-      addr=
-      for _ in $(seq 1 50); do
-        addr=$(awk '/^listening on/{print $3}' "$out/server.out")
-        [ -n "$addr" ] && break; sleep 0.1
-      done
-      [ -n "$addr" ] || { echo "bench.sh: bench_server $v did not start" >&2; cat "$out/server.out" >&2; exit 1; }
-      for route in small stream; do
-        wrk -t1 -c"$CONNS" -d1s "http://$addr/$route" > /dev/null 2>&1  # warm-up
-        before=$(cpu_ticks "$server_pid")
-        wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" "http://$addr/$route" > "$out/wrk.out" 2>&1
-        after=$(cpu_ticks "$server_pid")
+  declare -A pid_of addr_of
+  max_secs=$(( E2E_ROUNDS * 4 * 2 * (WRK_SECS + 2) + 120 ))
+  for v in bare vitals axum_prometheus floor; do
+    "${pin_server[@]}" "$server_bin" "$v" "$max_secs" > "$out/server-$v.out" 2>&1 &
+    pid_of[$v]=$!; pids+=("$!")
+  done
+  for v in bare vitals axum_prometheus floor; do
+    addr=
+    for _ in $(seq 1 50); do
+      addr=$(awk '/^listening on/{print $3}' "$out/server-$v.out")
+      [ -n "$addr" ] && break; sleep 0.1
+    done
+    [ -n "$addr" ] || { echo "bench.sh: bench_server $v did not start" >&2; cat "$out/server-$v.out" >&2; exit 1; }
+    addr_of[$v]=$addr
+    for route in small stream; do  # warm-up: connections, handle caches, allocator
+      "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://$addr/$route" > /dev/null 2>&1
+    done
+  done
+  for r in $(seq 1 "$E2E_ROUNDS"); do
+    say "end to end round $r/$E2E_ROUNDS (bare vitals axum_prometheus floor, /small then /stream, ${WRK_SECS}s each)"
+    for route in small stream; do
+      for v in bare vitals axum_prometheus floor; do
+        pid=${pid_of[$v]}
+        before=$(cpu_ticks "$pid")
+        "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" "http://${addr_of[$v]}/$route" > "$out/wrk.out" 2>&1
+        after=$(cpu_ticks "$pid")
         reqs=$(awk '/requests in/{print $1}' "$out/wrk.out")
         rps=$(awk '/^Requests\/sec/{print $2}' "$out/wrk.out")
         errs=$(awk '/Non-2xx|Socket errors/{print}' "$out/wrk.out" | tr '\n' ' ')
         [ -z "$errs" ] || echo "bench.sh: $v $route: $errs" >&2
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$v" "$route" "$((after - before))" "$reqs" "$rps" >> "$out/e2e.tsv"
       done
-      stop_server
     done
   done
+  stop_servers
 fi
 
 say "table"
-python3 - "$out" "$ROUNDS" "$(getconf CLK_TCK)" "$CONNS" "$WRK_SECS" <<'EOF'
+python3 - "$out" "$ROUNDS" "$(getconf CLK_TCK)" "$CONNS" "$WRK_SECS" "$E2E_ROUNDS" <<'EOF'
 import json, os, statistics, sys
 out, rounds, clk, conns, wrk_secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+e2e_rounds = int(sys.argv[6])
 FRAMES = 1000
 
 def med(xs):
@@ -182,7 +203,7 @@ if os.path.exists(path):
         e2e[(int(r), v, route)] = (int(ticks) * 1e9 / clk / max(reqs, 1), float(rps))
     for v in ("vitals", "axum_prometheus", "floor"):
         req, frame, rps_s, rps_f = [], [], [], []
-        for r in range(1, rounds + 1):
+        for r in range(1, e2e_rounds + 1):
             try:
                 bs, vs = e2e[(r, "bare", "small")], e2e[(r, v, "small")]
                 bf, vf = e2e[(r, "bare", "stream")], e2e[(r, v, "stream")]
@@ -197,15 +218,15 @@ if os.path.exists(path):
         if v == "vitals" and req:
             targets.append(("end to end: server CPU per request within +1 us of bare", med(req) <= 1000,
                             f"{med(req):+.0f} ns; rps ratio {med(rps_s):.3f} [{min(rps_s):.3f}..{max(rps_s):.3f}]"))
-    bare_cpu = [e2e[(r, "bare", "small")][0] for r in range(1, rounds + 1) if (r, "bare", "small") in e2e]
-    bare_rps = [e2e[(r, "bare", "small")][1] for r in range(1, rounds + 1) if (r, "bare", "small") in e2e]
+    bare_cpu = [e2e[(r, "bare", "small")][0] for r in range(1, e2e_rounds + 1) if (r, "bare", "small") in e2e]
+    bare_rps = [e2e[(r, "bare", "small")][1] for r in range(1, e2e_rounds + 1) if (r, "bare", "small") in e2e]
     rows.insert(len(rows) - 3, ("end to end (server CPU)", "bare",
                                 f"{med(bare_cpu):.0f} ns CPU/request (absolute)", "-",
                                 f"{med(bare_rps):.0f} rps /small (absolute)", "-"))
 
 head = ("measurement", "variant", "ns/request over bare", "ns/frame over bare", "rps / bare", "ratio to floor (same recorder)")
-print(f"\nmedians over {rounds} rounds, [min..max] of the per-round values; overhead = variant - bare of the same round")
-print(f"end to end: wrk -t1 -c{conns} -d{wrk_secs}s per variant and route, rounds interleaved; CPU from /proc/<pid>/stat\n")
+print(f"\nmedians, [min..max] of the per-round values; overhead = variant - bare of the same round")
+print(f"criterion: {rounds} rounds; end to end: {e2e_rounds} rounds of wrk -t1 -c{conns} -d{wrk_secs}s per variant and route, interleaved; CPU from /proc/<pid>/stat\n")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for row in rows:
