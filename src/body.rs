@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Buf;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -73,16 +73,22 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let Some(mut record) = this.record.take() else {
+        let Some(record) = this.record.as_mut() else {
             return this.inner.poll_frame(cx);
         };
         record.polled();
-        // As in the future: a panic in the inner body drops `record` from this frame, in poll.
         record.set_in_poll(true);
+        // The record stays in place (no move per frame). If the inner body panics, `guard` is
+        // dropped by the unwinding while the record is still `in_poll`: it drops the record
+        // right there, which finishes it as `panic` (as if it had sat on this stack frame).
+        let mut guard = InPoll(this.record);
         let polled = this.inner.as_mut().poll_frame(cx);
+        let Some(record) = guard.0.as_mut() else {
+            return polled;
+        };
         record.set_in_poll(false);
         match &polled {
-            Poll::Pending => *this.record = Some(record),
+            Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     record.data_frame(data.remaining());
@@ -92,14 +98,13 @@ impl<B: Body> Body for ResponseBody<B> {
                     }
                 }
                 if this.inner.is_end_stream() {
-                    record.finish(Outcome::Complete);
+                    guard.finish(Outcome::Complete);
                 } else {
                     record.frame_out();
-                    *this.record = Some(record);
                 }
             }
-            Poll::Ready(Some(Err(_))) => record.finish(Outcome::BodyError),
-            Poll::Ready(None) => record.finish(Outcome::Complete),
+            Poll::Ready(Some(Err(_))) => guard.finish(Outcome::BodyError),
+            Poll::Ready(None) => guard.finish(Outcome::Complete),
         }
         polled
     }
@@ -113,9 +118,39 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 }
 
+/// The record of a body while its inner body is polled. Dropped in the normal way, it does
+/// nothing (the record is no longer `in_poll`); dropped by a panic's unwinding, it drops the
+/// record, which then finishes as `panic`.
+struct InPoll<'a>(&'a mut Option<Record>);
+
+impl InPoll<'_> {
+    /// Ends the request with `outcome`; the body passes frames through from now on.
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(record) = self.0.take() {
+            record.finish(outcome);
+        }
+    }
+}
+
+impl Drop for InPoll<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.as_ref().is_some_and(Record::in_poll) {
+            drop(self.0.take());
+        }
+    }
+}
+
+/// `grpc-status`, parsed once at compile time: a lookup by `&str` would parse and lower-case
+/// the name on every call (about 200 instructions per response).
+const GRPC_STATUS_HEADER: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` of a header or trailer map, if it has a numeric one.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u8> {
-    let value = headers.get("grpc-status")?.as_bytes();
+    if headers.is_empty() {
+        return None;
+    }
+    let value = headers.get(&GRPC_STATUS_HEADER)?.as_bytes();
     match value {
         [d] if d.is_ascii_digit() => Some(d - b'0'),
         [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => Some((a - b'0') * 10 + (b - b'0')),

@@ -55,6 +55,7 @@ impl Record {
         }
     }
 
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.shared.config.clock.raw()
     }
@@ -85,12 +86,19 @@ impl Record {
         self.method == crate::labels::HEAD_METHOD || matches!(self.status, 100..=199 | 204 | 304)
     }
 
+    /// Whether the inner future or body is being polled (set around each poll).
+    pub(crate) fn in_poll(&self) -> bool {
+        self.in_poll
+    }
+
     /// Call around every poll of the inner future or body.
+    #[inline]
     pub(crate) fn set_in_poll(&mut self, in_poll: bool) {
         self.in_poll = in_poll;
     }
 
     /// Being polled again: the time since the last frame was handed out was output time.
+    #[inline]
     pub(crate) fn polled(&mut self) {
         if let Some(since) = self.out_since.take() {
             self.held += self.now().saturating_sub(since);
@@ -98,12 +106,14 @@ impl Record {
     }
 
     /// A data frame of `len` bytes is being handed out.
+    #[inline]
     pub(crate) fn data_frame(&mut self, len: usize) {
         self.blocks += 1;
         self.bytes += len as u64;
     }
 
     /// A frame is being handed out now; its hold time runs until the next poll or the end.
+    #[inline]
     pub(crate) fn frame_out(&mut self) {
         self.out_since = Some(self.now());
     }
@@ -132,21 +142,25 @@ impl Record {
             outcome,
             grpc: self.grpc,
         };
-        let handles = shared.handles.response(key, &shared.routes);
         let clock = &shared.config.clock;
         let seconds = |raw: u64| clock.delta_as_nanos(0, raw) as f64 * 1e-9;
-
-        handles.requests.increment(1);
-        handles.duration.record(seconds(end.saturating_sub(self.t0)));
-        if let Some(head_at) = self.head_at {
-            handles.application_time.record(seconds(head_at.saturating_sub(self.t0)));
-        }
-        if self.status != 0 {
-            handles.output_time.record(seconds(self.held));
-            handles.output_blocks.record(self.blocks as f64);
-            handles.output_bytes.record(self.bytes as f64);
+        let (t0, head_at, status) = (self.t0, self.head_at, self.status);
+        let (held, blocks, bytes) = (self.held, self.blocks, self.bytes);
+        shared.handles.with_response(key, &shared.routes, |handles| {
+            handles.requests.increment(1);
+            handles.duration.record(seconds(end.saturating_sub(t0)));
+            if let Some(head_at) = head_at {
+                handles.application_time.record(seconds(head_at.saturating_sub(t0)));
+            }
+            if status != 0 {
+                handles.output_time.record(seconds(held));
+                handles.output_blocks.record(blocks as f64);
+                handles.output_bytes.record(bytes as f64);
+            }
+        });
+        if status != 0 {
             if let Some(small_blocks) = &shared.small_blocks {
-                small_blocks.add(self.route, self.blocks, self.bytes, end, shared);
+                small_blocks.add(self.route, blocks, bytes, end, shared);
             }
         }
     }

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram, Label, Unit};
@@ -231,39 +232,106 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u64, Arc<V>, BuildHasherDefault<KeyHasher>>;
 
-/// A copy-on-write map from packed keys to resolved handles: lock-free reads, rare writes.
-struct CowMap<V> {
+/// Slots in the write-once table of each cache (a power of two; 16 bytes each, per layer).
+const SLOTS: usize = 1024;
+/// Slots probed for one key before falling back to the copy-on-write map.
+const PROBES: usize = 8;
+
+/// Resolved values by packed key: a fixed table of write-once slots in front of a copy-on-write
+/// map. A hit in the table is a hash and plain loads (no atomic read-modify-write, no reference
+/// count); a label set that finds no free slot among its probes lives in the map (an `ArcSwap`
+/// load and a hash lookup). Both are filled only the first time a key is seen.
+struct Cache<V> {
+    slots: Box<[Slot<V>]>,
+    /// Entries in `slots` and `map` together, never above `limit`.
+    len: AtomicUsize,
     map: ArcSwap<KeyMap<V>>,
     write: Mutex<()>,
+    limit: usize,
 }
 
-impl<V> CowMap<V> {
-    fn new() -> Self {
-        CowMap { map: ArcSwap::from_pointee(KeyMap::default()), write: Mutex::new(()) }
+/// A write-once slot: a key and its value, set the first time the key is seen.
+type Slot<V> = OnceLock<Box<(u64, V)>>;
+
+/// Where a key's probe sequence ends.
+enum Probe<'a, V> {
+    Found(&'a V),
+    Free(&'a Slot<V>),
+    Full,
+}
+
+impl<V> Cache<V> {
+    fn new(limit: usize) -> Self {
+        Cache {
+            slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            map: ArcSwap::from_pointee(KeyMap::default()),
+            write: Mutex::new(()),
+            limit,
+        }
     }
 
-    /// The cached value for `key`, resolving and caching it on a miss. Past `limit` entries a
-    /// miss is resolved but not cached (correct, slower, memory stays bounded).
-    fn get_or_resolve(&self, key: u64, limit: usize, resolve: impl FnOnce() -> V) -> Arc<V> {
-        if let Some(found) = self.map.load().get(&key) {
-            return Arc::clone(found);
+    /// Calls `f` with the cached value of `key`, resolving and caching it on a miss. Past
+    /// `limit` entries a miss is resolved but not cached (correct, slower, memory bounded).
+    fn with<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
+        match self.probe(key) {
+            Probe::Found(value) => return f(value),
+            // Slots fill in probe order and are never emptied: the key is in none of them, nor
+            // in the map (it would only be there if all its slots had been taken before it).
+            Probe::Free(_) => {}
+            Probe::Full => {
+                if let Some(found) = self.map.load().get(&key) {
+                    return f(found);
+                }
+            }
         }
+        self.miss(key, resolve, f)
+    }
+
+    fn probe(&self, key: u64) -> Probe<'_, V> {
+        let start = KeyHasher(key).finish() as usize;
+        for i in 0..PROBES {
+            let slot = &self.slots[start.wrapping_add(i) & (SLOTS - 1)];
+            match slot.get() {
+                Some(entry) if entry.0 == key => return Probe::Found(&entry.1),
+                Some(_) => {}
+                None => return Probe::Free(slot),
+            }
+        }
+        Probe::Full
+    }
+
+    #[cold]
+    fn miss<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
+        // One writer at a time: each key is resolved and admitted once, and `len` stays exact.
         let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
+        let free = match self.probe(key) {
+            Probe::Found(value) => return f(value),
+            Probe::Free(slot) => Some(slot),
+            Probe::Full => None,
+        };
         let current = self.map.load_full();
         if let Some(found) = current.get(&key) {
-            return Arc::clone(found);
+            return f(found);
+        }
+        if self.len.load(Ordering::Relaxed) >= self.limit {
+            return f(&resolve());
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = free {
+            // Slots are only filled under `write`: this one is still empty.
+            let entry = slot.get_or_init(|| Box::new((key, resolve())));
+            return f(&entry.1);
         }
         let value = Arc::new(resolve());
-        if current.len() < limit {
-            let mut next = KeyMap::clone(&current);
-            next.insert(key, Arc::clone(&value));
-            self.map.store(Arc::new(next));
-        }
-        value
+        let mut next = KeyMap::clone(&current);
+        next.insert(key, Arc::clone(&value));
+        self.map.store(Arc::new(next));
+        f(&value)
     }
 
     fn len(&self) -> usize {
-        self.map.load().len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -271,9 +339,8 @@ impl<V> CowMap<V> {
 pub(crate) struct HandleCache {
     names: MetricNames,
     described: Once,
-    responses: CowMap<ResponseHandles>,
-    inputs: CowMap<InputHandles>,
-    limit: usize,
+    responses: Cache<ResponseHandles>,
+    inputs: Cache<Arc<InputHandles>>,
 }
 
 impl HandleCache {
@@ -281,9 +348,8 @@ impl HandleCache {
         HandleCache {
             names,
             described: Once::new(),
-            responses: CowMap::new(),
-            inputs: CowMap::new(),
-            limit,
+            responses: Cache::new(limit),
+            inputs: Cache::new(limit),
         }
     }
 
@@ -296,12 +362,15 @@ impl HandleCache {
         self.described.call_once(|| self.names.describe());
     }
 
-    pub(crate) fn response(
+    /// Calls `f` with the handles of `key` (resolved through the current recorder the first
+    /// time the label set is seen).
+    pub(crate) fn with_response<R>(
         &self,
         key: ResponseKey,
         routes: &labels::RouteTable,
-    ) -> Arc<ResponseHandles> {
-        self.responses.get_or_resolve(key.pack(), self.limit, || {
+        f: impl FnOnce(&ResponseHandles) -> R,
+    ) -> R {
+        let resolve = || {
             self.describe_once();
             let labels = key.labels(routes);
             let n = &self.names;
@@ -313,9 +382,11 @@ impl HandleCache {
                 output_blocks: metrics::histogram!(n.output_blocks.clone(), labels.iter()),
                 output_bytes: metrics::histogram!(n.output_bytes.clone(), labels.iter()),
             }
-        })
+        };
+        self.responses.with(key.pack(), resolve, f)
     }
 
+    /// The request-body handles of `route` and `method` (once per request body, opt-in).
     pub(crate) fn input(
         &self,
         route: u32,
@@ -323,7 +394,7 @@ impl HandleCache {
         state: InputState,
         routes: &labels::RouteTable,
     ) -> Arc<InputHandles> {
-        self.inputs.get_or_resolve(input_key(route, method, state), self.limit, || {
+        let resolve = || {
             self.describe_once();
             let labels = [
                 Label::new(labels::ROUTE, routes.value(route).to_string()),
@@ -331,12 +402,13 @@ impl HandleCache {
                 Label::new(labels::REQUEST_BODY_STATE, state.as_str()),
             ];
             let n = &self.names;
-            InputHandles {
+            Arc::new(InputHandles {
                 blocks: metrics::histogram!(n.input_blocks.clone(), labels.iter()),
                 bytes: metrics::histogram!(n.input_bytes.clone(), labels.iter()),
                 time: metrics::histogram!(n.input_time.clone(), labels.iter()),
-            }
-        })
+            })
+        };
+        self.inputs.with(input_key(route, method, state), resolve, Arc::clone)
     }
 
     /// Cached label sets (responses + request bodies).
@@ -365,6 +437,39 @@ mod tests {
         }
         assert_ne!(input_key(3, 0, InputState::Complete), base.pack());
         assert_ne!(input_key(3, 0, InputState::Complete), input_key(3, 0, InputState::Unread));
+    }
+
+    #[test]
+    fn cache_resolves_each_key_once_in_slots_or_map_and_keeps_its_limit() {
+        use std::sync::atomic::AtomicU64;
+        let resolved = AtomicU64::new(0);
+        let limit = SLOTS * 2;
+        let cache: Cache<u64> = Cache::new(limit);
+        let resolved = &resolved;
+        let resolve = |key: u64| {
+            move || {
+                resolved.fetch_add(1, Ordering::Relaxed);
+                key * 3
+            }
+        };
+        // More keys than slots: some must spill into the copy-on-write map.
+        for round in 0..2 {
+            for key in 0..(SLOTS as u64 + 500) {
+                assert_eq!(cache.with(key, resolve(key), |v| *v), key * 3, "round {round}");
+            }
+        }
+        assert_eq!(resolved.load(Ordering::Relaxed), SLOTS as u64 + 500);
+        assert!(!cache.map.load().is_empty());
+        assert_eq!(cache.len(), SLOTS + 500);
+        // Past the limit: still the right value, resolved every time, never cached.
+        for key in 10_000..(10_000 + limit as u64) {
+            cache.with(key, resolve(key), |_| ());
+        }
+        assert_eq!(cache.len(), limit);
+        let before = resolved.load(Ordering::Relaxed);
+        assert_eq!(cache.with(99_999, resolve(99_999), |v| *v), 99_999 * 3);
+        assert_eq!(cache.with(99_999, resolve(99_999), |v| *v), 99_999 * 3);
+        assert_eq!(resolved.load(Ordering::Relaxed), before + 2);
     }
 
     #[test]

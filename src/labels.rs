@@ -4,7 +4,7 @@
 //! path only carries small integers (a route id, a method index, a status, an outcome).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::Method;
@@ -208,9 +208,39 @@ pub(crate) const OVERFLOW_ID: u32 = 1;
 /// added under a mutex by copying the table, which happens at most `cap` times in the life of
 /// the layer; once the cap is reached, unknown names map to `overflow` without taking the lock.
 pub(crate) struct RouteTable {
+    /// Read cache of admitted names: write-once slots, found by a fast hash of the name, so a
+    /// hit is a hash, plain loads and one string compare (no atomic read-modify-write). Names
+    /// that find no free slot are still found through `table`.
+    fast: Box<[RouteSlot]>,
     table: ArcSwap<RouteSnapshot>,
     write: Mutex<()>,
     cap: usize,
+}
+
+/// A write-once slot of the route read cache: an admitted name and its id.
+type RouteSlot = OnceLock<Box<(Box<str>, u32)>>;
+
+/// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
+const ROUTE_SLOTS: usize = 512;
+/// Slots probed for one name.
+const ROUTE_PROBES: usize = 8;
+
+/// A fast, non-cryptographic hash of a route name (FNV-1a over 8-byte words, then a final mix).
+/// The names it sees are bounded by the cap, so collisions can only cost probes, never memory.
+fn route_hash(name: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = name.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= name.len() as u64;
+    h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h ^ (h >> 32)) as usize
 }
 
 #[derive(Clone)]
@@ -224,6 +254,7 @@ impl RouteTable {
     pub(crate) fn new(cap: usize) -> Self {
         let values = vec![Arc::from(UNMATCHED), Arc::from(OVERFLOW)];
         RouteTable {
+            fast: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
             table: ArcSwap::from_pointee(RouteSnapshot { by_name: HashMap::new(), values }),
             write: Mutex::new(()),
             cap,
@@ -235,7 +266,23 @@ impl RouteTable {
     /// Names are keyed by their first [`MAX_ROUTE_LEN`] bytes (the tag value keeps no more), so
     /// the table holds at most `cap` keys of at most that length, however long the names are.
     pub(crate) fn intern(&self, name: &str) -> u32 {
+        // Names are keyed by what their tag value keeps (the first MAX_ROUTE_LEN bytes).
         let name = route_key(name);
+        let start = route_hash(name);
+        for i in 0..ROUTE_PROBES {
+            match self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)].get() {
+                Some(entry) if &*entry.0 == name => return entry.1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.intern_slow(name, start)
+    }
+
+    /// Not in the read cache: the snapshot (and, for a new name, the write lock). `name` is
+    /// already cut to its key.
+    #[cold]
+    fn intern_slow(&self, name: &str, start: usize) -> u32 {
         {
             let snapshot = self.table.load();
             if let Some(&id) = snapshot.by_name.get(name) {
@@ -262,6 +309,14 @@ impl RouteTable {
         next.by_name.insert(Arc::from(name), id);
         next.values.push(Arc::from(sanitize_tag_value(name)));
         self.table.store(Arc::new(next));
+        // Admitted once, under the lock: cache it in the first free slot of its probe sequence.
+        for i in 0..ROUTE_PROBES {
+            let slot = &self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)];
+            if slot.get().is_none() {
+                let _ = slot.set(Box::new((Box::from(name), id)));
+                break;
+            }
+        }
         id
     }
 
@@ -293,6 +348,24 @@ mod tests {
         assert_eq!(&*table.value(a), "/a");
         assert_eq!(&*table.value(OVERFLOW_ID), OVERFLOW);
         assert_eq!(&*table.value(999), UNMATCHED);
+    }
+
+    #[test]
+    fn read_cache_and_snapshot_agree_for_many_names() {
+        // More names than cache slots: some are found through the snapshot only.
+        let table = RouteTable::new(2000);
+        let ids: Vec<u32> = (0..1500).map(|i| table.intern(&format!("/r/{i}"))).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(table.intern(&format!("/r/{i}")), *id);
+            assert_eq!(&*table.value(*id), format!("/r/{i}"));
+        }
+        assert_eq!(table.len(), 1500);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 1500, "ids are distinct");
+        assert_ne!(route_hash("/a"), route_hash("/b"));
+        assert_ne!(route_hash("/users/{id}/x"), route_hash("/users/{id}/y"));
     }
 
     #[test]

@@ -1,0 +1,85 @@
+//! Pieces shared by `benches/overhead.rs` and `examples/bench_server.rs`: the response body the
+//! trivial services send, and the Prometheus recorder configured with DESIGN.md's buckets.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Seconds buckets (OpenTelemetry's), from DESIGN.md §3.
+pub const SECONDS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// Byte buckets, from DESIGN.md §3.
+pub const BYTES: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+/// Frame buckets, from DESIGN.md §3.
+pub const FRAMES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+
+/// A Prometheus exporter builder with histogram buckets (never summaries) for the layer's
+/// metrics, the floor's (same names) and axum-prometheus's duration histogram.
+pub fn prometheus_builder() -> PrometheusBuilder {
+    let set = |b: PrometheusBuilder, m: Matcher, v: &[f64]| {
+        b.set_buckets_for_metric(m, v).expect("non-empty buckets")
+    };
+    let b = PrometheusBuilder::new();
+    let b = set(b, Matcher::Suffix("duration".into()), SECONDS);
+    let b = set(b, Matcher::Suffix("_time".into()), SECONDS);
+    let b = set(b, Matcher::Suffix("_bytes".into()), BYTES);
+    let b = set(b, Matcher::Suffix("_blocks".into()), FRAMES);
+    set(b, Matcher::Full(axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS.into()), SECONDS)
+}
+
+/// The shape of a response body: `frames` data frames of `size` bytes each.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub frames: usize,
+    pub size: usize,
+}
+
+/// 1 frame of 12 bytes (a small JSON answer).
+pub const SMALL: Shape = Shape { frames: 1, size: 12 };
+/// 1000 frames of 128 bytes (a streamed body).
+pub const STREAM: Shape = Shape { frames: 1000, size: 128 };
+
+static DATA: [u8; 128] = [b'x'; 128];
+
+/// A body of `frames` static frames: no allocation per frame, `is_end_stream` exact (as a body
+/// with a known length: hyper stops polling after the last frame).
+#[derive(Debug)]
+pub struct Frames {
+    left: usize,
+    chunk: Bytes,
+}
+
+impl Frames {
+    pub fn new(shape: Shape) -> Self {
+        Frames { left: shape.frames, chunk: Bytes::from_static(&DATA[..shape.size.min(128)]) }
+    }
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.left * self.chunk.len()) as u64)
+    }
+}

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Overhead of VitalsLayer against bare, its floor and its peers, in one run; prints ONE table.
+#   1. builds benches/overhead.rs and examples/bench_server.rs in release;
+#   2. runs every criterion group ROUNDS times (short: the machine is small and shared);
+#      overhead = variant - bare of the same round; medians over rounds, [min-max] spread;
+#   3. end to end: examples/bench_server.rs on 127.0.0.1 (bare, vitals = VitalsLayer + Prometheus,
+#      axum_prometheus, floor) loaded by wrk at a fixed connection count in short slices
+#      interleaved A B C D A B C D ..., on /small (1 frame) and /stream (1000 frames); server CPU
+#      per request from /proc/<pid>/stat (utime + stime) deltas over each slice, and requests/s.
+# Not part of scripts/test.sh (that one only builds the bench). Bounded: about 7 minutes.
+# Knobs (environment): ROUNDS=3 (criterion) E2E_ROUNDS=6 WRK_SECS=2 CONNS=32 WARM=0.5
+#   MEASURE=1.5 SAMPLES=20
+#   SKIP_CRITERION=1 / SKIP_E2E=1 to run one half; OUT=dir keeps the raw results there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+export CARGO_TERM_COLOR=never
+ROUNDS=${ROUNDS:-3}
+E2E_ROUNDS=${E2E_ROUNDS:-6}
+WRK_SECS=${WRK_SECS:-2}
+CONNS=${CONNS:-32}
+WARM=${WARM:-0.5}
+MEASURE=${MEASURE:-1.5}
+SAMPLES=${SAMPLES:-20}
+t0=$SECONDS
+say() { echo "== $* ($((SECONDS - t0))s)" >&2; }
+
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; out=$(cd "$OUT" && pwd); else
+  out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
+
+if [ -z "${SKIP_E2E:-}" ] && ! command -v wrk >/dev/null 2>&1; then
+  say "installing wrk (Debian)"
+  [ "$(id -u)" = 0 ] || { echo "bench.sh: wrk is missing and installing it needs root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+fi
+
+say "build (release): benches/overhead.rs, examples/bench_server.rs"
+artifacts() {
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable"): print(m["target"]["name"], m["executable"])'
+}
+bench_bin=$(cargo bench --bench overhead --no-run --message-format=json 2>/dev/null | artifacts | awk '$1=="overhead"{print $2}' | tail -1)
+cargo build --release --example bench_server >/dev/null 2>&1 \
+  || { cargo build --release --example bench_server; exit 1; }
+server_bin=$(cargo build --release --example bench_server --message-format=json 2>/dev/null | artifacts | awk '$1=="bench_server"{print $2}' | tail -1)
+[ -x "$bench_bin" ] && [ -x "$server_bin" ] || { echo "bench.sh: build failed" >&2; exit 1; }
+
+if [ -z "${SKIP_CRITERION:-}" ]; then
+  for r in $(seq 1 "$ROUNDS"); do
+    say "criterion round $r/$ROUNDS (warm-up ${WARM}s, measurement ${MEASURE}s, $SAMPLES samples)"
+    CRITERION_HOME="$out/criterion-$r" timeout 400 "$bench_bin" --bench \
+      --warm-up-time "$WARM" --measurement-time "$MEASURE" --sample-size "$SAMPLES" \
+      > "$out/criterion-$r.log" 2>&1 || { tail -20 "$out/criterion-$r.log" >&2; exit 1; }
+  done
+fi
+
+# End to end: one server per variant, all started once (an idle server costs nothing), then
+# short wrk slices interleaved A B C D A B C D ... so that the machine's load drifts over all
+# variants alike. With 2+ cores the servers share CPU 0 and wrk runs on CPU 1.
+pids=()
+stop_servers() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap 'stop_servers; [ -n "${OUT:-}" ] || rm -rf "$out"' EXIT
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pin_server=(); pin_wrk=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  pin_server=(taskset -c 0); pin_wrk=(taskset -c 1)
+fi
+
+if [ -z "${SKIP_E2E:-}" ]; then
+  : > "$out/e2e.tsv"
+  declare -A pid_of addr_of
+  max_secs=$(( E2E_ROUNDS * 4 * 2 * (WRK_SECS + 2) + 120 ))
+  for v in bare vitals axum_prometheus floor; do
+    "${pin_server[@]}" "$server_bin" "$v" "$max_secs" > "$out/server-$v.out" 2>&1 &
+    pid_of[$v]=$!; pids+=("$!")
+  done
+  for v in bare vitals axum_prometheus floor; do
+    addr=
+    for _ in $(seq 1 50); do
+      addr=$(awk '/^listening on/{print $3}' "$out/server-$v.out")
+      [ -n "$addr" ] && break; sleep 0.1
+    done
+    [ -n "$addr" ] || { echo "bench.sh: bench_server $v did not start" >&2; cat "$out/server-$v.out" >&2; exit 1; }
+    addr_of[$v]=$addr
+    for route in small stream; do  # warm-up: connections, handle caches, allocator
+      "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://$addr/$route" > /dev/null 2>&1
+    done
+  done
+  for r in $(seq 1 "$E2E_ROUNDS"); do
+    say "end to end round $r/$E2E_ROUNDS (bare vitals axum_prometheus floor, /small then /stream, ${WRK_SECS}s each)"
+    for route in small stream; do
+      for v in bare vitals axum_prometheus floor; do
+        pid=${pid_of[$v]}
+        before=$(cpu_ticks "$pid")
+        "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" "http://${addr_of[$v]}/$route" > "$out/wrk.out" 2>&1
+        after=$(cpu_ticks "$pid")
+        reqs=$(awk '/requests in/{print $1}' "$out/wrk.out")
+        rps=$(awk '/^Requests\/sec/{print $2}' "$out/wrk.out")
+        errs=$(awk '/Non-2xx|Socket errors/{print}' "$out/wrk.out" | tr '\n' ' ')
+        [ -z "$errs" ] || echo "bench.sh: $v $route: $errs" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$v" "$route" "$((after - before))" "$reqs" "$rps" >> "$out/e2e.tsv"
+      done
+    done
+  done
+  stop_servers
+fi
+
+say "table"
+python3 - "$out" "$ROUNDS" "$(getconf CLK_TCK)" "$CONNS" "$WRK_SECS" "$E2E_ROUNDS" <<'EOF'
+import json, os, statistics, sys
+out, rounds, clk, conns, wrk_secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+e2e_rounds = int(sys.argv[6])
+FRAMES = 1000
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+def cell(xs, fmt="{:+.0f}"):
+    if not xs:
+        return "-"
+    return f"{fmt.format(med(xs))} [{fmt.format(min(xs))}..{fmt.format(max(xs))}]"
+
+rows, targets = [], []
+
+# ---------------------------------------------------------------- criterion
+variants = ["trace", "axum_prometheus", "vitals_noop", "floor_noop", "vitals_prometheus",
+            "floor_prometheus", "vitals_dogstatsd", "floor_dogstatsd", "vitals_statsd"]
+def estimate(r, group, variant):
+    p = os.path.join(out, f"criterion-{r}", group, variant, "new", "estimates.json")
+    if not os.path.exists(p):
+        return None
+    return json.load(open(p))["median"]["point_estimate"]
+
+crit = {}  # (kind, variant) -> {"req": [...], "frame": [...]} paired per round
+have_criterion = os.path.isdir(os.path.join(out, "criterion-1"))
+for kind in ("plain", "axum") if have_criterion else ():
+    for v in variants + ["bare"]:
+        req, frame = [], []
+        for r in range(1, rounds + 1):
+            b1, bn = estimate(r, f"{kind}_1x12B", "bare"), estimate(r, f"{kind}_1000x128B", "bare")
+            v1, vn = estimate(r, f"{kind}_1x12B", v), estimate(r, f"{kind}_1000x128B", v)
+            if None in (b1, bn, v1, vn):
+                continue
+            req.append(v1 - b1)
+            frame.append(((vn - bn) - (v1 - b1)) / (FRAMES - 1))
+        crit[(kind, v)] = {"req": req, "frame": frame,
+                           "abs": [estimate(r, f"{kind}_1x12B", v) for r in range(1, rounds + 1)]}
+
+def ratio(a, b, key):
+    xs = [x / y for x, y in zip(crit[a][key], crit[b][key]) if y > 0]
+    return xs
+
+for kind in ("plain", "axum") if have_criterion else ():
+    bare_abs = [x for x in crit[(kind, "bare")]["abs"] if x is not None]
+    rows.append((f"criterion {kind}", "bare", f"{med(bare_abs):.0f} ns/request (absolute)", "-", "-", "-"))
+    for v in variants:
+        c = crit[(kind, v)]
+        floor = None
+        if v.startswith("vitals_") and (kind, v.replace("vitals_", "floor_")) in crit:
+            floor = v.replace("vitals_", "floor_")
+        to_floor = "-"
+        if floor:
+            rq = ratio((kind, v), (kind, floor), "req")
+            fr = ratio((kind, v), (kind, floor), "frame")
+            to_floor = f"req {cell(rq, '{:.2f}')}; frame {cell(fr, '{:.2f}')}"
+        rows.append((f"criterion {kind}", v, cell(c["req"]), cell(c["frame"], "{:+.1f}"), "-", to_floor))
+
+    # Targets from issue 5.
+    vp, fp, ap = crit[(kind, "vitals_prometheus")], crit[(kind, "floor_prometheus")], crit[(kind, "axum_prometheus")]
+    r = med(ratio((kind, "vitals_prometheus"), (kind, "floor_prometheus"), "req"))
+    targets.append((f"{kind}: per request, VitalsLayer+Prometheus <= 1.3x floor+Prometheus", r <= 1.3,
+                    f"{med(vp['req']):+.0f} ns vs {med(fp['req']):+.0f} ns over bare = {r:.2f}x"))
+    r = med(ap["req"]) / med(vp["req"]) if med(vp["req"]) > 0 else float("inf")
+    targets.append((f"{kind}: axum-prometheus overhead >= 5x VitalsLayer+Prometheus's", r >= 5,
+                    f"{med(ap['req']):+.0f} ns vs {med(vp['req']):+.0f} ns = {r:.1f}x"))
+    r = med(ratio((kind, "vitals_prometheus"), (kind, "floor_prometheus"), "frame"))
+    targets.append((f"{kind}: per frame, VitalsLayer+Prometheus <= 1.3x floor", r <= 1.3,
+                    f"{med(vp['frame']):+.1f} ns vs {med(fp['frame']):+.1f} ns = {r:.2f}x"))
+    peers = {p: med(crit[(kind, p)]["frame"]) for p in ("trace", "axum_prometheus")}
+    below = all(med(vp["frame"]) < x for x in peers.values())
+    targets.append((f"{kind}: per frame below every peer", below,
+                    f"{med(vp['frame']):+.1f} ns vs " + ", ".join(f"{p} {x:+.1f} ns" for p, x in peers.items())))
+    r = med(ratio((kind, "vitals_dogstatsd"), (kind, "floor_dogstatsd"), "req"))
+    targets.append((f"{kind}: per request, VitalsLayer+dogstatsd <= 1.3x floor+dogstatsd", r <= 1.3,
+                    f"{med(crit[(kind, 'vitals_dogstatsd')]['req']):+.0f} ns vs "
+                    f"{med(crit[(kind, 'floor_dogstatsd')]['req']):+.0f} ns = {r:.2f}x"))
+
+# ---------------------------------------------------------------- end to end
+e2e = {}
+path = os.path.join(out, "e2e.tsv")
+if os.path.exists(path):
+    for line in open(path):
+        r, v, route, ticks, reqs, rps = line.split("\t")
+        reqs = int(reqs)
+        e2e[(int(r), v, route)] = (int(ticks) * 1e9 / clk / max(reqs, 1), float(rps))
+    for v in ("vitals", "axum_prometheus", "floor"):
+        req, frame, rps_s, rps_f = [], [], [], []
+        for r in range(1, e2e_rounds + 1):
+            try:
+                bs, vs = e2e[(r, "bare", "small")], e2e[(r, v, "small")]
+                bf, vf = e2e[(r, "bare", "stream")], e2e[(r, v, "stream")]
+            except KeyError:
+                continue
+            req.append(vs[0] - bs[0])
+            frame.append(((vf[0] - bf[0]) - (vs[0] - bs[0])) / (FRAMES - 1))
+            rps_s.append(vs[1] / bs[1])
+            rps_f.append(vf[1] / bf[1])
+        rows.append(("end to end (server CPU)", v, cell(req), cell(frame, "{:+.1f}"),
+                     f"small {cell(rps_s, '{:.3f}')}; stream {cell(rps_f, '{:.3f}')}", "-"))
+        if v == "vitals" and req:
+            targets.append(("end to end: server CPU per request within +1 us of bare", med(req) <= 1000,
+                            f"{med(req):+.0f} ns; rps ratio {med(rps_s):.3f} [{min(rps_s):.3f}..{max(rps_s):.3f}]"))
+    bare_cpu = [e2e[(r, "bare", "small")][0] for r in range(1, e2e_rounds + 1) if (r, "bare", "small") in e2e]
+    bare_rps = [e2e[(r, "bare", "small")][1] for r in range(1, e2e_rounds + 1) if (r, "bare", "small") in e2e]
+    rows.insert(len(rows) - 3, ("end to end (server CPU)", "bare",
+                                f"{med(bare_cpu):.0f} ns CPU/request (absolute)", "-",
+                                f"{med(bare_rps):.0f} rps /small (absolute)", "-"))
+
+head = ("measurement", "variant", "ns/request over bare", "ns/frame over bare", "rps / bare", "ratio to floor (same recorder)")
+print(f"\nmedians, [min..max] of the per-round values; overhead = variant - bare of the same round")
+print(f"criterion: {rounds} rounds; end to end: {e2e_rounds} rounds of wrk -t1 -c{conns} -d{wrk_secs}s per variant and route, interleaved; CPU from /proc/<pid>/stat\n")
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for row in rows:
+    print("| " + " | ".join(row) + " |")
+if targets:
+    print("\ntargets (issue 5):")
+    for name, ok, detail in targets:
+        print(f"- {'MET   ' if ok else 'MISSED'} {name}: {detail}")
+EOF
+say "done"
