@@ -7,8 +7,10 @@
 //! cargo run --example dogstatsd --features dogstatsd -- --to 127.0.0.1:8125 # to your agent
 //! ```
 
-use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+#[path = "support/udp_target.rs"]
+mod udp_target;
+
+use std::time::Duration;
 
 use axum::extract::Path;
 use axum::routing::get;
@@ -18,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics::Label;
 use tower_vitals::VitalsLayer;
+use udp_target::UdpTarget;
 
 async fn user(Path(id): Path<u32>) -> String {
     format!("{{\"id\":{id}}}")
@@ -25,17 +28,9 @@ async fn user(Path(id): Path<u32>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let to = args.iter().position(|a| a == "--to").and_then(|i| args.get(i + 1)).cloned();
-    let sink = match &to {
-        Some(_) => None,
-        None => Some(UdpSocket::bind("127.0.0.1:0")?),
-    };
-    let target = match (&to, &sink) {
-        (Some(to), _) => to.clone(),
-        (None, Some(sink)) => sink.local_addr()?.to_string(),
-        (None, None) => unreachable!("a sink exists when no target is given"),
-    };
+    // Without --to: a local socket plays the server and prints what it receives.
+    let udp = UdpTarget::from_args()?;
+    let target = udp.addr.clone();
 
     tower_vitals::dogstatsd::builder(&target)?
         .with_global_labels(vec![Label::new("env", "dev")])
@@ -57,18 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("sent 20 requests");
 
-    if let Some(sink) = sink {
-        sink.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        let mut buf = vec![0u8; 65_536];
-        while Instant::now() < deadline {
-            if let Ok(n) = sink.recv(&mut buf) {
-                for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                    println!("  {line}");
-                }
-            }
-        }
-    } else {
+    if udp.print_received(Duration::from_millis(1500))?.is_none() {
         tokio::time::sleep(Duration::from_millis(1000)).await; // one flush
     }
     server.abort();

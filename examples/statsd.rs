@@ -7,8 +7,10 @@
 //! cargo run --example statsd --features statsd -- --to 127.0.0.1:8125 # to your statsd server
 //! ```
 
-use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+#[path = "support/udp_target.rs"]
+mod udp_target;
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -20,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower_vitals::statsd;
 use tower_vitals::VitalsLayer;
+use udp_target::UdpTarget;
 
 async fn user(Path(id): Path<u32>) -> String {
     format!("{{\"id\":{id}}}")
@@ -32,18 +35,9 @@ async fn stream() -> Body {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let to = args.iter().position(|a| a == "--to").and_then(|i| args.get(i + 1)).cloned();
-    // Without --to: a local socket plays the statsd server and prints what it receives.
-    let sink = match &to {
-        Some(_) => None,
-        None => Some(UdpSocket::bind("127.0.0.1:0")?),
-    };
-    let target = match (&to, &sink) {
-        (Some(to), _) => to.clone(),
-        (None, Some(sink)) => sink.local_addr()?.to_string(),
-        (None, None) => unreachable!("a sink exists when no target is given"),
-    };
+    // Without --to: a local socket plays the server and prints what it receives.
+    let udp = UdpTarget::from_args()?;
+    let target = udp.addr.clone();
 
     let exporter = statsd::builder(target.clone())
         .prefix("example")
@@ -73,20 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("sent 10 requests");
 
-    if let Some(sink) = sink {
-        // Counters go out on the next flush (200 ms here): read for a second.
-        sink.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut buf = vec![0u8; 65_536];
-        let mut lines = 0;
-        while Instant::now() < deadline {
-            if let Ok(n) = sink.recv(&mut buf) {
-                for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                    println!("  {line}");
-                    lines += 1;
-                }
-            }
-        }
+    // Counters go out on the next flush (200 ms here): read for a second.
+    if let Some(lines) = udp.print_received(Duration::from_secs(1))? {
         println!("{lines} lines in {} datagrams", exporter.packets_sent());
     } else {
         tokio::time::sleep(Duration::from_millis(500)).await; // let the last flush go out
