@@ -22,6 +22,10 @@ passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END 
 rm -f "$log"
 if [ "$passed" -eq 0 ]; then echo "no test ran: that is a failure here" >&2; exit 1; fi
 
+step "library without default features, and rustdoc -D warnings"
+cargo check --no-default-features --lib
+RUSTDOCFLAGS="-D warnings" cargo doc --all-features --no-deps --quiet
+
 step "build benches and examples"
 cargo build --all-features --examples --benches
 
