@@ -30,16 +30,9 @@ struct Harness {
 }
 
 fn harness() -> Harness {
-    // Leaked so the guard can live in the struct; one small recorder per test.
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    let guard = metrics::set_default_local_recorder(recorder);
+    let (guard, snap) = local_recorder();
     let (clock, mock) = quanta::Clock::mock();
-    Harness {
-        _guard: guard,
-        snap: recorder.snapshotter(),
-        mock,
-        layer: VitalsLayer::new().clock(clock),
-    }
+    Harness { _guard: guard, snap, mock, layer: VitalsLayer::new().clock(clock) }
 }
 
 fn req(route: Option<&'static str>) -> Request<String> {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use demo::demo_client::DemoClient;
 use demo::demo_server::DemoServer;
 use demo::{chunk_wire_len, CountRequest, DemoService, HelloReply, HelloRequest};
-use metrics_util::debugging::DebuggingRecorder;
 use support::*;
 use tower_vitals::VitalsLayer;
 
@@ -79,11 +78,6 @@ impl Drop for Running {
     }
 }
 
-fn recorder() -> (&'static DebuggingRecorder, metrics::LocalRecorderGuard<'static>) {
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    (recorder, metrics::set_default_local_recorder(recorder))
-}
-
 /// The metrics named `name` whose labels include every pair of `labels`.
 fn find<'a>(seen: &'a [Seen], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Seen> {
     named(seen, name)
@@ -106,7 +100,7 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn unary_calls_carry_the_grpc_status_and_method_route() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new().grpc_routes()).await;
     let mut client = server.client().await;
 
@@ -119,7 +113,7 @@ async fn unary_calls_carry_the_grpc_status_and_method_route() {
     assert_eq!(crash.code(), tonic::Code::Internal);
     server.settle().await;
 
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     let base = [("http.route", HELLO), ("http.request.method", "POST")];
 
     // OK: grpc-status 0 from the trailers frame, one data frame with the reply.
@@ -153,7 +147,7 @@ async fn unary_calls_carry_the_grpc_status_and_method_route() {
 
 #[tokio::test]
 async fn server_streaming_counts_frames_and_bytes() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new().grpc_routes()).await;
     let mut client = server.client().await;
 
@@ -168,7 +162,7 @@ async fn server_streaming_counts_frames_and_bytes() {
     assert_eq!(received, 8);
     server.settle().await;
 
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     let labels = [("http.route", COUNT), ("rpc.grpc.status_code", "0")];
     assert_eq!(only(&seen, REQUESTS, &labels).counter(), 1);
     assert_eq!(only(&seen, REQUESTS, &labels).label("error.type"), None);
@@ -179,7 +173,7 @@ async fn server_streaming_counts_frames_and_bytes() {
 
 #[tokio::test]
 async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new().grpc_routes()).await;
     let mut client = server.client().await;
 
@@ -192,7 +186,7 @@ async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
     assert_eq!(received, 100);
     server.settle().await;
 
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     let labels = [("http.route", COUNT), ("rpc.grpc.status_code", "0")];
     let wire: u64 = (0..100).map(|i| chunk_wire_len(i, 10)).sum();
     assert_eq!(only(&seen, BYTES, &labels).values(), vec![wire as f64]);
@@ -205,7 +199,7 @@ async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
 
 #[tokio::test]
 async fn a_stream_the_client_cancels_is_aborted() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new().grpc_routes()).await;
     let mut client = server.client().await;
 
@@ -219,7 +213,7 @@ async fn a_stream_the_client_cancels_is_aborted() {
     drop(stream);
     server.settle().await;
 
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     let requests = only(&seen, REQUESTS, &[("http.route", COUNT)]);
     assert_eq!(requests.label("error.type"), Some("aborted"));
     assert_eq!(requests.label("rpc.grpc.status_code"), None, "no trailers were sent");
@@ -229,20 +223,20 @@ async fn a_stream_the_client_cancels_is_aborted() {
 
 #[tokio::test]
 async fn without_grpc_routes_the_path_is_never_a_route() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new()).await;
     let mut client = server.client().await;
     let request = HelloRequest { name: "x".into() };
     within("hello", client.hello(request)).await.expect("OK call");
     server.settle().await;
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     let requests = only(&seen, REQUESTS, &[("rpc.grpc.status_code", "0")]);
     assert_eq!(requests.label("http.route"), Some("unmatched"));
 }
 
 #[tokio::test]
 async fn grpc_routes_stay_under_the_route_cap() {
-    let (recorder, _guard) = recorder();
+    let (_guard, snap) = local_recorder();
     let server = Running::start(VitalsLayer::new().grpc_routes().route_cap(1)).await;
     let mut client = server.client().await;
     within("hello", client.hello(HelloRequest { name: "x".into() })).await.expect("OK call");
@@ -252,7 +246,7 @@ async fn grpc_routes_stay_under_the_route_cap() {
         .into_inner();
     while within("message", stream.message()).await.expect("message").is_some() {}
     server.settle().await;
-    let seen = snapshot(&recorder.snapshotter());
+    let seen = snapshot(&snap);
     assert_eq!(only(&seen, REQUESTS, &[("http.route", HELLO)]).counter(), 1);
     assert_eq!(only(&seen, REQUESTS, &[("http.route", "overflow")]).counter(), 1);
 }

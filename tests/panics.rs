@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::Full;
-use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::Snapshotter;
 use support::*;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,8 +48,8 @@ fn quiet_intended_panics() {
 
 fn local_recorder() -> Local {
     quiet_intended_panics();
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    Local { _guard: metrics::set_default_local_recorder(recorder), snap: recorder.snapshotter() }
+    let (guard, snap) = support::local_recorder();
+    Local { _guard: guard, snap }
 }
 
 fn named_req() -> Request<String> {

@@ -28,12 +28,11 @@ struct Harness {
 }
 
 fn harness() -> Harness {
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    let guard = metrics::set_default_local_recorder(recorder);
+    let (guard, snap) = local_recorder();
     let (clock, mock) = quanta::Clock::mock();
     Harness {
         _guard: guard,
-        snap: recorder.snapshotter(),
+        snap,
         mock,
         layer: VitalsLayer::new().clock(clock).measure_request_body(),
     }

@@ -21,10 +21,9 @@ struct Bench {
 }
 
 fn bench() -> (Bench, quanta::Clock) {
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    let guard = metrics::set_default_local_recorder(recorder);
+    let (guard, snap) = local_recorder();
     let (clock, mock) = quanta::Clock::mock();
-    (Bench { _guard: guard, snap: recorder.snapshotter(), mock }, clock)
+    (Bench { _guard: guard, snap, mock }, clock)
 }
 
 /// A service whose responses have one data frame, after which they end: a request starts at

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use metrics_util::debugging::{DebugValue, Snapshotter};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use quanta::Mock;
 
 /// One step of a scripted response body. Each step first advances the mock clock by `advance`.
@@ -232,6 +232,13 @@ impl Seen {
             other => panic!("{} is not a histogram: {other:?}", self.name),
         }
     }
+}
+
+/// A fresh `DebuggingRecorder`, set as this thread's recorder until the guard drops, and its
+/// snapshotter. Leaked (one small recorder per test) so the guard can live in a test's struct.
+pub fn local_recorder() -> (metrics::LocalRecorderGuard<'static>, Snapshotter) {
+    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+    (metrics::set_default_local_recorder(recorder), recorder.snapshotter())
 }
 
 /// Everything recorded since the last snapshot (the snapshotter drains counters and histograms;
