@@ -9,7 +9,8 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 use crate::finish::Record;
-use crate::labels::{Outcome, RouteName};
+use crate::labels::Outcome;
+use crate::routes::RouteName;
 
 pin_project! {
     /// The future of [`Vitals`](crate::Vitals): the inner future, timed until the head.

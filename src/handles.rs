@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram, Label, Unit};
 
-use crate::labels::{self, Outcome};
-use crate::request_body::InputState;
+use crate::labels::{self, InputState, Outcome};
+use crate::routes::RouteTable;
 
 /// The default metric-name prefix (OpenTelemetry's `http.server`).
 pub const DEFAULT_PREFIX: &str = "http.server";
 
 /// Metric name suffixes, joined to the prefix with a dot.
-pub mod suffix {
+pub(crate) mod suffix {
     /// Counter: one per finished request.
     pub const REQUESTS: &str = "requests";
     /// Histogram (seconds): call to finish.
@@ -184,7 +184,7 @@ impl ResponseKey {
             | u64::from(self.grpc & 0x1f)
     }
 
-    fn labels(self, routes: &labels::RouteTable) -> Vec<Label> {
+    fn labels(self, routes: &RouteTable) -> Vec<Label> {
         let mut out = Vec::with_capacity(5);
         out.push(Label::new(labels::ROUTE, routes.value(self.route).to_string()));
         out.push(Label::new(labels::METHOD, labels::method_label(self.method)));
@@ -367,7 +367,7 @@ impl HandleCache {
     pub(crate) fn with_response<R>(
         &self,
         key: ResponseKey,
-        routes: &labels::RouteTable,
+        routes: &RouteTable,
         f: impl FnOnce(&ResponseHandles) -> R,
     ) -> R {
         let resolve = || {
@@ -392,7 +392,7 @@ impl HandleCache {
         route: u32,
         method: u8,
         state: InputState,
-        routes: &labels::RouteTable,
+        routes: &RouteTable,
     ) -> Arc<InputHandles> {
         let resolve = || {
             self.describe_once();

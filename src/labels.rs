@@ -1,12 +1,19 @@
-//! Tag values: route, method, status and outcome, their sanitising, and the route cap.
+//! The tag vocabulary: the tag keys the layer emits, the values it gives them, how a request
+//! ended ([`Outcome`], the `error.type` vocabulary), and the sanitiser every tag value goes
+//! through.
 //!
-//! Everything here that touches a string runs when a label set is *first seen*; the request
-//! path only carries small integers (a route id, a method index, a status, an outcome).
+//! Keys follow OpenTelemetry's HTTP server conventions; Prometheus shows their dots as
+//! underscores (`http.route` → `http_route`). Everything here that touches a string runs when a
+//! label set is *first seen*; the request path only carries small integers (a route id, a method
+//! index, a status, an outcome).
+//!
+//! ```
+//! use tower_vitals::labels::{self, Outcome};
+//! assert_eq!(labels::ROUTE, "http.route");
+//! assert_eq!(Outcome::Aborted.error_type(), Some("aborted"));
+//! assert_eq!(labels::sanitize_tag_value("/a|b"), "/a_b");
+//! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use arc_swap::ArcSwap;
 use http::Method;
 
 /// Tag key for the route template (OpenTelemetry `http.route`).
@@ -24,7 +31,7 @@ pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 /// `complete`, `partial`, `unread` or `error` (see [`RequestBody`](crate::RequestBody)).
 pub const REQUEST_BODY_STATE: &str = "http.request.body.state";
 
-/// Route value for requests that carry no route name (no `MatchedPath`, no [`RouteName`]).
+/// Route value for requests that carry no route name (no `MatchedPath`, no [`RouteName`](crate::RouteName)).
 pub const UNMATCHED: &str = "unmatched";
 /// Route value for requests whose route name arrived after the route cap was reached.
 pub const OVERFLOW: &str = "overflow";
@@ -35,39 +42,18 @@ pub const OTHER_GRPC_STATUS: &str = "_OTHER";
 /// The longest route value kept, in bytes; longer names are cut at a character boundary.
 pub const MAX_ROUTE_LEN: usize = 256;
 
-/// The name of the route that served a request, as a request (or response) extension.
+/// How a request ended: the vocabulary of the `error.type` tag.
 ///
-/// Use it where no router supplies a template: a plain hyper service, a tower `Steer`, or to
-/// override axum's `MatchedPath`. Put a *template* here (`/users/{id}`), never the raw path: the
-/// number of distinct values is capped (see [`VitalsLayer::route_cap`](crate::VitalsLayer::route_cap)),
-/// and values past the cap are all counted as `overflow`.
-///
-/// The layer reads it from the request's extensions when `call` runs, and from the response's
-/// extensions when the head arrives (so a handler or an inner middleware can name its route).
+/// One of these is decided, exactly once, for every request, and tagged as
+/// [`error_type`](Outcome::error_type) (nothing for [`Outcome::Complete`], unless its status is
+/// 5xx or its gRPC status a server failure). The layer decides it; this type is public so that
+/// dashboards, alerts and tests can name the values instead of repeating strings.
 ///
 /// ```
-/// use tower_vitals::RouteName;
-/// let mut req = http::Request::new(());
-/// req.extensions_mut().insert(RouteName::new("/users/{id}"));
-/// let dynamic = RouteName::new(format!("/v{}/items", 2));
-/// assert_eq!(dynamic.as_str(), "/v2/items");
+/// use tower_vitals::labels::Outcome;
+/// let failures: Vec<_> = Outcome::ALL.iter().filter_map(|o| o.error_type()).collect();
+/// assert_eq!(failures, ["service_error", "body_error", "aborted", "cancelled", "panic"]);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RouteName(std::borrow::Cow<'static, str>);
-
-impl RouteName {
-    /// A route name from a `&'static str` (no allocation) or a `String`.
-    pub fn new(name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
-        RouteName(name.into())
-    }
-
-    /// The route name as given.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// How a request ended. One of these is decided, exactly once, for every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {
@@ -86,6 +72,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order above.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Complete,
+        Outcome::ServiceError,
+        Outcome::BodyError,
+        Outcome::Aborted,
+        Outcome::Cancelled,
+        Outcome::Panic,
+    ];
+
     /// The `error.type` value of this outcome, or `None` for [`Outcome::Complete`].
     /// (A complete response with a 5xx status is tagged with its status code instead.)
     pub fn error_type(self) -> Option<&'static str> {
@@ -107,6 +103,40 @@ impl Outcome {
             Outcome::Aborted => 3,
             Outcome::Cancelled => 4,
             Outcome::Panic => 5,
+        }
+    }
+}
+
+/// How the service consumed a request body: the `http.request.body.state` tag of the `input_*`
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum InputState {
+    /// Read to its end (or had nothing to read).
+    Complete,
+    /// Read in part, then dropped before its end.
+    Partial,
+    /// Dropped without a single poll: the service never read it.
+    Unread,
+    /// Reading it failed (the client went away mid-upload, a malformed chunk, a size limit).
+    Error,
+}
+
+impl InputState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InputState::Complete => "complete",
+            InputState::Partial => "partial",
+            InputState::Unread => "unread",
+            InputState::Error => "error",
+        }
+    }
+
+    pub(crate) fn index(self) -> u64 {
+        match self {
+            InputState::Complete => 0,
+            InputState::Partial => 1,
+            InputState::Unread => 2,
+            InputState::Error => 3,
         }
     }
 }
@@ -163,9 +193,10 @@ pub(crate) fn method_label(index: u8) -> &'static str {
 /// boundary; an empty value becomes `_`.
 ///
 /// ```
-/// assert_eq!(tower_vitals::sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
-/// assert_eq!(tower_vitals::sanitize_tag_value("/users/{id}"), "/users/{id}");
-/// assert_eq!(tower_vitals::sanitize_tag_value(r#"/a\"b"#), r#"/a_"b"#);
+/// use tower_vitals::labels::sanitize_tag_value;
+/// assert_eq!(sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
+/// assert_eq!(sanitize_tag_value("/users/{id}"), "/users/{id}");
+/// assert_eq!(sanitize_tag_value(r#"/a\"b"#), r#"/a_"b"#);
 /// ```
 pub fn sanitize_tag_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(MAX_ROUTE_LEN));
@@ -186,208 +217,9 @@ pub fn sanitize_tag_value(value: &str) -> String {
     out
 }
 
-/// `name` cut to at most [`MAX_ROUTE_LEN`] bytes, at a character boundary (no allocation).
-fn route_key(name: &str) -> &str {
-    if name.len() <= MAX_ROUTE_LEN {
-        return name;
-    }
-    let mut end = MAX_ROUTE_LEN;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name.get(..end).unwrap_or_default()
-}
-
-/// Route ids 0 and 1 are reserved for these two.
-pub(crate) const UNMATCHED_ID: u32 = 0;
-pub(crate) const OVERFLOW_ID: u32 = 1;
-
-/// An interned, capped set of route names.
-///
-/// Reads (one per request) are lock-free: an `ArcSwap` load and one hash lookup. A new name is
-/// added under a mutex by copying the table, which happens at most `cap` times in the life of
-/// the layer; once the cap is reached, unknown names map to `overflow` without taking the lock.
-pub(crate) struct RouteTable {
-    /// Read cache of admitted names: write-once slots, found by a fast hash of the name, so a
-    /// hit is a hash, plain loads and one string compare (no atomic read-modify-write). Names
-    /// that find no free slot are still found through `table`.
-    fast: Box<[RouteSlot]>,
-    table: ArcSwap<RouteSnapshot>,
-    write: Mutex<()>,
-    cap: usize,
-}
-
-/// A write-once slot of the route read cache: an admitted name and its id.
-type RouteSlot = OnceLock<Box<(Box<str>, u32)>>;
-
-/// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
-const ROUTE_SLOTS: usize = 512;
-/// Slots probed for one name.
-const ROUTE_PROBES: usize = 8;
-
-/// A fast, non-cryptographic hash of a route name (FNV-1a over 8-byte words, then a final mix).
-/// The names it sees are bounded by the cap, so collisions can only cost probes, never memory.
-fn route_hash(name: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = name.as_bytes().chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= name.len() as u64;
-    h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    (h ^ (h >> 32)) as usize
-}
-
-#[derive(Clone)]
-struct RouteSnapshot {
-    by_name: HashMap<Arc<str>, u32>,
-    /// Sanitised tag value by route id.
-    values: Vec<Arc<str>>,
-}
-
-impl RouteTable {
-    pub(crate) fn new(cap: usize) -> Self {
-        let values = vec![Arc::from(UNMATCHED), Arc::from(OVERFLOW)];
-        RouteTable {
-            fast: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
-            table: ArcSwap::from_pointee(RouteSnapshot { by_name: HashMap::new(), values }),
-            write: Mutex::new(()),
-            cap,
-        }
-    }
-
-    /// The id of `name`, adding it if there is room; `overflow` past the cap.
-    ///
-    /// Names are keyed by their first [`MAX_ROUTE_LEN`] bytes (the tag value keeps no more), so
-    /// the table holds at most `cap` keys of at most that length, however long the names are.
-    pub(crate) fn intern(&self, name: &str) -> u32 {
-        // Names are keyed by what their tag value keeps (the first MAX_ROUTE_LEN bytes).
-        let name = route_key(name);
-        let start = route_hash(name);
-        for i in 0..ROUTE_PROBES {
-            match self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)].get() {
-                Some(entry) if &*entry.0 == name => return entry.1,
-                Some(_) => {}
-                None => break,
-            }
-        }
-        self.intern_slow(name, start)
-    }
-
-    /// Not in the read cache: the snapshot (and, for a new name, the write lock). `name` is
-    /// already cut to its key.
-    #[cold]
-    fn intern_slow(&self, name: &str, start: usize) -> u32 {
-        {
-            let snapshot = self.table.load();
-            if let Some(&id) = snapshot.by_name.get(name) {
-                return id;
-            }
-            if snapshot.by_name.len() >= self.cap {
-                return OVERFLOW_ID;
-            }
-        }
-        // A poisoned lock only means another thread panicked while holding `()`: nothing to repair.
-        let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
-        let current = self.table.load_full();
-        if let Some(&id) = current.by_name.get(name) {
-            return id;
-        }
-        if current.by_name.len() >= self.cap {
-            return OVERFLOW_ID;
-        }
-        // Ids are u32: a table can never hand out more (a cap past that is memory-bound anyway).
-        let Ok(id) = u32::try_from(current.values.len()) else {
-            return OVERFLOW_ID;
-        };
-        let mut next = RouteSnapshot::clone(&current);
-        next.by_name.insert(Arc::from(name), id);
-        next.values.push(Arc::from(sanitize_tag_value(name)));
-        self.table.store(Arc::new(next));
-        // Admitted once, under the lock: cache it in the first free slot of its probe sequence.
-        for i in 0..ROUTE_PROBES {
-            let slot = &self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)];
-            if slot.get().is_none() {
-                let _ = slot.set(Box::new((Box::from(name), id)));
-                break;
-            }
-        }
-        id
-    }
-
-    /// The tag value of a route id (`unmatched` for an id this table never gave out).
-    pub(crate) fn value(&self, id: u32) -> Arc<str> {
-        let snapshot = self.table.load();
-        snapshot.values.get(id as usize).cloned().unwrap_or_else(|| Arc::from(UNMATCHED))
-    }
-
-    /// How many distinct route names were admitted (not counting `unmatched` and `overflow`).
-    pub(crate) fn len(&self) -> usize {
-        self.table.load().by_name.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_table_caps_and_reuses_ids() {
-        let table = RouteTable::new(2);
-        let a = table.intern("/a");
-        assert_eq!(table.intern("/a"), a);
-        let b = table.intern("/b");
-        assert_ne!(a, b);
-        assert_eq!(table.intern("/c"), OVERFLOW_ID);
-        assert_eq!(table.len(), 2);
-        assert_eq!(&*table.value(a), "/a");
-        assert_eq!(&*table.value(OVERFLOW_ID), OVERFLOW);
-        assert_eq!(&*table.value(999), UNMATCHED);
-    }
-
-    #[test]
-    fn read_cache_and_snapshot_agree_for_many_names() {
-        // More names than cache slots: some are found through the snapshot only.
-        let table = RouteTable::new(2000);
-        let ids: Vec<u32> = (0..1500).map(|i| table.intern(&format!("/r/{i}"))).collect();
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(table.intern(&format!("/r/{i}")), *id);
-            assert_eq!(&*table.value(*id), format!("/r/{i}"));
-        }
-        assert_eq!(table.len(), 1500);
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 1500, "ids are distinct");
-        assert_ne!(route_hash("/a"), route_hash("/b"));
-        assert_ne!(route_hash("/users/{id}/x"), route_hash("/users/{id}/y"));
-    }
-
-    #[test]
-    fn hostile_route_is_sanitised_once_and_stays_distinct() {
-        let table = RouteTable::new(8);
-        let id = table.intern("/a|b,c#d:e\n");
-        assert_eq!(&*table.value(id), "/a_b_c_d:e_");
-    }
-
-    #[test]
-    fn long_route_names_are_stored_cut_to_the_tag_length() {
-        let table = RouteTable::new(4);
-        let long_a = format!("/{}a", "é".repeat(100_000));
-        let long_b = format!("/{}b", "é".repeat(100_000));
-        let id = table.intern(&long_a);
-        // Same first MAX_ROUTE_LEN bytes: same route (their tag values would be equal anyway).
-        assert_eq!(table.intern(&long_b), id);
-        assert_eq!(table.len(), 1);
-        let snapshot = table.table.load();
-        assert!(snapshot.by_name.keys().all(|k| k.len() <= MAX_ROUTE_LEN));
-        assert!(table.value(id).len() <= MAX_ROUTE_LEN);
-    }
 
     #[test]
     fn sanitize_cuts_long_values_at_a_char_boundary() {

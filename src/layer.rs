@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::handles::{HandleCache, MetricNames, DEFAULT_PREFIX};
-use crate::labels::RouteTable;
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
+use crate::routes::RouteTable;
 use crate::service::Vitals;
 use crate::small_blocks::{SmallBlockWarning, SmallBlocks};
 use crate::utilization::{InFlight, UtilizationConfig};

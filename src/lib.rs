@@ -97,12 +97,13 @@ pub mod dogstatsd;
 mod finish;
 mod future;
 mod grpc;
-pub mod handles;
-mod labels;
+mod handles;
+pub mod labels;
 mod layer;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod request_body;
+mod routes;
 mod service;
 mod small_blocks;
 #[cfg(feature = "statsd")]
@@ -112,13 +113,8 @@ mod utilization;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use handles::{MetricNames, DEFAULT_PREFIX};
-pub use labels::{
-    sanitize_tag_value, Outcome, RouteName, ERROR_TYPE, GRPC_STATUS, MAX_ROUTE_LEN, METHOD,
-    OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW, REQUEST_BODY_STATE, ROUTE, STATUS, UNMATCHED,
-};
 pub use layer::{VitalsLayer, DEFAULT_ROUTE_CAP};
-pub use request_body::{
-    IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode, RequestContext,
-};
+pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
+pub use routes::RouteName;
 pub use service::Vitals;
 pub use small_blocks::SmallBlockWarning;

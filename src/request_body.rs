@@ -10,6 +10,7 @@ use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::labels::InputState;
 use crate::layer::Shared;
 
 /// Whether [`Vitals`](crate::Vitals) measures request bodies; chosen on the layer, sealed.
@@ -78,40 +79,6 @@ impl<B: Body> RequestBodyMode<B> for MeasureRequestBody {
             };
             RequestBody { inner, input }
         })
-    }
-}
-
-/// How the service consumed a request body: the `http.request.body.state` tag of the `input_*`
-/// metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum InputState {
-    /// Read to its end (or had nothing to read).
-    Complete,
-    /// Read in part, then dropped before its end.
-    Partial,
-    /// Dropped without a single poll: the service never read it.
-    Unread,
-    /// Reading it failed (the client went away mid-upload, a malformed chunk, a size limit).
-    Error,
-}
-
-impl InputState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            InputState::Complete => "complete",
-            InputState::Partial => "partial",
-            InputState::Unread => "unread",
-            InputState::Error => "error",
-        }
-    }
-
-    pub(crate) fn index(self) -> u64 {
-        match self {
-            InputState::Complete => 0,
-            InputState::Partial => 1,
-            InputState::Unread => 2,
-            InputState::Error => 3,
-        }
     }
 }
 

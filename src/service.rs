@@ -10,9 +10,10 @@ use tower_service::Service;
 
 use crate::finish::Record;
 use crate::future::ResponseFuture;
-use crate::labels::{self, RouteName};
+use crate::labels;
 use crate::layer::Shared;
 use crate::request_body::{RequestBodyMode, RequestContext};
+use crate::routes::{self, RouteName};
 use crate::ResponseBody;
 
 /// The service made by [`VitalsLayer`](crate::VitalsLayer): measures each request of `S`.
@@ -99,5 +100,5 @@ pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
             return shared.routes.intern(path);
         }
     }
-    labels::UNMATCHED_ID
+    routes::UNMATCHED_ID
 }

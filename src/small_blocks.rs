@@ -16,8 +16,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::labels::RouteTable;
 use crate::layer::Shared;
+use crate::routes::RouteTable;
 
 /// Settings of the small-block warning (see
 /// [`VitalsLayer::small_block_warning`](crate::VitalsLayer::small_block_warning)).

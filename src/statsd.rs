@@ -228,7 +228,7 @@ impl StatsdBuilder {
                     builder = builder.with_client_udp_host("127.0.0.1");
                 }
                 for (k, v) in &self.default_tags {
-                    let (k, v) = (line::sanitize_name(k), crate::sanitize_tag_value(v));
+                    let (k, v) = (line::sanitize_name(k), crate::labels::sanitize_tag_value(v));
                     builder = builder.with_default_tag(k, v);
                 }
                 let prefix = self.prefix.as_deref();

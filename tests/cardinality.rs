@@ -17,10 +17,8 @@ use http_body_util::Full;
 use metrics_util::debugging::DebuggingRecorder;
 use support::*;
 use tower::{Layer, ServiceExt};
-use tower_vitals::{
-    RouteName, VitalsLayer, DEFAULT_ROUTE_CAP, ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, ROUTE,
-    STATUS, UNMATCHED,
-};
+use tower_vitals::labels::{ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED};
+use tower_vitals::{RouteName, VitalsLayer, DEFAULT_ROUTE_CAP};
 
 const REQUESTS: &str = "http.server.requests";
 const SEED: u64 = 0x7e57_6a11;

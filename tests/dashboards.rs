@@ -20,8 +20,9 @@ use metrics::Recorder;
 use metrics_util::layers::FanoutBuilder;
 use serde_json::Value;
 use support::components::{http_get, key_name, promtool_check_metrics, Prometheus, Statsd};
+use tower_vitals::labels::{ERROR_TYPE, GRPC_STATUS, METHOD, ROUTE, STATUS};
 use tower_vitals::prometheus::PrometheusMetrics;
-use tower_vitals::{MetricNames, DEFAULT_PREFIX, ERROR_TYPE, GRPC_STATUS, METHOD, ROUTE, STATUS};
+use tower_vitals::{MetricNames, DEFAULT_PREFIX};
 
 const GRAFANA: &str = include_str!("../dashboards/grafana/tower-vitals.json");
 const DATADOG: &str = include_str!("../dashboards/datadog/tower-vitals.json");

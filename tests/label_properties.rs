@@ -19,10 +19,11 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use proptest::prelude::*;
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
-use tower_vitals::{
-    sanitize_tag_value, RouteName, VitalsLayer, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_METHOD,
-    OVERFLOW, ROUTE, STATUS, UNMATCHED,
+use tower_vitals::labels::{
+    sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_METHOD, OVERFLOW, ROUTE, STATUS,
+    UNMATCHED,
 };
+use tower_vitals::{RouteName, VitalsLayer};
 
 const STANDARD_METHODS: [&str; 9] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];

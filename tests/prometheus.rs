@@ -137,7 +137,7 @@ fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
     let hostile = prom.samples("http_server_requests_total{http_route=~\"/a_b_c_d:e_.*\"}");
     assert_eq!(hostile.len(), 1, "{hostile:?}");
     assert_eq!(hostile[0].value, 1.0);
-    assert_eq!(hostile[0].labels["http_route"], tower_vitals::sanitize_tag_value(HOSTILE));
+    assert_eq!(hostile[0].labels["http_route"], tower_vitals::labels::sanitize_tag_value(HOSTILE));
 
     // The in-flight gauge is back to 0 and the target scraped without error.
     assert_eq!(one_value(&prom, "sum(http_server_active_requests)"), 0.0);
@@ -177,7 +177,11 @@ fn hostile_route_renders_as_one_escaped_prometheus_label() {
         .strip_prefix("http_server_requests_total{http_route=\"")
         .and_then(|rest| rest.split("\",http_request_method=").next())
         .expect("route label first");
-    assert_eq!(value, prometheus_escaped(&tower_vitals::sanitize_tag_value(HOSTILE)), "{line}");
+    assert_eq!(
+        value,
+        prometheus_escaped(&tower_vitals::labels::sanitize_tag_value(HOSTILE)),
+        "{line}"
+    );
     assert!(line.ends_with("} 1"), "{line}");
 }
 

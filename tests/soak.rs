@@ -89,7 +89,7 @@ impl Truth {
 }
 
 fn route_of(path: &str) -> &'static str {
-    ROUTES.iter().find(|r| **r == path).copied().unwrap_or(tower_vitals::UNMATCHED)
+    ROUTES.iter().find(|r| **r == path).copied().unwrap_or(tower_vitals::labels::UNMATCHED)
 }
 
 /// A handler's body: chunks (optionally paced), optionally an error frame at the end. It tells
@@ -290,7 +290,7 @@ async fn serve(layer: VitalsLayer) -> (SocketAddr, tokio::task::JoinHandle<()>) 
                     hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                         let route = route_of(req.uri().path());
                         TRUTH.saw(route);
-                        if route != tower_vitals::UNMATCHED {
+                        if route != tower_vitals::labels::UNMATCHED {
                             req.extensions_mut().insert(RouteName::new(route));
                         }
                         // Handler is always ready: call at once, so every request the server saw
@@ -610,7 +610,8 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     let intents = intents.lock().expect("lock").clone();
     // Faults: every request whose client misbehaves or whose handler fails, hangs or panics.
     let faulty = |route: &str, kind: &str| {
-        kind != "reads all" || !["/ok", "/stream", "/big", tower_vitals::UNMATCHED].contains(&route)
+        kind != "reads all"
+            || !["/ok", "/stream", "/big", tower_vitals::labels::UNMATCHED].contains(&route)
     };
     let faults: u64 = intents.iter().filter(|((r, k), _)| faulty(r, k)).map(|(_, n)| n).sum();
     scrape_times.sort();

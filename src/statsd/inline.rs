@@ -36,7 +36,9 @@ impl InlineRecorder {
         let mut labels: Vec<Label> = key
             .labels()
             .filter(|l| l.key() != HINT)
-            .map(|l| Label::new(sanitize_name(l.key()), crate::sanitize_tag_value(l.value())))
+            .map(|l| {
+                Label::new(sanitize_name(l.key()), crate::labels::sanitize_tag_value(l.value()))
+            })
             .collect();
         if let Some(hint) = hint {
             labels.push(Label::new(HINT, hint));

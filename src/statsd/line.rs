@@ -97,7 +97,7 @@ impl Template {
             first = false;
             tail.push_str(&sanitize_name(k));
             tail.push(':');
-            tail.push_str(&crate::sanitize_tag_value(v));
+            tail.push_str(&crate::labels::sanitize_tag_value(v));
         }
         Template { head, tail, scale }
     }

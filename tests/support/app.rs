@@ -21,7 +21,7 @@ pub const HOSTILE: &str = "/a|b,c#d:e\n\"q\\";
 
 /// The tag value the layer sends for [`HOSTILE`] (whatever the crate's sanitising keeps).
 pub fn hostile_tag() -> String {
-    let value = tower_vitals::sanitize_tag_value(HOSTILE);
+    let value = tower_vitals::labels::sanitize_tag_value(HOSTILE);
     assert!(
         value.starts_with("/a_b_c_d:e_") && !value.contains(['|', ',', '#', '\n']),
         "{value:?}"

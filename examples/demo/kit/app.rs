@@ -39,7 +39,7 @@ pub mod routes {
     /// A stream that fails half-way.
     pub const STREAM_ERROR: &str = "/stream-error";
     /// What the layer calls a request no route matched.
-    pub const UNMATCHED: &str = tower_vitals::UNMATCHED;
+    pub const UNMATCHED: &str = tower_vitals::labels::UNMATCHED;
 }
 
 fn json(body: String) -> Response {

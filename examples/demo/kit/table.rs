@@ -10,7 +10,8 @@ use metrics::{
     Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
-use tower_vitals::{MetricNames, DEFAULT_PREFIX, ERROR_TYPE, ROUTE};
+use tower_vitals::labels::{ERROR_TYPE, ROUTE};
+use tower_vitals::{MetricNames, DEFAULT_PREFIX};
 
 /// Below this many bytes per block, over [`SMALL_BLOCK_MIN_BLOCKS`] blocks per response, a route
 /// is flagged: each block is one write and (chunked) one chunk header.
