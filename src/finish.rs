@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use crate::grpc::StatusKey;
 use crate::handles::ResponseKey;
-use crate::labels::Outcome;
-use crate::layer::Shared;
+use crate::labels::{self, Outcome};
+use crate::shared::Shared;
 
 /// What one request has measured so far. Only integers: no allocation, no lock.
 pub(crate) struct Record {
@@ -22,7 +23,7 @@ pub(crate) struct Record {
     route: u32,
     method: u8,
     status: u16,
-    grpc: u8,
+    grpc: StatusKey,
     blocks: u64,
     bytes: u64,
     /// Sum of raw clock deltas during which a frame was held downstream.
@@ -37,7 +38,8 @@ pub(crate) struct Record {
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
     pub(crate) fn start(shared: Arc<Shared>, t0: u64, route: u32, method: u8) -> Self {
-        shared.in_flight.start(method, t0, &shared.names().active_requests);
+        shared.in_flight.start(method);
+        shared.utilization.start(t0);
         Record {
             shared,
             t0,
@@ -45,7 +47,7 @@ impl Record {
             route,
             method,
             status: 0,
-            grpc: 0,
+            grpc: StatusKey::NONE,
             blocks: 0,
             bytes: 0,
             held: 0,
@@ -75,15 +77,15 @@ impl Record {
         self.route = route;
     }
 
-    /// `grpc-status` as read from headers or trailers.
+    /// `grpc-status` as read from headers or trailers (see `grpc::status`).
     pub(crate) fn set_grpc_status(&mut self, code: u8) {
-        self.grpc = code.min(17).saturating_add(1);
+        self.grpc = StatusKey::of(code);
     }
 
     /// Whether a drop of the unfinished body is a normal end (no body is sent for HEAD, 1xx,
     /// 204 and 304 responses: servers drop such bodies unpolled).
     fn bodyless(&self) -> bool {
-        self.method == crate::labels::HEAD_METHOD || matches!(self.status, 100..=199 | 204 | 304)
+        self.method == labels::HEAD_METHOD || matches!(self.status, 100..=199 | 204 | 304)
     }
 
     /// Whether the inner future or body is being polled (set around each poll).
@@ -133,7 +135,8 @@ impl Record {
             self.held += end.saturating_sub(since);
         }
         let shared = &*self.shared;
-        shared.in_flight.finish(self.method, end, &shared.names().active_requests);
+        shared.in_flight.finish(self.method);
+        shared.utilization.finish(end);
 
         let key = ResponseKey {
             route: self.route,
@@ -158,9 +161,10 @@ impl Record {
                 handles.output_bytes.record(bytes as f64);
             }
         });
-        if status != 0 {
+        if status != 0 && blocks >= 2 {
             if let Some(small_blocks) = &shared.small_blocks {
-                small_blocks.add(self.route, blocks, bytes, end, shared);
+                let now_ns = shared.nanos_since_epoch(end);
+                small_blocks.add(self.route, blocks, bytes, now_ns, &shared.routes);
             }
         }
     }

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 use crate::finish::Record;
+use crate::grpc;
 use crate::labels::Outcome;
 use crate::routes::RouteName;
 
@@ -70,7 +71,7 @@ where
                     let route = record.shared().routes.intern(name.as_str());
                     record.set_route(route);
                 }
-                if let Some(code) = crate::body::grpc_status(res.headers()) {
+                if let Some(code) = grpc::status(res.headers()) {
                     record.set_grpc_status(code);
                 }
                 Poll::Ready(Ok(res.map(|body| ResponseBody::new(body, record))))

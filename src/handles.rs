@@ -1,4 +1,4 @@
-//! Metric names, their descriptions, and the cache of resolved handle sets.
+//! The cache of resolved handle sets, per layer.
 //!
 //! A *handle set* is the counter and histograms of one label set (route, method, status,
 //! outcome, gRPC status). It is resolved through the `metrics` facade the first time that label
@@ -8,143 +8,16 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once};
 
 use arc_swap::ArcSwap;
-use metrics::{Counter, Histogram, Label, Unit};
+use metrics::{Counter, Histogram, Label};
 
+use crate::grpc::StatusKey;
 use crate::labels::{self, InputState, Outcome};
+use crate::names::MetricNames;
 use crate::routes::RouteTable;
-
-/// The default metric-name prefix (OpenTelemetry's `http.server`).
-pub const DEFAULT_PREFIX: &str = "http.server";
-
-/// Metric name suffixes, joined to the prefix with a dot.
-pub(crate) mod suffix {
-    /// Counter: one per finished request.
-    pub const REQUESTS: &str = "requests";
-    /// Histogram (seconds): call to finish.
-    pub const DURATION: &str = "request.duration";
-    /// Histogram (seconds): call to response head.
-    pub const APPLICATION_TIME: &str = "application_time";
-    /// Histogram (seconds): time response frames were held downstream being written.
-    pub const OUTPUT_TIME: &str = "output_time";
-    /// Histogram (frames): data frames in the response body.
-    pub const OUTPUT_BLOCKS: &str = "output_blocks";
-    /// Histogram (bytes): bytes in the response body.
-    pub const OUTPUT_BYTES: &str = "output_bytes";
-    /// Histogram (frames): data frames read from the request body (opt-in).
-    pub const INPUT_BLOCKS: &str = "input_blocks";
-    /// Histogram (bytes): bytes read from the request body (opt-in).
-    pub const INPUT_BYTES: &str = "input_bytes";
-    /// Histogram (seconds): time the handler waited on the client's request body (opt-in).
-    pub const INPUT_TIME: &str = "input_time";
-    /// Gauge: requests in flight, by method.
-    pub const ACTIVE_REQUESTS: &str = "active_requests";
-    /// Gauge (ratio): busy time over capacity × window.
-    pub const UTILIZATION: &str = "utilization";
-}
-
-/// The full metric names for one prefix, built once when the layer is configured.
-#[derive(Debug, Clone)]
-pub struct MetricNames {
-    /// `{prefix}.requests`
-    pub requests: String,
-    /// `{prefix}.request.duration`
-    pub duration: String,
-    /// `{prefix}.application_time`
-    pub application_time: String,
-    /// `{prefix}.output_time`
-    pub output_time: String,
-    /// `{prefix}.output_blocks`
-    pub output_blocks: String,
-    /// `{prefix}.output_bytes`
-    pub output_bytes: String,
-    /// `{prefix}.input_blocks`
-    pub input_blocks: String,
-    /// `{prefix}.input_bytes`
-    pub input_bytes: String,
-    /// `{prefix}.input_time`
-    pub input_time: String,
-    /// `{prefix}.active_requests`
-    pub active_requests: String,
-    /// `{prefix}.utilization`
-    pub utilization: String,
-}
-
-impl MetricNames {
-    /// The names under `prefix` (already validated by the layer).
-    pub fn new(prefix: &str) -> Self {
-        let name = |suffix: &str| format!("{prefix}.{suffix}");
-        MetricNames {
-            requests: name(suffix::REQUESTS),
-            duration: name(suffix::DURATION),
-            application_time: name(suffix::APPLICATION_TIME),
-            output_time: name(suffix::OUTPUT_TIME),
-            output_blocks: name(suffix::OUTPUT_BLOCKS),
-            output_bytes: name(suffix::OUTPUT_BYTES),
-            input_blocks: name(suffix::INPUT_BLOCKS),
-            input_bytes: name(suffix::INPUT_BYTES),
-            input_time: name(suffix::INPUT_TIME),
-            active_requests: name(suffix::ACTIVE_REQUESTS),
-            utilization: name(suffix::UTILIZATION),
-        }
-    }
-
-    /// Describes every metric (unit and help text) to the current recorder.
-    pub(crate) fn describe(&self) {
-        use metrics::{describe_counter, describe_gauge, describe_histogram};
-        describe_counter!(
-            self.requests.clone(),
-            "Finished HTTP server requests, counted once when the response body ends, fails or is dropped."
-        );
-        describe_histogram!(
-            self.duration.clone(),
-            Unit::Seconds,
-            "Time from the service call to the end of the response body (or its failure or drop)."
-        );
-        describe_histogram!(
-            self.application_time.clone(),
-            Unit::Seconds,
-            "Time from the service call until the response head was ready."
-        );
-        describe_histogram!(
-            self.output_time.clone(),
-            Unit::Seconds,
-            "Time response body frames were held downstream being written, summed per response."
-        );
-        describe_histogram!(
-            self.output_blocks.clone(),
-            Unit::Count,
-            "Data frames (blocks) in the response body."
-        );
-        describe_histogram!(self.output_bytes.clone(), Unit::Bytes, "Bytes in the response body.");
-        describe_histogram!(
-            self.input_blocks.clone(),
-            Unit::Count,
-            "Data frames (blocks) read from the request body."
-        );
-        describe_histogram!(
-            self.input_bytes.clone(),
-            Unit::Bytes,
-            "Bytes read from the request body."
-        );
-        describe_histogram!(
-            self.input_time.clone(),
-            Unit::Seconds,
-            "Time the service waited on the client for request body frames."
-        );
-        describe_gauge!(
-            self.active_requests.clone(),
-            Unit::Count,
-            "HTTP server requests in flight, from the service call to the end of the response."
-        );
-        describe_gauge!(
-            self.utilization.clone(),
-            "Busy time over capacity times the window (or average concurrency without a capacity)."
-        );
-    }
-}
+use crate::slots::{Probe, Slot, Slots};
 
 /// The handles of one response label set.
 pub(crate) struct ResponseHandles {
@@ -171,8 +44,7 @@ pub(crate) struct ResponseKey {
     /// 0 when no head was produced.
     pub(crate) status: u16,
     pub(crate) outcome: Outcome,
-    /// 0 when absent, else `grpc-status + 1` (18 for anything but the 17 known codes).
-    pub(crate) grpc: u8,
+    pub(crate) grpc: StatusKey,
 }
 
 impl ResponseKey {
@@ -181,7 +53,7 @@ impl ResponseKey {
             | (u64::from(self.method & 0xf) << 28)
             | (u64::from(self.status.min(1023)) << 18)
             | (self.outcome.index() << 14)
-            | u64::from(self.grpc & 0x1f)
+            | u64::from(self.grpc.bits() & 0x1f)
     }
 
     fn labels(self, routes: &RouteTable) -> Vec<Label> {
@@ -191,14 +63,11 @@ impl ResponseKey {
         if self.status != 0 {
             out.push(Label::new(labels::STATUS, self.status.to_string()));
         }
-        let grpc = self.grpc.checked_sub(1);
-        if let Some(kind) = labels::error_type(self.outcome, self.status, grpc) {
+        if let Some(kind) = labels::error_type(self.outcome, self.status, self.grpc.code()) {
             out.push(Label::new(labels::ERROR_TYPE, kind));
         }
-        match self.grpc {
-            0 => {}
-            code @ 1..=17 => out.push(Label::new(labels::GRPC_STATUS, (code - 1).to_string())),
-            _ => out.push(Label::new(labels::GRPC_STATUS, labels::OTHER_GRPC_STATUS)),
+        if let Some(code) = self.grpc.tag_value() {
+            out.push(Label::new(labels::GRPC_STATUS, code));
         }
         out
     }
@@ -242,7 +111,7 @@ const PROBES: usize = 8;
 /// count); a label set that finds no free slot among its probes lives in the map (an `ArcSwap`
 /// load and a hash lookup). Both are filled only the first time a key is seen.
 struct Cache<V> {
-    slots: Box<[Slot<V>]>,
+    slots: Slots<(u64, V)>,
     /// Entries in `slots` and `map` together, never above `limit`.
     len: AtomicUsize,
     map: ArcSwap<KeyMap<V>>,
@@ -250,20 +119,10 @@ struct Cache<V> {
     limit: usize,
 }
 
-/// A write-once slot: a key and its value, set the first time the key is seen.
-type Slot<V> = OnceLock<Box<(u64, V)>>;
-
-/// Where a key's probe sequence ends.
-enum Probe<'a, V> {
-    Found(&'a V),
-    Free(&'a Slot<V>),
-    Full,
-}
-
 impl<V> Cache<V> {
     fn new(limit: usize) -> Self {
         Cache {
-            slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            slots: Slots::new(SLOTS, PROBES),
             len: AtomicUsize::new(0),
             map: ArcSwap::from_pointee(KeyMap::default()),
             write: Mutex::new(()),
@@ -275,7 +134,7 @@ impl<V> Cache<V> {
     /// `limit` entries a miss is resolved but not cached (correct, slower, memory bounded).
     fn with<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
         match self.probe(key) {
-            Probe::Found(value) => return f(value),
+            Probe::Found(entry) => return f(&entry.1),
             // Slots fill in probe order and are never emptied: the key is in none of them, nor
             // in the map (it would only be there if all its slots had been taken before it).
             Probe::Free(_) => {}
@@ -288,25 +147,17 @@ impl<V> Cache<V> {
         self.miss(key, resolve, f)
     }
 
-    fn probe(&self, key: u64) -> Probe<'_, V> {
-        let start = KeyHasher(key).finish() as usize;
-        for i in 0..PROBES {
-            let slot = &self.slots[start.wrapping_add(i) & (SLOTS - 1)];
-            match slot.get() {
-                Some(entry) if entry.0 == key => return Probe::Found(&entry.1),
-                Some(_) => {}
-                None => return Probe::Free(slot),
-            }
-        }
-        Probe::Full
+    #[inline]
+    fn probe(&self, key: u64) -> Probe<'_, (u64, V)> {
+        self.slots.probe(KeyHasher(key).finish() as usize, |entry| entry.0 == key)
     }
 
     #[cold]
     fn miss<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
         // One writer at a time: each key is resolved and admitted once, and `len` stays exact.
         let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
-        let free = match self.probe(key) {
-            Probe::Found(value) => return f(value),
+        let free: Option<&Slot<(u64, V)>> = match self.probe(key) {
+            Probe::Found(entry) => return f(&entry.1),
             Probe::Free(slot) => Some(slot),
             Probe::Full => None,
         };
@@ -423,14 +274,19 @@ mod tests {
 
     #[test]
     fn packed_keys_are_distinct_per_field() {
-        let base =
-            ResponseKey { route: 3, method: 0, status: 200, outcome: Outcome::Complete, grpc: 0 };
+        let base = ResponseKey {
+            route: 3,
+            method: 0,
+            status: 200,
+            outcome: Outcome::Complete,
+            grpc: StatusKey::NONE,
+        };
         let variants = [
             ResponseKey { route: 4, ..base },
             ResponseKey { method: 9, ..base },
             ResponseKey { status: 500, ..base },
             ResponseKey { outcome: Outcome::Panic, ..base },
-            ResponseKey { grpc: 18, ..base },
+            ResponseKey { grpc: StatusKey::of(u8::MAX), ..base },
         ];
         for v in variants {
             assert_ne!(v.pack(), base.pack(), "{v:?}");
@@ -470,13 +326,5 @@ mod tests {
         assert_eq!(cache.with(99_999, resolve(99_999), |v| *v), 99_999 * 3);
         assert_eq!(cache.with(99_999, resolve(99_999), |v| *v), 99_999 * 3);
         assert_eq!(resolved.load(Ordering::Relaxed), before + 2);
-    }
-
-    #[test]
-    fn names_follow_the_prefix() {
-        let n = MetricNames::new("api");
-        assert_eq!(n.requests, "api.requests");
-        assert_eq!(n.duration, "api.request.duration");
-        assert_eq!(n.active_requests, "api.active_requests");
     }
 }

@@ -38,7 +38,7 @@ pub const OVERFLOW: &str = "overflow";
 /// Method value for any method outside the nine standard ones.
 pub const OTHER_METHOD: &str = "_OTHER";
 /// `rpc.grpc.status_code` value for a `grpc-status` outside the 17 codes gRPC defines.
-pub const OTHER_GRPC_STATUS: &str = "_OTHER";
+pub const OTHER_GRPC_STATUS: &str = crate::grpc::OTHER_STATUS;
 /// The longest route value kept, in bytes; longer names are cut at a character boundary.
 pub const MAX_ROUTE_LEN: usize = 256;
 

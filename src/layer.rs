@@ -6,18 +6,12 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::handles::{HandleCache, MetricNames, DEFAULT_PREFIX};
+use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
-use crate::routes::RouteTable;
 use crate::service::Vitals;
-use crate::small_blocks::{SmallBlockWarning, SmallBlocks};
-use crate::utilization::{InFlight, UtilizationConfig};
-
-/// The default cap on distinct `http.route` values (see [`VitalsLayer::route_cap`]).
-pub const DEFAULT_ROUTE_CAP: usize = 1024;
-
-/// Handle sets cached per route admitted, at most (past it: resolved per request, not cached).
-const HANDLE_SETS_PER_ROUTE: usize = 32;
+use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
+use crate::small_blocks::SmallBlockWarning;
+use crate::utilization::UtilizationConfig;
 
 /// A Tower [`Layer`] that measures every request of the service it wraps.
 ///
@@ -46,60 +40,6 @@ const HANDLE_SETS_PER_ROUTE: usize = 32;
 pub struct VitalsLayer<M = IgnoreRequestBody> {
     shared: Arc<Shared>,
     mode: PhantomData<fn() -> M>,
-}
-
-/// What every service, future and body of one layer share.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) routes: RouteTable,
-    pub(crate) handles: HandleCache,
-    pub(crate) in_flight: InFlight,
-    /// Per-route block sums for the small-block warning (`None`: turned off).
-    pub(crate) small_blocks: Option<SmallBlocks>,
-    /// Raw clock reading when the layer was built: time 0 of the utilisation and warning clocks.
-    pub(crate) epoch: u64,
-}
-
-/// The layer's settings.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) prefix: String,
-    pub(crate) route_cap: usize,
-    pub(crate) clock: quanta::Clock,
-    pub(crate) utilization: UtilizationConfig,
-    pub(crate) grpc_routes: bool,
-    pub(crate) small_blocks: Option<SmallBlockWarning>,
-}
-
-impl Shared {
-    fn new(config: Config) -> Self {
-        let names = MetricNames::new(&config.prefix);
-        let cap = config.route_cap;
-        let epoch = config.clock.raw();
-        let in_flight = InFlight::new(
-            config.clock.clone(),
-            &config.utilization,
-            names.utilization.clone(),
-            epoch,
-        );
-        Shared {
-            routes: RouteTable::new(cap),
-            handles: HandleCache::new(names, (cap + 2).saturating_mul(HANDLE_SETS_PER_ROUTE)),
-            in_flight,
-            small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
-            epoch,
-            config,
-        }
-    }
-
-    /// Nanoseconds on the layer's clock from its epoch to the raw reading `raw`.
-    pub(crate) fn nanos_since_epoch(&self, raw: u64) -> u64 {
-        self.config.clock.delta_as_nanos(self.epoch, raw)
-    }
-
-    pub(crate) fn names(&self) -> &MetricNames {
-        self.handles.names()
-    }
 }
 
 impl VitalsLayer<IgnoreRequestBody> {
@@ -190,13 +130,13 @@ impl<M> VitalsLayer<M> {
     /// publishing it). Call it where you read metrics (a `/metrics` handler, a timer) so that
     /// idle periods show up without waiting for the next request.
     pub fn publish_utilization(&self) -> Option<f64> {
-        self.shared.in_flight.publish(self.shared.config.clock.raw())
+        self.shared.utilization.publish(self.shared.config.clock.raw())
     }
 
     /// Busy time so far (the integral of requests in flight over time), through this layer and
     /// its clones, at 1 µs resolution.
     pub fn busy_time(&self) -> std::time::Duration {
-        let micros = self.shared.in_flight.busy_micros(self.shared.config.clock.raw());
+        let micros = self.shared.utilization.busy_micros(self.shared.config.clock.raw());
         std::time::Duration::from_micros(micros)
     }
 
@@ -276,6 +216,7 @@ impl<S, M> Layer<S> for VitalsLayer<M> {
     type Service = Vitals<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.shared.utilization.announce();
         Vitals::new(inner, Arc::clone(&self.shared))
     }
 }

@@ -57,7 +57,8 @@
 //! - **Utilisation**: the layer integrates busy time (requests in flight × time) without a lock
 //!   and publishes the `utilization` gauge once per window, on the first request start or finish
 //!   (or [`publish_utilization`](VitalsLayer::publish_utilization) call) after the window; no
-//!   background task. See [`capacity`](VitalsLayer::capacity) and
+//!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
+//!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
 //!   [`utilization_window`](VitalsLayer::utilization_window).
 //! - **Small blocks**: a route whose multi-block responses average fewer than 512 bytes per
 //!   block over 4096 blocks gets one `tracing` warning (at most one per route per hour), naming
@@ -83,14 +84,19 @@
 //!
 //! ## Cost
 //!
-//! Per request: two clock reads, one lock-free route lookup, one lock-free lookup of the cached
-//! metric handles and one recording of each metric. Per body frame: two clock reads (`quanta`,
-//! TSC where available) and integer adds. The layer makes no heap allocation of its own on the
-//! steady path and takes no lock (handles are resolved and cached the first time a label set is
-//! seen). Errors, frames, `size_hint` and `is_end_stream` pass through unchanged.
+//! Per request: three clock reads (`quanta`, TSC where available: at `call`, at the head, at
+//! the end), one lock-free route lookup, one lock-free lookup of the cached metric handles and
+//! one recording of each metric. Per body frame: two clock reads (when it is handed out and at
+//! the next poll) and integer adds. The layer makes no heap allocation of its own on the steady
+//! path and takes no lock there: handles are resolved and cached (under a lock) only the first
+//! time a label set is seen, and once per `utilization` window one request thread takes a
+//! `try_lock` (it never waits) to publish the gauge. Errors, frames, `size_hint` and
+//! `is_end_stream` pass through unchanged.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// Modules bottom-up: each imports only modules listed above it (see ARCHITECTURE.md; checked
+// by the `layering` unit test below).
 mod body;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
@@ -98,13 +104,17 @@ mod finish;
 mod future;
 mod grpc;
 mod handles;
+mod in_flight;
 pub mod labels;
 mod layer;
+mod names;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod request_body;
 mod routes;
 mod service;
+mod shared;
+mod slots;
 mod small_blocks;
 #[cfg(feature = "statsd")]
 pub mod statsd;
@@ -112,9 +122,87 @@ mod utilization;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
-pub use handles::{MetricNames, DEFAULT_PREFIX};
-pub use layer::{VitalsLayer, DEFAULT_ROUTE_CAP};
+pub use layer::VitalsLayer;
+pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
 pub use routes::RouteName;
 pub use service::Vitals;
+pub use shared::DEFAULT_ROUTE_CAP;
 pub use small_blocks::SmallBlockWarning;
+
+/// The module order above is the dependency order: a module may import only modules listed
+/// before it. This test reads the sources and fails on any `crate::` path that points down.
+#[cfg(test)]
+mod layering {
+    const ORDER: &[&str] = &[
+        "grpc",
+        "labels",
+        "names",
+        "slots",
+        "routes",
+        "handles",
+        "in_flight",
+        "utilization",
+        "small_blocks",
+        "shared",
+        "finish",
+        "request_body",
+        "body",
+        "future",
+        "service",
+        "layer",
+        "prometheus",
+        "statsd",
+        "dogstatsd",
+    ];
+
+    fn sources(module: &str) -> Vec<(String, String)> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![];
+        let file = src.join(format!("{module}.rs"));
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            files.push((file.display().to_string(), text));
+        }
+        if let Ok(dir) = std::fs::read_dir(src.join(module)) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    files.push((path.display().to_string(), text));
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn every_module_imports_only_modules_below_it() {
+        let mut checked = 0;
+        for (rank, module) in ORDER.iter().enumerate() {
+            let files = sources(module);
+            assert!(!files.is_empty(), "no source for module {module}");
+            for (path, text) in files {
+                checked += 1;
+                for (line_no, line) in text.lines().enumerate() {
+                    // Comments, docs and `crate::X` links in docs do not create dependencies.
+                    let code = line.split("//").next().unwrap_or_default();
+                    for (at, _) in code.match_indices("crate::") {
+                        let rest = &code[at + "crate::".len()..];
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        let Some(target) = ORDER.iter().position(|m| *m == name) else {
+                            continue; // a re-exported item (`crate::VitalsLayer`) or `{`
+                        };
+                        assert!(
+                            target < rank || name == *module,
+                            "{path}:{}: `{module}` imports `{name}`, which is above it",
+                            line_no + 1
+                        );
+                    }
+                }
+            }
+        }
+        assert!(checked >= ORDER.len());
+    }
+}

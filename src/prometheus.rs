@@ -67,7 +67,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 pub use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use metrics_exporter_prometheus::{Matcher, PrometheusRecorder};
 
-use crate::handles::suffix;
+use crate::names::{self, Buckets};
 
 /// Seconds buckets (OpenTelemetry's HTTP duration buckets), for every time histogram.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -95,17 +95,14 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often [`install`] runs the exporter's upkeep (draining histograms into buckets).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The layer's histograms by unit: (metric-name suffix, buckets).
-const HISTOGRAMS: [(&str, &[f64]); 8] = [
-    (suffix::DURATION, SECONDS_BUCKETS),
-    (suffix::APPLICATION_TIME, SECONDS_BUCKETS),
-    (suffix::OUTPUT_TIME, SECONDS_BUCKETS),
-    (suffix::INPUT_TIME, SECONDS_BUCKETS),
-    (suffix::OUTPUT_BYTES, BYTES_BUCKETS),
-    (suffix::INPUT_BYTES, BYTES_BUCKETS),
-    (suffix::OUTPUT_BLOCKS, FRAMES_BUCKETS),
-    (suffix::INPUT_BLOCKS, FRAMES_BUCKETS),
-];
+/// The bucket values of a histogram family of the layer.
+fn buckets(family: Buckets) -> &'static [f64] {
+    match family {
+        Buckets::Seconds => SECONDS_BUCKETS,
+        Buckets::Bytes => BYTES_BUCKETS,
+        Buckets::Frames => FRAMES_BUCKETS,
+    }
+}
 
 /// A [`PrometheusBuilder`] with recommended naming (`_total`, unit suffixes) and this crate's
 /// buckets for every time, byte and frame histogram of the layer, under any prefix.
@@ -121,11 +118,12 @@ const HISTOGRAMS: [(&str, &[f64]); 8] = [
 /// ```
 pub fn builder() -> PrometheusBuilder {
     let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
-    for (name_suffix, buckets) in HISTOGRAMS {
+    for def in names::ALL {
+        let Some(family) = def.buckets else { continue };
         // `.request.duration` → matches `<anything>_request_duration` once sanitised.
-        let matcher = Matcher::Suffix(format!(".{name_suffix}"));
+        let matcher = Matcher::Suffix(format!(".{}", def.suffix));
         builder = builder
-            .set_buckets_for_metric(matcher, buckets)
+            .set_buckets_for_metric(matcher, buckets(family))
             .expect("only an empty bucket list is refused; ours are non-empty constants");
     }
     builder
@@ -321,7 +319,7 @@ mod tests {
         let rec = recorder();
         let handle = rec.handle();
         metrics::with_local_recorder(&rec, || {
-            let names = crate::MetricNames::new("my.app");
+            let names = crate::names::MetricNames::new("my.app");
             names.describe();
             let labels = [Label::new("http.route", "/a")];
             for name in [

@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::labels::InputState;
-use crate::layer::Shared;
+use crate::shared::Shared;
 
 /// Whether [`Vitals`](crate::Vitals) measures request bodies; chosen on the layer, sealed.
 pub trait RequestBodyMode<B>: sealed::Sealed {

@@ -2,11 +2,12 @@
 //! small id once, so the request path carries an integer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::labels::{sanitize_tag_value, MAX_ROUTE_LEN, OVERFLOW, UNMATCHED};
+use crate::slots::{Probe, Slots};
 
 /// The name of the route that served a request, as a request (or response) extension.
 ///
@@ -65,14 +66,11 @@ pub(crate) struct RouteTable {
     /// Read cache of admitted names: write-once slots, found by a fast hash of the name, so a
     /// hit is a hash, plain loads and one string compare (no atomic read-modify-write). Names
     /// that find no free slot are still found through `table`.
-    fast: Box<[RouteSlot]>,
+    fast: Slots<(Box<str>, u32)>,
     table: ArcSwap<RouteSnapshot>,
     write: Mutex<()>,
     cap: usize,
 }
-
-/// A write-once slot of the route read cache: an admitted name and its id.
-type RouteSlot = OnceLock<Box<(Box<str>, u32)>>;
 
 /// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
 const ROUTE_SLOTS: usize = 512;
@@ -108,7 +106,7 @@ impl RouteTable {
     pub(crate) fn new(cap: usize) -> Self {
         let values = vec![Arc::from(UNMATCHED), Arc::from(OVERFLOW)];
         RouteTable {
-            fast: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
+            fast: Slots::new(ROUTE_SLOTS, ROUTE_PROBES),
             table: ArcSwap::from_pointee(RouteSnapshot { by_name: HashMap::new(), values }),
             write: Mutex::new(()),
             cap,
@@ -123,12 +121,8 @@ impl RouteTable {
         // Names are keyed by what their tag value keeps (the first MAX_ROUTE_LEN bytes).
         let name = route_key(name);
         let start = route_hash(name);
-        for i in 0..ROUTE_PROBES {
-            match self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)].get() {
-                Some(entry) if &*entry.0 == name => return entry.1,
-                Some(_) => {}
-                None => break,
-            }
+        if let Probe::Found(entry) = self.fast.probe(start, |e| &*e.0 == name) {
+            return entry.1;
         }
         self.intern_slow(name, start)
     }
@@ -164,12 +158,8 @@ impl RouteTable {
         next.values.push(Arc::from(sanitize_tag_value(name)));
         self.table.store(Arc::new(next));
         // Admitted once, under the lock: cache it in the first free slot of its probe sequence.
-        for i in 0..ROUTE_PROBES {
-            let slot = &self.fast[start.wrapping_add(i) & (ROUTE_SLOTS - 1)];
-            if slot.get().is_none() {
-                let _ = slot.set(Box::new((Box::from(name), id)));
-                break;
-            }
+        if let Probe::Free(slot) = self.fast.probe(start, |e| &*e.0 == name) {
+            let _ = slot.set(Box::new((Box::from(name), id)));
         }
         id
     }

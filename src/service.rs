@@ -8,19 +8,19 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use crate::body::ResponseBody;
 use crate::finish::Record;
 use crate::future::ResponseFuture;
 use crate::labels;
-use crate::layer::Shared;
 use crate::request_body::{RequestBodyMode, RequestContext};
 use crate::routes::{self, RouteName};
-use crate::ResponseBody;
+use crate::shared::Shared;
 
 /// The service made by [`VitalsLayer`](crate::VitalsLayer): measures each request of `S`.
 ///
 /// `M` says whether request bodies are measured ([`IgnoreRequestBody`](crate::IgnoreRequestBody)
 /// by default). Errors of `S` pass through unchanged.
-pub struct Vitals<S, M = crate::IgnoreRequestBody> {
+pub struct Vitals<S, M = crate::request_body::IgnoreRequestBody> {
     inner: S,
     shared: Arc<Shared>,
     mode: PhantomData<fn() -> M>,

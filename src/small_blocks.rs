@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::layer::Shared;
 use crate::routes::RouteTable;
 
 /// Settings of the small-block warning (see
@@ -116,16 +115,20 @@ impl SmallBlocks {
         }
     }
 
-    /// A response of `route` finished with `blocks` data frames and `bytes` bytes, at raw clock
-    /// reading `end`. Warns if this completes a run of small blocks.
+    /// A response of `route` finished with `blocks` data frames and `bytes` bytes, `now_ns`
+    /// after the layer was built. Warns (naming the route from `routes`) if this completes a run
+    /// of small blocks.
     #[inline]
-    pub(crate) fn add(&self, route: u32, blocks: u64, bytes: u64, end: u64, shared: &Shared) {
-        if blocks < 2 {
-            return;
-        }
-        let now_ns = shared.nanos_since_epoch(end);
+    pub(crate) fn add(
+        &self,
+        route: u32,
+        blocks: u64,
+        bytes: u64,
+        now_ns: u64,
+        routes: &RouteTable,
+    ) {
         if let Some(verdict) = self.account(route, blocks, bytes, now_ns) {
-            self.warn(route, verdict, &shared.routes);
+            self.warn(route, verdict, routes);
         }
     }
 

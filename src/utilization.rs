@@ -1,10 +1,4 @@
-//! Requests in flight: the `active_requests` gauge, and the busy time behind `utilization`.
-//!
-//! The layer counts in-flight requests per method in its own atomics and publishes the count
-//! with `Gauge::set`, never `increment`/`decrement`: statsd exporters drop relative gauge updates,
-//! and a set of the true count is right on every backend.
-//!
-//! # Busy time and `utilization`
+//! Busy time, and the `utilization` gauge computed from it once per window.
 //!
 //! Busy time is the area under the in-flight curve: `∫ n(t) dt`, in request-seconds. It is kept
 //! exactly, without a lock, in two words: `state` packs the time of the last start or finish
@@ -20,7 +14,8 @@
 //! [`VitalsLayer::publish_utilization`](crate::VitalsLayer::publish_utilization): no background
 //! task, no timer, nothing on the request path but that comparison. When a window is due, the
 //! thread that ticks takes a `try_lock` (never waits: if another thread is publishing, it goes
-//! on) and sets the gauge. Ticking on the request path rather than only on read keeps the gauge
+//! on) and sets the gauge. The very first tick (the first request) publishes 0, and so does
+//! building the layer, so the gauge exists from the first scrape. Ticking on the request path rather than only on read keeps the gauge
 //! fresh for push backends (statsd) that nobody reads; with no traffic at all the gauge keeps its
 //! last value until the next request or `publish_utilization` call (call it from a `/metrics`
 //! handler or a timer of yours to see idle periods promptly).
@@ -29,13 +24,11 @@
 //! 2^20 − 1 (1 048 575) requests in flight per layer are counted (starts beyond that are not);
 //! requests in flight while no request starts or finishes for 2^43 µs (101 days) lose that span.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 
-use metrics::{Gauge, Label};
-
-use crate::labels::{self, METHOD_COUNT};
+use metrics::Gauge;
 
 /// Default length of a `utilization` window.
 pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -45,10 +38,9 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const TIME_BITS: u32 = 64 - COUNT_BITS;
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 
-/// In-flight counts by method, their gauges (resolved on first use), and busy time.
-pub(crate) struct InFlight {
-    counts: [AtomicI64; METHOD_COUNT],
-    gauges: [OnceLock<Gauge>; METHOD_COUNT],
+/// Busy time and the `utilization` publisher.
+pub(crate) struct Utilization {
+    announced: Once,
     busy: Busy,
     publisher: Publisher,
 }
@@ -68,24 +60,24 @@ impl Default for UtilizationConfig {
     }
 }
 
-impl InFlight {
-    /// `epoch` is the raw clock reading that time 0 of the busy-time integral stands for.
+impl Utilization {
+    /// `epoch` is the raw clock reading that time 0 of the busy-time integral stands for;
+    /// `name` is `{prefix}.utilization`.
     pub(crate) fn new(
         clock: quanta::Clock,
         config: &UtilizationConfig,
         name: String,
         epoch: u64,
     ) -> Self {
-        InFlight {
-            counts: std::array::from_fn(|_| AtomicI64::new(0)),
-            gauges: std::array::from_fn(|_| OnceLock::new()),
+        Utilization {
+            announced: Once::new(),
             busy: Busy::new(),
             publisher: Publisher {
                 clock,
                 epoch,
                 capacity: config.capacity,
                 window_us: u64::try_from(config.window.as_micros()).unwrap_or(u64::MAX).max(1),
-                closed_at_us: AtomicU64::new(0),
+                due_at_us: AtomicU64::new(0),
                 last: Mutex::new(Window { at_us: 0, busy_us: 0 }),
                 gauge: OnceLock::new(),
                 name,
@@ -93,27 +85,27 @@ impl InFlight {
         }
     }
 
-    /// A request of `method` started at raw clock reading `at`.
+    /// Publishes 0 through the current recorder, once (the layer calls it when it wraps a
+    /// service, after its configuration is final), so the gauge is there from the first scrape.
+    /// Not cached: the gauge used later is resolved at the first request.
+    pub(crate) fn announce(&self) {
+        self.announced.call_once(|| metrics::gauge!(self.publisher.name.clone()).set(0.0));
+    }
+
+    /// A request started at raw clock reading `at`.
     #[inline]
-    pub(crate) fn start(&self, method: u8, at: u64, name: &str) {
-        self.change(method, 1, name);
+    pub(crate) fn start(&self, at: u64) {
         let now = self.publisher.micros(at);
         self.busy.event(now, 1);
         self.publisher.tick(&self.busy, now, false);
     }
 
-    /// A request of `method` finished at raw clock reading `at`.
+    /// A request finished at raw clock reading `at`.
     #[inline]
-    pub(crate) fn finish(&self, method: u8, at: u64, name: &str) {
-        self.change(method, -1, name);
+    pub(crate) fn finish(&self, at: u64) {
         let now = self.publisher.micros(at);
         self.busy.event(now, -1);
         self.publisher.tick(&self.busy, now, false);
-    }
-
-    /// In flight now, all methods.
-    pub(crate) fn total(&self) -> i64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// Busy time so far, in microseconds of request time (wrapping).
@@ -126,28 +118,6 @@ impl InFlight {
     pub(crate) fn publish(&self, at: u64) -> Option<f64> {
         let now = self.publisher.micros(at);
         self.publisher.tick(&self.busy, now, true)
-    }
-
-    fn change(&self, method: u8, delta: i64, name: &str) {
-        let i = usize::from(method).min(METHOD_COUNT - 1);
-        let count = &self.counts[i];
-        count.fetch_add(delta, Ordering::SeqCst);
-        let gauge = self.gauges[i].get_or_init(|| {
-            let labels = [Label::new(labels::METHOD, labels::method_label(method))];
-            metrics::gauge!(name.to_owned(), labels.iter())
-        });
-        // Publish until what we set is still the count after setting it. Whichever thread sets
-        // last re-reads the final count, so when requests stop the gauge equals the count; two
-        // racing threads can otherwise leave a stale value behind for good.
-        let mut seen = count.load(Ordering::SeqCst);
-        loop {
-            gauge.set(seen as f64);
-            let now = count.load(Ordering::SeqCst);
-            if now == seen {
-                break;
-            }
-            seen = now;
-        }
     }
 }
 
@@ -237,8 +207,9 @@ struct Publisher {
     epoch: u64,
     capacity: Option<u32>,
     window_us: u64,
-    /// Copy of `last.at_us`, read without the lock to decide whether a window is due.
-    closed_at_us: AtomicU64,
+    /// `last.at_us + window_us` (0 before the first tick), read without the lock to decide
+    /// whether a window is due.
+    due_at_us: AtomicU64,
     last: Mutex<Window>,
     gauge: OnceLock<Gauge>,
     name: String,
@@ -254,8 +225,7 @@ impl Publisher {
     /// `now` first (a read: it keeps the 44-bit clock of the integral fresh while idle).
     #[inline]
     fn tick(&self, busy: &Busy, now: u64, force_event: bool) -> Option<f64> {
-        let closed = self.closed_at_us.load(Ordering::Relaxed);
-        if now.saturating_sub(closed) < self.window_us {
+        if now < self.due_at_us.load(Ordering::Relaxed) {
             return None;
         }
         self.close_window(busy, now, force_event)
@@ -270,6 +240,15 @@ impl Publisher {
         }
         // Never wait: if another thread is publishing this window, it will have published it.
         let mut last = self.last.try_lock().ok()?;
+        if self.gauge.get().is_none() {
+            // The first tick: resolve the gauge through the recorder current now and show 0
+            // until the first window closes.
+            self.gauge.get_or_init(|| metrics::gauge!(self.name.clone())).set(0.0);
+            self.due_at_us.store(last.at_us.saturating_add(self.window_us), Ordering::Relaxed);
+            if !force_event {
+                return None;
+            }
+        }
         let span = now.checked_sub(last.at_us).filter(|span| *span >= self.window_us)?;
         let busy_now = busy.at(now);
         let spent = busy_now.wrapping_sub(last.busy_us);
@@ -279,7 +258,7 @@ impl Publisher {
             None => concurrency,
         };
         *last = Window { at_us: now, busy_us: busy_now };
-        self.closed_at_us.store(now, Ordering::Relaxed);
+        self.due_at_us.store(now.saturating_add(self.window_us), Ordering::Relaxed);
         drop(last);
         let gauge = self.gauge.get_or_init(|| metrics::gauge!(self.name.clone()));
         gauge.set(value);

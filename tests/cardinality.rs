@@ -117,13 +117,14 @@ fn hundred_thousand_hostile_requests_yield_at_most_cap_plus_two_routes() {
     assert_labels_are_ours(&seen, &carried, &allowed_routes);
 
     // Series: each response label set is (route, method, status [, error.type = status]); plus
-    // one active_requests gauge per method.
+    // one active_requests gauge per method, and the utilization gauge (published at 0 when the
+    // layer wraps its service).
     let label_sets: HashSet<Vec<(String, String)>> =
         named(&seen, REQUESTS).iter().map(|s| s.labels.clone()).collect();
     let max_sets = (DEFAULT_ROUTE_CAP + 2) * STANDARD_METHODS.len() * STATUSES.len();
     assert!(label_sets.len() <= max_sets);
     let series = seen.len();
-    assert!(series <= label_sets.len() * RESPONSE_METRICS + STANDARD_METHODS.len());
+    assert!(series <= label_sets.len() * RESPONSE_METRICS + STANDARD_METHODS.len() + 1);
     assert_eq!(layer.cached_label_sets(), label_sets.len(), "one cached handle set per label set");
     println!(
         "cardinality: {N} requests, {fresh} distinct route names set, {} carried request strings; \

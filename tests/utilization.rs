@@ -79,7 +79,7 @@ fn first_window(b: &Bench, layer: &VitalsLayer) {
     let second = start(&mut svc);
     at(b, 6);
     finish(a);
-    assert_eq!(gauge(b), None, "no window closed before 10 s");
+    assert_eq!(gauge(b), Some(0.0), "no window closed before 10 s: the gauge shows 0");
     assert_eq!(layer.busy_time(), Duration::from_secs(6 + 4));
     at(b, 10);
     finish(second); // the finish at 10 s is the tick that closes the window [0, 10 s]

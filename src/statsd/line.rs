@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use metrics::{Key, Unit};
 
-use crate::handles::suffix;
+use crate::names;
 
 /// How a histogram goes out on the statsd wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +35,7 @@ pub(crate) fn is_seconds(name: &str, unit: Option<Unit>) -> bool {
     match unit {
         Some(Unit::Seconds) => true,
         Some(_) => false,
-        None => {
-            [suffix::DURATION, suffix::APPLICATION_TIME, suffix::OUTPUT_TIME, suffix::INPUT_TIME]
-                .iter()
-                .any(|s| {
-                    name.strip_suffix(s).is_some_and(|head| head.is_empty() || head.ends_with('.'))
-                })
-        }
+        None => names::find(name).is_some_and(names::MetricDef::is_seconds),
     }
 }
 
