@@ -36,11 +36,13 @@ pub(crate) struct MetricDef {
     pub(crate) unit: Option<Unit>,
     pub(crate) help: &'static str,
     /// Histograms only: the bucket family.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) buckets: Option<Buckets>,
 }
 
 impl MetricDef {
     /// Whether values are durations in seconds (statsd timers are sent in milliseconds).
+    #[cfg_attr(not(feature = "statsd"), allow(dead_code))]
     pub(crate) fn is_seconds(&self) -> bool {
         self.unit == Some(Unit::Seconds)
     }
@@ -134,6 +136,7 @@ pub(crate) const ALL: [&MetricDef; 11] = [
 
 /// The definition whose name ends in `.{suffix}` (or is exactly `suffix`), if `name` is one
 /// of the layer's metrics under any prefix.
+#[cfg_attr(not(feature = "statsd"), allow(dead_code))]
 pub(crate) fn find(name: &str) -> Option<&'static MetricDef> {
     ALL.iter().copied().find(|def| {
         name.strip_suffix(def.suffix).is_some_and(|head| head.is_empty() || head.ends_with('.'))
