@@ -24,6 +24,10 @@ pin_project! {
     /// if the inner body panicked while polled; a normal end for HEAD, 1xx, 204 and 304
     /// responses and for a body that had nothing left to send).
     ///
+    /// Blocks and bytes are those handed to the server: for a request that ends `aborted`
+    /// (client gone mid-download) they include frames the server took but the client may never
+    /// have received (kernel buffers, a proxy), so they are an upper bound on what was delivered.
+    ///
     /// Frames, errors, `size_hint` and `is_end_stream` pass through unchanged.
     pub struct ResponseBody<B> {
         #[pin]
