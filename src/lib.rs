@@ -107,6 +107,8 @@ mod handles;
 mod in_flight;
 pub mod labels;
 mod layer;
+#[cfg(feature = "live")]
+pub mod live;
 mod names;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -154,6 +156,7 @@ mod layering {
         "prometheus",
         "statsd",
         "dogstatsd",
+        "live",
     ];
 
     fn sources(module: &str) -> Vec<(String, String)> {
