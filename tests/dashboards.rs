@@ -59,7 +59,9 @@ fn start_instance(rate: f64) -> Instance {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async move {
-            let server = kit::Server::start(0, &metrics).await.expect("demo app");
+            let server = kit::Server::start(0, &metrics, &tower_vitals::live::Live::new())
+                .await
+                .expect("demo app");
             tx.send(Instance { addr: server.addr, metrics: metrics.clone() }).expect("send");
             let load = kit::load::Load::start(server.addr, rate);
             tokio::time::sleep(INSTANCE_LIFETIME).await;
@@ -642,7 +644,9 @@ fn drive_demo_with<R: Recorder + Send + 'static>(recorder: R, seconds: f64) {
         runtime.block_on(async {
             let unused = tower_vitals::prometheus::builder().build_recorder();
             let metrics = PrometheusMetrics::from_handle(unused.handle());
-            let server = kit::Server::start(0, &metrics).await.expect("demo app");
+            let server = kit::Server::start(0, &metrics, &tower_vitals::live::Live::new())
+                .await
+                .expect("demo app");
             let load = kit::load::Load::start(server.addr, 1.0);
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
             load.finish().await;
@@ -784,14 +788,14 @@ fn demo_bounded_run_prints_a_table_whose_totals_match_its_load() {
     let (report, out) = std::thread::spawn(move || {
         let prometheus = tower_vitals::prometheus::builder().build_recorder();
         let metrics = PrometheusMetrics::from_handle(prometheus.handle());
-        let table = kit::table::TableRecorder::new();
+        let live = tower_vitals::live::Live::new();
         let fanout =
-            FanoutBuilder::default().add_recorder(prometheus).add_recorder(table.clone()).build();
+            FanoutBuilder::default().add_recorder(prometheus).add_recorder(live.recorder()).build();
         let _local = metrics::set_default_local_recorder(&fanout);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let mut out = Vec::new();
-        let report = runtime.block_on(kit::run(&options, &metrics, &table, &mut out)).expect("run");
+        let report = runtime.block_on(kit::run(&options, &metrics, &live, &mut out)).expect("run");
         // /metrics saw the same requests.
         let text = metrics.render();
         (report, (String::from_utf8(out).expect("utf-8"), text))
