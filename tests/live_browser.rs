@@ -29,8 +29,9 @@ const HOSTILE_SCRIPT: &str = "<script>document.documentElement.dataset.pwned=1</
 const HOSTILE_IMG: &str = "<img src=x onerror=document.documentElement.dataset.pwned=2>";
 
 /// The known load: (path, times, route the layer names it).
-const LOAD: [(&str, u64, &str); 6] = [
+const LOAD: [(&str, u64, &str); 7] = [
     ("/fast", 40, "/fast"),
+    ("/slow", 2, "/slow"),
     ("/small-blocks", 5, "/small-blocks"),
     ("/big-blocks", 3, "/big-blocks"),
     ("/fail", 7, "/fail"),
@@ -48,6 +49,14 @@ fn stream(block: usize, blocks: usize) -> Body {
 fn app(live: &Live) -> Router {
     Router::new()
         .route("/fast", get(|| async { "ok" }))
+        // ~100 ms: a time shown as "100 ms" (a number ending in zeros, formatted right).
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                "slow"
+            }),
+        )
         // 1024 blocks of 64 bytes per response: 5 responses pass the 4096-block mark.
         .route("/small-blocks", get(|| async { stream(64, 1024) }))
         .route("/big-blocks", get(|| async { stream(16 * 1024, 8) }))
@@ -166,6 +175,8 @@ fn cards(dom: &str) -> Vec<(String, BTreeMap<String, String>, String)> {
             let tag = &piece[..piece.find('>').unwrap_or(piece.len())];
             if let Some(field) = attr(tag, "data-field") {
                 let value = attr(tag, "data-value").map(unescape).unwrap_or_default();
+                let shown = unescape(piece.get(tag.len() + 1..).unwrap_or(""));
+                fields.insert(format!("{}#shown", unescape(field)), shown);
                 fields.insert(unescape(field), value);
             }
         }
@@ -173,6 +184,22 @@ fn cards(dom: &str) -> Vec<(String, BTreeMap<String, String>, String)> {
         rest = &card_start[end..];
     }
     out
+}
+
+/// The shown text of a time (`950 ms`, `1.2 µs`, `0`) in seconds.
+fn shown_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(0.0);
+    }
+    let (n, unit) = text.split_once(' ')?;
+    let scale = match unit {
+        "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        _ => return None,
+    };
+    Some(n.parse::<f64>().ok()? * scale)
 }
 
 fn same_number(page: &str, json: &Value, what: &str) {
@@ -242,6 +269,14 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
             for q in ["p50", "p95", "p99"] {
                 let field = format!("{time}.{q}");
                 same_number(&fields[&field], &w[time][q], &format!("{route} {field}"));
+                // The text a person reads says the same, to its 3 significant digits.
+                let text = &fields[&format!("{field}#shown")];
+                let exact = w[time][q].as_f64().expect("a percentile");
+                let shown = shown_seconds(text).unwrap_or_else(|| panic!("{route} {field}: {text:?}"));
+                assert!(
+                    (shown - exact).abs() <= 0.005 * exact,
+                    "{route} {field}: shows {text:?}, /vitals.json says {exact}"
+                );
             }
         }
         for f in ["bytes_per_response", "blocks_per_response", "bytes_per_block"] {
