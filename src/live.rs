@@ -44,7 +44,9 @@
 //! The window (default [`DEFAULT_WINDOW`], 60 s; see [`LiveBuilder::window`]) is two rotating
 //! halves: the current half and the one before it, so it covers between half a window and a
 //! whole one (`window.seconds` in the JSON says how much). Rotation happens on the request
-//! path (a clock read per recording) and when a snapshot is taken: no background task.
+//! path and when a snapshot is taken: no background task. The clock is read once per request,
+//! when the layer increments `requests` (its first recording of a finished request); the
+//! request's histograms, recorded right after, go to the same window slot and history step.
 //!
 //! The input-side metrics (`input_*`, opt-in in the layer) are not kept.
 //!
@@ -138,7 +140,7 @@ pub use json::SCHEMA;
 pub use page::{LiveService, CONTENT_SECURITY_POLICY, PAGE};
 pub use recorder::LiveRecorder;
 pub use snapshot::{
-    HistoryPoint, PeriodSnapshot, Percentiles, RouteSnapshot, ServiceSnapshot, Snapshot,
+    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, Snapshot,
     SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
 };
 pub use window::HISTORY_POINTS;
@@ -288,9 +290,7 @@ impl LiveBuilder {
 
     /// The summary.
     pub fn build(self) -> Live {
-        Live {
-            inner: Arc::new(Inner::new(self.clock, self.window, self.prefix, self.max_routes)),
-        }
+        Live { inner: Arc::new(Inner::new(self.clock, self.window, self.prefix, self.max_routes)) }
     }
 }
 

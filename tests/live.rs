@@ -35,8 +35,14 @@ impl Body for OneFrame {
 }
 
 /// One request: `app_ns` in the handler, one frame of `bytes` held `hold_ns` downstream.
-fn request<S>(svc: &mut S, mock: &quanta::Mock, app_ns: u64, hold_ns: u64, bytes: usize, status: u16)
-where
+fn request<S>(
+    svc: &mut S,
+    mock: &quanta::Mock,
+    app_ns: u64,
+    hold_ns: u64,
+    bytes: usize,
+    status: u16,
+) where
     S: Service<Request<()>, Response = Response<tower_vitals::ResponseBody<OneFrame>>>,
     S::Error: std::fmt::Debug,
 {
@@ -131,7 +137,8 @@ fn vitals_json_percentiles_equal_hdrhistogram_and_the_window_rotates() {
     let recorder = live.recorder();
     let _local = metrics::set_default_local_recorder(&recorder);
     let mut svc = VitalsLayer::new().clock(clock).layer(tower::service_fn(|req: Request<()>| {
-        let status = if req.extensions().get::<RouteName>().map(RouteName::as_str) == Some("/fail") {
+        let status = if req.extensions().get::<RouteName>().map(RouteName::as_str) == Some("/fail")
+        {
             500
         } else {
             200
@@ -172,7 +179,11 @@ fn vitals_json_percentiles_equal_hdrhistogram_and_the_window_rotates() {
     let r = route(&json, "/r");
     let bc: Vec<f64> = b.total.iter().chain(&c.total).copied().collect();
     check("B+C window (A rotated out)", &r["window"]["duration"], &bc);
-    check("B+C window application", &r["window"]["application_time"], &[b.app, c.app.clone()].concat());
+    check(
+        "B+C window application",
+        &r["window"]["application_time"],
+        &[b.app, c.app.clone()].concat(),
+    );
     let abc: Vec<f64> = ab.iter().chain(&c.total).copied().collect();
     check("A+B+C since start", &r["since_start"]["duration"], &abc);
     assert_eq!(r["window"]["requests"].as_u64(), Some(700));
@@ -204,9 +215,10 @@ fn any_prefix_is_kept_apart_and_the_prefix_filter_keeps_one() {
         .build();
     let _local = metrics::set_default_local_recorder(&fanout);
     for prefix in ["api", "http.server"] {
-        let mut svc = VitalsLayer::new().prefix(prefix).layer(tower::service_fn(|_: Request<()>| {
-            std::future::ready(Ok::<_, Infallible>(Response::new(OneFrame(None))))
-        }));
+        let mut svc =
+            VitalsLayer::new().prefix(prefix).layer(tower::service_fn(|_: Request<()>| {
+                std::future::ready(Ok::<_, Infallible>(Response::new(OneFrame(None))))
+            }));
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let mut fut = std::pin::pin!(svc.call(Request::new(())));
         let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else { panic!("ready") };

@@ -76,7 +76,9 @@ fn app(live: &Live) -> Router {
 
 /// Serves the app on a thread whose local recorder is the live one; returns the address and
 /// a stop sender.
-fn serve(live: Live) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+fn serve(
+    live: Live,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -166,7 +168,8 @@ fn cards(dom: &str) -> Vec<(String, BTreeMap<String, String>, String)> {
     let mut rest = dom;
     while let Some(at) = rest.find(marker) {
         let card_start = &rest[at..];
-        let end = card_start[marker.len()..].find(marker).map_or(card_start.len(), |e| e + marker.len());
+        let end =
+            card_start[marker.len()..].find(marker).map_or(card_start.len(), |e| e + marker.len());
         let card = &card_start[..end];
         let head = &card[..card.find('>').expect("tag end")];
         let route = unescape(attr(head, "data-route").expect("data-route"));
@@ -256,10 +259,16 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
     let json: Value = serde_json::from_str(&json).expect("valid JSON");
     let routes = json["services"][0]["routes"].as_array().expect("routes");
     let cards = cards(&dom);
-    assert_eq!(cards.len(), LOAD.len(), "one card per route: {:?}", cards.iter().map(|c| &c.0).collect::<Vec<_>>());
+    assert_eq!(
+        cards.len(),
+        LOAD.len(),
+        "one card per route: {:?}",
+        cards.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
     for (_, times, route) in LOAD {
-        let (_, fields, card) =
-            cards.iter().find(|c| c.0 == route).unwrap_or_else(|| panic!("{route} not on the page: {:?}", cards.iter().map(|c| &c.0).collect::<Vec<_>>()));
+        let (_, fields, card) = cards.iter().find(|c| c.0 == route).unwrap_or_else(|| {
+            panic!("{route} not on the page: {:?}", cards.iter().map(|c| &c.0).collect::<Vec<_>>())
+        });
         let r = routes.iter().find(|r| r["route"] == route).expect("route in JSON");
         let w = &r["window"];
         assert_eq!(w["requests"].as_u64(), Some(times), "{route}: JSON count vs load");
@@ -272,7 +281,8 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
                 // The text a person reads says the same, to its 3 significant digits.
                 let text = &fields[&format!("{field}#shown")];
                 let exact = w[time][q].as_f64().expect("a percentile");
-                let shown = shown_seconds(text).unwrap_or_else(|| panic!("{route} {field}: {text:?}"));
+                let shown =
+                    shown_seconds(text).unwrap_or_else(|| panic!("{route} {field}: {text:?}"));
                 assert!(
                     (shown - exact).abs() <= 0.005 * exact,
                     "{route} {field}: shows {text:?}, /vitals.json says {exact}"
@@ -288,7 +298,11 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
         }
         let flagged = fields.contains_key("small_blocks");
         assert_eq!(flagged, w["small_blocks"] == true, "{route}: flag on page vs JSON");
-        assert_eq!(flagged, route == "/small-blocks", "{route}: only /small-blocks is flagged\n{card}");
+        assert_eq!(
+            flagged,
+            route == "/small-blocks",
+            "{route}: only /small-blocks is flagged\n{card}"
+        );
     }
     let fail = routes.iter().find(|r| r["route"] == "/fail").expect("/fail");
     assert_eq!(fail["window"]["errors"]["500"].as_u64(), Some(7));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::snapshot::{
-    HistoryPoint, PeriodSnapshot, Percentiles, RouteSnapshot, ServiceSnapshot, Snapshot,
+    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, Snapshot,
     SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
 };
 
@@ -207,10 +207,7 @@ mod tests {
     fn strings_are_escaped_and_inert_in_html() {
         let mut out = String::new();
         string(&mut out, "<script>\"a\\b\"\n\u{1}&</script>");
-        assert_eq!(
-            out,
-            r#""\u003cscript\u003e\"a\\b\"\n\u0001\u0026\u003c/script\u003e""#
-        );
+        assert_eq!(out, r#""\u003cscript\u003e\"a\\b\"\n\u0001\u0026\u003c/script\u003e""#);
     }
 
     #[test]

@@ -38,8 +38,7 @@ pub(crate) fn answer(inner: &Inner, method: &Method, path: &str) -> Response<Str
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    let content_type =
-        if json { "application/json" } else { "text/html; charset=utf-8" };
+    let content_type = if json { "application/json" } else { "text/html; charset=utf-8" };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -96,7 +95,10 @@ mod tests {
         let i = inner();
         let page = answer(&i, &Method::GET, "/vitals");
         assert_eq!(page.status(), StatusCode::OK);
-        assert!(page.headers()[header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/html"));
+        assert!(page.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html"));
         assert!(page.headers().contains_key(header::CONTENT_SECURITY_POLICY));
         assert_eq!(page.body(), PAGE);
         let json = answer(&i, &Method::GET, "/admin/vitals.json");
@@ -108,7 +110,15 @@ mod tests {
 
     #[test]
     fn the_page_loads_nothing_from_elsewhere_and_never_uses_inner_html() {
-        for needle in ["http://", "https://", "innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for needle in [
+            "http://",
+            "https://",
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             let hits: Vec<&str> = PAGE.lines().filter(|l| l.contains(needle)).collect();
             // The SVG namespace URI is an identifier, not a fetch.
             let hits: Vec<&&str> =

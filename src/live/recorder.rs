@@ -144,20 +144,40 @@ impl Inner {
         self.services.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Locks `route` (counting a wait if it was taken), rotates its window to now, and runs `f`
-    /// with the current history step.
-    fn with_route<R>(&self, route: &RouteState, f: impl FnOnce(&mut RouteStats, u64) -> R) -> R {
-        let now = self.elapsed_nanos();
-        let mut stats = match route.stats.try_lock() {
+    /// Locks `route`, counting a wait if it was taken.
+    fn lock<'r>(&self, route: &'r RouteState) -> MutexGuard<'r, RouteStats> {
+        match route.stats.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::WouldBlock) => {
                 self.lock_waits.fetch_add(1, Ordering::Relaxed);
                 route.stats.lock().unwrap_or_else(PoisonError::into_inner)
             }
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        };
+        }
+    }
+
+    /// Reads the clock, locks `route`, rotates its window to now, and runs `f` with the
+    /// current history step (kept as the route's step for the recordings that follow).
+    fn with_route_now<R>(
+        &self,
+        route: &RouteState,
+        f: impl FnOnce(&mut RouteStats, u64) -> R,
+    ) -> R {
+        let now = self.elapsed_nanos();
+        let mut stats = self.lock(route);
         stats.rotate(now / self.slot_nanos());
-        f(&mut stats, now / self.step_nanos())
+        let step = now / self.step_nanos();
+        stats.step = stats.step.max(step);
+        f(&mut stats, step)
+    }
+
+    /// Locks `route` and runs `f` with the route's last step, without reading the clock: the
+    /// layer increments `requests` (which reads it and rotates) just before it records the
+    /// histograms of the same request, so they land in the same window slot and history step.
+    fn with_route<R>(&self, route: &RouteState, f: impl FnOnce(&mut RouteStats, u64) -> R) -> R {
+        let mut stats = self.lock(route);
+        let step = stats.step;
+        f(&mut stats, step)
     }
 
     /// The layer metric `name` is, and its prefix; `None` for anything else.
@@ -181,9 +201,12 @@ impl Inner {
             return Arc::clone(r);
         }
         let name = if total >= self.max_routes { OVERFLOW } else { route };
-        Arc::clone(service.routes.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(RouteState { stats: Mutex::new(RouteStats::new()) })
-        }))
+        Arc::clone(
+            service
+                .routes
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(RouteState { stats: Mutex::new(RouteStats::new()) })),
+        )
     }
 }
 
@@ -219,7 +242,8 @@ struct RequestsHandle {
 
 impl CounterFn for RequestsHandle {
     fn increment(&self, value: u64) {
-        self.inner.with_route(&self.route, |s, step| s.count(step, value, self.error, self.class));
+        self.inner
+            .with_route_now(&self.route, |s, step| s.count(step, value, self.error, self.class));
     }
     fn absolute(&self, _value: u64) {}
 }
@@ -271,11 +295,13 @@ impl Recorder for LiveRecorder {
         match kind {
             Kind::Active => {
                 let method = label(key, METHOD).unwrap_or("").to_owned();
-                let gauge = service.active.entry(method).or_insert_with(|| Arc::new(AtomicF64::new(0.0)));
+                let gauge =
+                    service.active.entry(method).or_insert_with(|| Arc::new(AtomicF64::new(0.0)));
                 Gauge::from_arc(Arc::clone(gauge))
             }
             Kind::Utilization => {
-                let gauge = service.utilization.get_or_insert_with(|| Arc::new(AtomicF64::new(f64::NAN)));
+                let gauge =
+                    service.utilization.get_or_insert_with(|| Arc::new(AtomicF64::new(f64::NAN)));
                 Gauge::from_arc(Arc::clone(gauge))
             }
             _ => Gauge::noop(),
@@ -290,7 +316,11 @@ impl Recorder for LiveRecorder {
             return Histogram::noop();
         }
         let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
-        Histogram::from_arc(Arc::new(HistogramHandle { inner: Arc::clone(&self.inner), route, kind }))
+        Histogram::from_arc(Arc::new(HistogramHandle {
+            inner: Arc::clone(&self.inner),
+            route,
+            kind,
+        }))
     }
 }
 

@@ -235,7 +235,8 @@ pub(crate) fn take(inner: &Inner) -> Snapshot {
                     let mut stats = state.stats.lock().unwrap_or_else(PoisonError::into_inner);
                     stats.rotate(now / slot);
                     heap_bytes += stats.heap_bytes();
-                    let covered = Duration::from_nanos(now.saturating_sub(stats.window_start(slot)));
+                    let covered =
+                        Duration::from_nanos(now.saturating_sub(stats.window_start(slot)));
                     RouteSnapshot {
                         route,
                         since_start: PeriodSnapshot::of(&stats.total, &stats, uptime),

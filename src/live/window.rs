@@ -105,13 +105,12 @@ impl<C: Counter> Period<C> {
         self.status[class] = self.status[class].saturating_add(n);
     }
 
-    fn time(&mut self, which: Time, seconds: f64) {
+    /// One time: `micros` as kept in the histogram, `seconds` (finite, ≥ 0, clamped) for the sum.
+    fn time(&mut self, which: Time, micros: u64, seconds: f64) {
         let i = which as usize;
         // Auto-resizing up to MAX_MICROS (micros clamps): recording cannot fail.
-        let _ = self.times[i].record(micros(seconds));
-        if seconds.is_finite() && seconds > 0.0 {
-            self.time_sums[i] += seconds.min(MAX_MICROS as f64 / 1e6);
-        }
+        let _ = self.times[i].record(micros);
+        self.time_sums[i] += seconds;
     }
 
     /// Bytes of heap held by the histograms.
@@ -144,6 +143,8 @@ pub(crate) struct RouteStats {
     epoch: u64,
     /// Whether the previous slot holds the slot just before `epoch` (not an older one).
     previous_valid: bool,
+    /// The history step of the last `requests` increment (histograms record into it).
+    pub(crate) step: u64,
     history: [Point; HISTORY_POINTS],
 }
 
@@ -156,6 +157,7 @@ impl RouteStats {
             current: 0,
             epoch: 0,
             previous_valid: false,
+            step: 0,
             history: [Point::default(); HISTORY_POINTS],
         }
     }
@@ -220,9 +222,15 @@ impl RouteStats {
 
     /// One time sample, in seconds.
     pub(crate) fn time(&mut self, step: u64, which: Time, seconds: f64) {
-        self.total.time(which, seconds);
-        self.slots[self.current].time(which, seconds);
-        if which == Time::Duration && seconds.is_finite() && seconds > 0.0 {
+        let us = micros(seconds);
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds.min(MAX_MICROS as f64 / 1e6)
+        } else {
+            0.0
+        };
+        self.total.time(which, us, seconds);
+        self.slots[self.current].time(which, us, seconds);
+        if which == Time::Duration && seconds > 0.0 {
             let p = self.point(step);
             p.duration_sum += seconds;
             p.duration_max = p.duration_max.max(seconds);
@@ -353,7 +361,11 @@ mod tests {
         let mut full = counts.clone();
         let _ = full.record(MAX_MICROS);
         assert_eq!(full.distinct_values(), 3328, "counts of a full time histogram");
-        eprintln!("heap per route: full {} B, slowest request under 1 s {} B", r.heap_bytes(), small);
+        eprintln!(
+            "heap per route: full {} B, slowest request under 1 s {} B",
+            r.heap_bytes(),
+            small
+        );
         assert_eq!(r.heap_bytes(), 3 * 3328 * 8 + 2 * 3 * 3328 * 4);
         assert!(r.heap_bytes() <= 160 * 1024);
         assert!(small < 112 * 1024, "{small}");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use tower_vitals::live::{Live, PeriodSnapshot, Percentiles, RouteSnapshot};
+use tower_vitals::live::{Live, Percentiles, PeriodSnapshot, RouteSnapshot};
 
 /// Routes (since start) of every prefix, by name.
 pub fn routes(live: &Live) -> BTreeMap<String, PeriodSnapshot> {
@@ -62,9 +62,11 @@ pub fn render(live: &Live, sent: &BTreeMap<String, u64>) -> String {
             }
             _ => "-".to_owned(),
         };
-        let per_block =
-            r.and_then(PeriodSnapshot::bytes_per_block).map_or("-".to_owned(), |b| format!("{b:.0}"));
-        let flag = if r.is_some_and(PeriodSnapshot::small_blocks) { "  <-- small blocks" } else { "" };
+        let per_block = r
+            .and_then(PeriodSnapshot::bytes_per_block)
+            .map_or("-".to_owned(), |b| format!("{b:.0}"));
+        let flag =
+            if r.is_some_and(PeriodSnapshot::small_blocks) { "  <-- small blocks" } else { "" };
         let _ = writeln!(
             s,
             "{:<width$}  {:>6}  {:>8}  {:<24}  {:>10.0}  {:>11.1}  {:>11}{flag}",
@@ -78,13 +80,15 @@ pub fn render(live: &Live, sent: &BTreeMap<String, u64>) -> String {
         );
     }
     let _ = writeln!(s);
-    let _ =
-        writeln!(s, "{:<width$}  {:>26}  {:>26}  {:>26}", LATENCY, "application", "output", "total");
+    let _ = writeln!(
+        s,
+        "{:<width$}  {:>26}  {:>26}  {:>26}",
+        LATENCY, "application", "output", "total"
+    );
     for name in &names {
         let Some(r) = routes.get(*name) else { continue };
-        let q = |p: &Percentiles| {
-            format!("{:>8.2} {:>8.2} {:>8.2}", ms(p.p50), ms(p.p95), ms(p.p99))
-        };
+        let q =
+            |p: &Percentiles| format!("{:>8.2} {:>8.2} {:>8.2}", ms(p.p50), ms(p.p95), ms(p.p99));
         let _ = writeln!(
             s,
             "{:<width$}  {:>26}  {:>26}  {:>26}",
