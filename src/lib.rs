@@ -60,6 +60,9 @@
 //!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
 //!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
 //!   [`utilization_window`](VitalsLayer::utilization_window).
+//! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
+//!   process (per-route hdrhistograms over a recent window and since start) and serves
+//!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
 //! - **Small blocks**: a route whose multi-block responses average fewer than 512 bytes per
 //!   block over 4096 blocks gets one `tracing` warning (at most one per route per hour), naming
 //!   the route and the figures. See [`SmallBlockWarning`].

@@ -204,7 +204,7 @@ impl PeriodSnapshot {
 
 pub(crate) fn take(inner: &Inner) -> Snapshot {
     // Copy the route list, then read each route under its own lock (never two locks at once).
-    let listed: Vec<(String, Vec<(String, Arc<RouteState>)>, ServiceGauges)> = {
+    let listed: Vec<(String, RouteList, ServiceGauges)> = {
         let services = inner.services();
         services
             .iter()
@@ -256,6 +256,9 @@ pub(crate) fn take(inner: &Inner) -> Snapshot {
         services,
     }
 }
+
+/// A service's routes, copied out of the registry (names and their states).
+type RouteList = Vec<(String, Arc<RouteState>)>;
 
 struct ServiceGauges {
     active: BTreeMap<String, f64>,
