@@ -26,6 +26,17 @@
 //! # }
 //! ```
 //!
+//! Or keep all three off the public port, on one loopback listener of their own:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (live, metrics) = tower_vitals::live::install_with_prometheus()?;
+//! let private = live.serve(tower_vitals::prometheus::DEFAULT_LISTEN_ADDR, Some(&metrics)).await?;
+//! println!("open http://{}/vitals", private.local_addr());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Or alone: [`install`]; or next to any recorder: [`Live::install_with`]; or in your own
 //! metrics-util `Fanout`: [`Live::recorder`]. Without axum, [`Live::service`] is a Tower
 //! service answering both paths. Install before the first request (the layer resolves its
@@ -133,12 +144,16 @@ use std::time::Duration;
 mod json;
 mod page;
 mod recorder;
+#[cfg(feature = "prometheus")]
+mod server;
 mod snapshot;
 mod window;
 
 pub use json::SCHEMA;
 pub use page::{LiveService, CONTENT_SECURITY_POLICY, PAGE};
 pub use recorder::LiveRecorder;
+#[cfg(feature = "prometheus")]
+pub use server::LiveServer;
 pub use snapshot::{
     HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, Snapshot,
     SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
@@ -223,6 +238,26 @@ impl Live {
     /// A Tower service answering with the page, or the JSON for paths ending in `.json`.
     pub fn service(&self) -> LiveService {
         LiveService { inner: Arc::clone(&self.inner) }
+    }
+
+    /// Serves `/vitals`, `/vitals.json` and, given `metrics`, `/metrics` on a listener of its
+    /// own at `addr` (HTTP/1.1, hyper over tokio), until the returned [`LiveServer`] is shut
+    /// down or dropped: the private listener, as
+    /// [`PrometheusMetrics::serve`](crate::prometheus::PrometheusMetrics::serve) is for
+    /// `/metrics` alone. Other paths answer `404`. Pass a loopback address such as
+    /// [`DEFAULT_LISTEN_ADDR`](crate::prometheus::DEFAULT_LISTEN_ADDR) (port 0: a free port).
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// If the address cannot be bound.
+    #[cfg(feature = "prometheus")]
+    pub async fn serve(
+        &self,
+        addr: std::net::SocketAddr,
+        metrics: Option<&crate::prometheus::PrometheusMetrics>,
+    ) -> std::io::Result<LiveServer> {
+        server::serve(Arc::clone(&self.inner), metrics.cloned(), addr).await
     }
 
     /// An axum handler answering with the page, or the JSON for paths ending in `.json`:
