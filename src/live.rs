@@ -7,7 +7,8 @@
 //! data (`/vitals.json`).
 //!
 //! ```no_run
-//! use axum::{routing::get, Router};
+//! use axum::routing::{get, get_service};
+//! use axum::Router;
 //! use tower_vitals::VitalsLayer;
 //!
 //! # fn main() -> Result<(), tower_vitals::live::InstallError> {
@@ -16,11 +17,12 @@
 //! let app: Router = Router::new()
 //!     .route("/users/{id}", get(|| async { "hello" }))
 //!     .layer(VitalsLayer::new());
-//! // Private routes (not measured; serve them where only you can reach them, like /metrics).
+//! // A private router (an admin one, or behind your authentication), added after the layer:
+//! // these requests are not measured.
 //! let admin: Router = Router::new()
-//!     .route("/metrics", get(metrics.handler()))
-//!     .route("/vitals", get(live.handler()))
-//!     .route("/vitals.json", get(live.handler()));
+//!     .route("/metrics", get_service(metrics.service()))
+//!     .route("/vitals", get_service(live.service()))
+//!     .route("/vitals.json", get_service(live.service()));
 //! # let _ = (app, admin);
 //! # Ok(())
 //! # }
@@ -31,15 +33,16 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let (live, metrics) = tower_vitals::live::install_with_prometheus()?;
-//! let private = live.serve(tower_vitals::prometheus::DEFAULT_LISTEN_ADDR, Some(&metrics)).await?;
-//! println!("open http://{}/vitals", private.local_addr());
+//! // /vitals, /vitals.json and /metrics on 127.0.0.1:9464, for the life of the process.
+//! let addr = live.serve("127.0.0.1:9464", Some(&metrics)).await?.detach();
+//! println!("open http://{addr}/vitals");
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! Or alone: [`install`]; or next to any recorder: [`Live::install_with`]; or in your own
-//! metrics-util `Fanout`: [`Live::recorder`]. Without axum, [`Live::service`] is a Tower
-//! service answering both paths. Install before the first request (the layer resolves its
+//! metrics-util `Fanout`: [`Live::recorder`]. [`Live::service`] is one Tower service answering
+//! both paths (axum: `get_service`; hyper; tower). Install before the first request (the layer resolves its
 //! handles through the recorder current at a label set's first request).
 //!
 //! ## What is kept, and the window
@@ -235,7 +238,9 @@ impl Live {
         json::render(&self.snapshot())
     }
 
-    /// A Tower service answering with the page, or the JSON for paths ending in `.json`.
+    /// A Tower service answering with the page, or the JSON for paths ending in `.json`, for a
+    /// router that is already private: in axum,
+    /// `.route("/vitals", get_service(live.service())).route("/vitals.json", get_service(live.service()))`.
     pub fn service(&self) -> LiveService {
         LiveService { inner: Arc::clone(&self.inner) }
     }
@@ -244,36 +249,21 @@ impl Live {
     /// own at `addr` (HTTP/1.1, hyper over tokio), until the returned [`LiveServer`] is shut
     /// down or dropped: the private listener, as
     /// [`PrometheusMetrics::serve`](crate::prometheus::PrometheusMetrics::serve) is for
-    /// `/metrics` alone. Other paths answer `404`. Pass a loopback address such as
-    /// [`DEFAULT_LISTEN_ADDR`](crate::prometheus::DEFAULT_LISTEN_ADDR) (port 0: a free port).
+    /// `/metrics` alone. Other paths answer `404`. `addr` as for that one: `"127.0.0.1:9464"`,
+    /// a `String`, a `SocketAddr` ([`DEFAULT_LISTEN_ADDR`](crate::prometheus::DEFAULT_LISTEN_ADDR));
+    /// bind loopback (port 0: a free port). Keep the returned [`LiveServer`] or `detach()` it.
     ///
     /// Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// If the address cannot be bound.
+    /// If the address is invalid or cannot be bound (the error names it).
     #[cfg(feature = "prometheus")]
     pub async fn serve(
         &self,
-        addr: std::net::SocketAddr,
+        addr: impl tokio::net::ToSocketAddrs + fmt::Debug,
         metrics: Option<&crate::prometheus::PrometheusMetrics>,
     ) -> std::io::Result<LiveServer> {
         server::serve(Arc::clone(&self.inner), metrics.cloned(), addr).await
-    }
-
-    /// An axum handler answering with the page, or the JSON for paths ending in `.json`:
-    /// `.route("/vitals", get(live.handler())).route("/vitals.json", get(live.handler()))`.
-    #[cfg(feature = "axum")]
-    pub fn handler(
-        &self,
-    ) -> impl FnOnce(http::Method, http::Uri) -> std::future::Ready<http::Response<String>>
-           + Clone
-           + Send
-           + Sync
-           + 'static {
-        let inner = Arc::clone(&self.inner);
-        move |method: http::Method, uri: http::Uri| {
-            std::future::ready(page::answer(&inner, &method, uri.path()))
-        }
     }
 }
 

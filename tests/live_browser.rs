@@ -3,7 +3,7 @@
 //! and the rendered DOM is checked against `/vitals.json` and against the load itself.
 //!
 //! Fails loudly if `chromium` is missing.
-#![cfg(all(feature = "live", feature = "axum"))]
+#![cfg(feature = "live")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, get_service};
 use axum::{Extension, Router};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -70,8 +70,8 @@ fn app(live: &Live) -> Router {
             get(|| async { (Extension(RouteName::new(HOSTILE_IMG)), "x").into_response() }),
         )
         .layer(VitalsLayer::new())
-        .route("/vitals", get(live.handler()))
-        .route("/vitals.json", get(live.handler()))
+        .route("/vitals", get_service(live.service()))
+        .route("/vitals.json", get_service(live.service()))
 }
 
 /// Serves the app on a thread whose local recorder is the live one; returns the address and

@@ -1,5 +1,4 @@
-//! Serving `/vitals` (the page) and `/vitals.json` (its data): a Tower service and an axum
-//! handler.
+//! Serving `/vitals` (the page) and `/vitals.json` (its data): one Tower service.
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
@@ -55,7 +54,8 @@ pub(crate) fn answer(inner: &Inner, method: &Method, path: &str) -> Response<Str
 /// A Tower [`Service`](tower_service::Service) answering with the page, or with the JSON when
 /// the request path ends in `.json`. Made by [`Live::service`](super::Live::service); never
 /// fails. Route it at both `/vitals` and `/vitals.json` (the page fetches its own path +
-/// `.json`).
+/// `.json`): in axum, `.route("/vitals", get_service(live.service()))` and the same for
+/// `/vitals.json`, after the layer (so these requests are not measured).
 #[derive(Clone)]
 pub struct LiveService {
     pub(crate) inner: Arc<Inner>,

@@ -3,6 +3,7 @@
 //! loopback, head-read timeout, other paths `404`.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::ready;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -23,9 +24,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running listener, from [`Live::serve`](super::Live::serve).
 ///
-/// Dropping it stops accepting connections at once and lets requests in progress finish in the
-/// background; [`shutdown`](Self::shutdown) does the same and waits for them.
+/// **The listener lives as long as this value**, as a
+/// [`MetricsServer`](crate::prometheus::MetricsServer): dropping it stops accepting
+/// connections at once (requests in progress finish in the background). Keep it for as long as
+/// the app runs (and call [`shutdown`](Self::shutdown) to stop it gracefully), or
+/// [`detach`](Self::detach) it.
 #[derive(Debug)]
+#[must_use = "dropping the LiveServer closes the /vitals listener: keep it, or call .detach()"]
 pub struct LiveServer {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -35,6 +40,16 @@ pub struct LiveServer {
 impl LiveServer {
     /// The address actually bound (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Lets the listener run on its own until the tokio runtime it was started on shuts down.
+    /// Returns the address it listens on.
+    pub fn detach(mut self) -> SocketAddr {
+        // Dropping the sender without sending is not a stop (see `accept_loop`); dropping the
+        // task's `JoinHandle` detaches the task.
+        self.stop.take();
+        self.task.take();
         self.local_addr
     }
 
@@ -92,9 +107,11 @@ fn answer<B>(
 pub(super) async fn serve(
     inner: Arc<Inner>,
     metrics: Option<PrometheusMetrics>,
-    addr: SocketAddr,
+    addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<LiveServer> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen for /vitals on {addr:?}: {e}"))
+    })?;
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, inner, metrics, stopped));
@@ -105,8 +122,15 @@ async fn accept_loop(
     listener: TcpListener,
     inner: Arc<Inner>,
     metrics: Option<PrometheusMetrics>,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
 ) {
+    // A stop is a message: the sender dropped without sending (`detach`) never stops us.
+    let stopped = async move {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(stopped);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -159,10 +183,7 @@ mod tests {
         });
         let metrics = PrometheusMetrics::from_handle(recorder.handle());
         let live = super::super::Live::new();
-        let server = live
-            .serve(SocketAddr::from(([127, 0, 0, 1], 0)), Some(&metrics))
-            .await
-            .expect("bind port 0");
+        let server = live.serve("127.0.0.1:0", Some(&metrics)).await.expect("bind port 0");
         let addr = server.local_addr();
         let page = get(addr, "GET", "/vitals").await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -176,7 +197,10 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening");
 
         let alone = live.serve(SocketAddr::from(([127, 0, 0, 1], 0)), None).await.expect("bind");
-        assert!(get(alone.local_addr(), "GET", "/metrics").await.starts_with("HTTP/1.1 404"));
-        alone.shutdown().await;
+        let addr = alone.detach();
+        assert!(get(addr, "GET", "/metrics").await.starts_with("HTTP/1.1 404"), "no /metrics");
+        assert!(get(addr, "GET", "/vitals.json").await.starts_with("HTTP/1.1 200"), "detached");
+        let bad = live.serve("127.0.0.1", None).await.expect_err("no port");
+        assert!(bad.to_string().contains("cannot listen for /vitals on \"127.0.0.1\""), "{bad}");
     }
 }
