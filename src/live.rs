@@ -42,8 +42,8 @@
 //!
 //! Or alone: [`install`]; or next to any recorder: [`Live::install_with`]; or in your own
 //! metrics-util `Fanout`: [`Live::recorder`]. [`Live::service`] is one Tower service answering
-//! both paths (axum: `get_service`; hyper; tower). Install before the first request (the layer resolves its
-//! handles through the recorder current at a label set's first request).
+//! both paths (axum: `get_service`; hyper; tower). Install before the first request (the layer
+//! resolves its handles through the recorder current at a label set's first request).
 //!
 //! ## What is kept, and the window
 //!
