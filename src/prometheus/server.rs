@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,19 +51,19 @@ impl Drop for MetricsServer {
 }
 
 pub(super) async fn serve(
-    handle: PrometheusHandle,
+    metrics: super::PrometheusMetrics,
     addr: SocketAddr,
 ) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handle, stopped));
+    let task = tokio::spawn(accept_loop(listener, metrics, stopped));
     Ok(MetricsServer { local_addr, stop: Some(stop), task: Some(task) })
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    handle: PrometheusHandle,
+    metrics: super::PrometheusMetrics,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -72,9 +71,9 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let handle = handle.clone();
+                    let metrics = metrics.clone();
                     let service = hyper::service::service_fn(move |request| {
-                        ready(Ok::<_, Infallible>(super::answer(&handle, &request)))
+                        ready(Ok::<_, Infallible>(super::answer(&metrics, &request)))
                     });
                     // A timer, so hyper enforces the request-head timeout: a client that never
                     // finishes its request head (or an idle keep-alive) cannot hold a connection
