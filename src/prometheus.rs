@@ -142,9 +142,8 @@ pub const BYTES_BUCKETS: &[f64] = &[
 /// Frame-count buckets, for `output_blocks` and `input_blocks`: `0` (an empty body), then
 /// powers of four from 1 to 4¹⁰ = 1 048 576 frames (a 1 GiB download in 1 KiB frames).
 /// 12 boundaries, 15 series per label set.
-pub const FRAMES_BUCKETS: &[f64] = &[
-    0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-];
+pub const FRAMES_BUCKETS: &[f64] =
+    &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0];
 
 /// The `Content-Type` of the text exposition format, as Prometheus expects it.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -446,7 +445,10 @@ impl http_body::Body for MetricsBody {
 }
 
 /// The answer of the standalone listener: `/metrics` only, `GET` or `HEAD`.
-pub(crate) fn answer<B>(metrics: &PrometheusMetrics, request: &Request<B>) -> Response<MetricsBody> {
+pub(crate) fn answer<B>(
+    metrics: &PrometheusMetrics,
+    request: &Request<B>,
+) -> Response<MetricsBody> {
     let status = if request.uri().path() != "/metrics" {
         StatusCode::NOT_FOUND
     } else if request.method() != Method::GET && request.method() != Method::HEAD {

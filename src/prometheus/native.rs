@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
 };
+use metrics_exporter_prometheus::formatting::sanitize_label_key;
 use metrics_exporter_prometheus::{Matcher, NativeHistogramConfig, PrometheusBuilder};
 use metrics_util::layers::{Fanout, FanoutBuilder};
 
@@ -41,9 +42,10 @@ pub fn native_builder() -> PrometheusBuilder {
             .expect("factor > 1, max buckets > 0 and threshold >= 0 are valid");
     let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
     for (name_suffix, _) in HISTOGRAMS {
-        // Both spellings: before and after `UnitNames` appends the unit.
+        // Both spellings: before and after `NativeNames` appends the unit.
         for name in [format!(".{name_suffix}"), format!(".{name_suffix}_seconds")] {
-            builder = builder.set_native_histogram_for_metric(Matcher::Suffix(name), config.clone());
+            builder =
+                builder.set_native_histogram_for_metric(Matcher::Suffix(name), config.clone());
         }
     }
     builder
@@ -68,11 +70,10 @@ pub fn with_native(
 ) -> (DualRecorder, PrometheusMetrics) {
     let classic = classic.build_recorder();
     let native = native.build_recorder();
-    let metrics =
-        PrometheusMetrics { handle: classic.handle(), native: Some(native.handle()) };
+    let metrics = PrometheusMetrics { handle: classic.handle(), native: Some(native.handle()) };
     let fanout = FanoutBuilder::default()
         .add_recorder(classic)
-        .add_recorder(UnitNames { inner: native, units: Arc::default() })
+        .add_recorder(NativeNames { inner: native, units: Arc::default() })
         .build();
     (DualRecorder { fanout }, metrics)
 }
@@ -121,12 +122,18 @@ impl Recorder for DualRecorder {
     }
 }
 
-/// Gives histograms the unit suffix the text format gives them (`_seconds`), which the
-/// exporter's protobuf rendering leaves out: the native `http_server_request_duration_seconds`
-/// then has the same name as the classic one, and one dashboard query fits both. Same rule as
-/// the text format: the unit's name is appended unless the name already ends with it, and
-/// `Count` adds nothing.
-struct UnitNames<R> {
+/// Names in the protobuf exposition as the text format has them. The exporter's protobuf
+/// rendering (0.18) leaves out two things its text rendering does:
+/// - the unit suffix of histograms (`_seconds`): added here, so the native
+///   `http_server_request_duration_seconds` has the classic one's name and one dashboard query
+///   fits both. Same rule as the text format: the unit's name is appended unless the name
+///   already ends with it, and `Count` adds nothing;
+/// - label-key sanitising: `http.route` would go out as is, and Prometheus refuses the whole
+///   scrape ("invalid label name"). Keys are sanitised here as the text format does
+///   (`http_route`).
+///
+/// Runs at registration only (the layer registers once per label set and caches the handle).
+struct NativeNames<R> {
     inner: R,
     /// Histogram name → unit suffix, from `describe_histogram`.
     units: Arc<RwLock<HashMap<String, &'static str>>>,
@@ -140,7 +147,25 @@ fn suffix_for(name: &str, unit: Option<Unit>) -> Option<&'static str> {
     (!name.ends_with(unit)).then_some(unit)
 }
 
-impl<R: Recorder> Recorder for UnitNames<R> {
+/// `key` with sanitised label keys and, if given, the unit suffix appended to its name;
+/// `None` when nothing changes (no allocation).
+fn renamed(key: &Key, suffix: Option<&str>) -> Option<Key> {
+    let bad_labels = key.labels().any(|l| sanitize_label_key(l.key()) != l.key());
+    if suffix.is_none() && !bad_labels {
+        return None;
+    }
+    let name = match suffix {
+        Some(suffix) => format!("{}_{suffix}", key.name()),
+        None => key.name().to_owned(),
+    };
+    let labels: Vec<Label> = key
+        .labels()
+        .map(|l| Label::new(sanitize_label_key(l.key()), l.value().to_owned()))
+        .collect();
+    Some(Key::from_parts(name, labels))
+}
+
+impl<R: Recorder> Recorder for NativeNames<R> {
     fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
         self.inner.describe_counter(key, unit, description);
     }
@@ -161,22 +186,22 @@ impl<R: Recorder> Recorder for UnitNames<R> {
         }
     }
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        self.inner.register_counter(key, metadata)
+        match renamed(key, None) {
+            Some(key) => self.inner.register_counter(&key, metadata),
+            None => self.inner.register_counter(key, metadata),
+        }
     }
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        self.inner.register_gauge(key, metadata)
+        match renamed(key, None) {
+            Some(key) => self.inner.register_gauge(&key, metadata),
+            None => self.inner.register_gauge(key, metadata),
+        }
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
         let suffix =
             self.units.read().unwrap_or_else(PoisonError::into_inner).get(key.name()).copied();
-        match suffix {
-            Some(suffix) => {
-                let renamed = Key::from_parts(
-                    format!("{}_{suffix}", key.name()),
-                    key.labels().cloned().collect::<Vec<_>>(),
-                );
-                self.inner.register_histogram(&renamed, metadata)
-            }
+        match renamed(key, suffix) {
+            Some(key) => self.inner.register_histogram(&key, metadata),
             None => self.inner.register_histogram(key, metadata),
         }
     }
@@ -211,7 +236,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("http_server_output_time_seconds_bucket{http_route=\"/a\",le=\"0\"} 1"));
+        assert!(
+            text.contains("http_server_output_time_seconds_bucket{http_route=\"/a\",le=\"0\"} 1")
+        );
 
         let proto = metrics.render_protobuf().expect("native recorder");
         let proto_text = String::from_utf8_lossy(&proto);
@@ -223,6 +250,7 @@ mod tests {
         ] {
             assert!(proto_text.contains(name), "{name} missing from the protobuf exposition");
         }
+        assert!(proto_text.contains("http_route") && !proto_text.contains("http.route"));
 
         let ask = |accept: Option<&'static str>| {
             let mut req = Request::builder().uri("/metrics");
@@ -236,9 +264,11 @@ mod tests {
         let (ct, body) = ask(Some(prometheus_native));
         assert_eq!(ct, HeaderValue::from_static(super::super::PROTOBUF_CONTENT_TYPE));
         assert_eq!(body.bytes(), proto.as_slice());
-        for accept in [None, Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
-            Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0")]
-        {
+        for accept in [
+            None,
+            Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0"),
+        ] {
             let (ct, body) = ask(accept);
             assert_eq!(ct, HeaderValue::from_static(super::super::CONTENT_TYPE), "{accept:?}");
             assert!(body.bytes().starts_with(b"# "), "{accept:?}");
@@ -247,7 +277,10 @@ mod tests {
 
     #[test]
     fn unit_suffix_rule_matches_the_text_format() {
-        assert_eq!(suffix_for("http.server.request.duration", Some(Unit::Seconds)), Some("seconds"));
+        assert_eq!(
+            suffix_for("http.server.request.duration", Some(Unit::Seconds)),
+            Some("seconds")
+        );
         assert_eq!(suffix_for("http.server.output_bytes", Some(Unit::Bytes)), None);
         assert_eq!(suffix_for("http.server.output_blocks", Some(Unit::Count)), None);
         assert_eq!(suffix_for("x", None), None);

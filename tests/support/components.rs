@@ -187,6 +187,12 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (`/metrics`, 1 s interval, job `app`), and waits for
     /// `/-/ready` and then `up == 1` for every target (the first scrape takes 5-6 s).
     pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        Prometheus::start_with(targets, &[])
+    }
+
+    /// [`start`](Self::start) with extra command-line flags (e.g.
+    /// `--enable-feature=native-histograms`).
+    pub fn start_with(targets: &[SocketAddr], flags: &[&str]) -> Prometheus {
         let binary = which("prometheus").unwrap_or_else(|| missing("prometheus"));
         let dir = TempDir::new("prometheus");
         let port = free_tcp_port();
@@ -197,11 +203,12 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let args = vec![
+        let mut args = vec![
             format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", dir.path().join("data").display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
         ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
         let daemon = Daemon::spawn("prometheus", &binary, &args, dir.path());
         let mut prometheus =
             Prometheus { addr: SocketAddr::from(([127, 0, 0, 1], port)), daemon, dir };
@@ -296,7 +303,12 @@ fn samples(json: &Value) -> Vec<Sample> {
                         .collect()
                 })
                 .unwrap_or_default(),
-            value: r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
+            // A native-histogram sample carries `histogram` instead of `value`: its count.
+            value: r["value"][1]
+                .as_str()
+                .or(r["histogram"][1]["count"].as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN),
         })
         .collect()
 }
