@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What the Grafana panels show vs what happened: the demo app and its traffic under two real
+# Prometheus 2.42 servers (classic, and --enable-feature=native-histograms), the panels' own
+# expressions (dashboards/grafana/tower-vitals.json) over the whole run vs exact quantiles and
+# means of the same samples. Prints route x phase x p50/p95/p99, shown vs exact, and the
+# median / max relative error per mode; exits non-zero beyond the targets (classic: median
+# <= 20 %, max <= 100 %; native: median <= 5 %, max <= 12 %; means <= 1 %).
+#
+#   ./scripts/fidelity.sh            # 60 s of traffic
+#   ./scripts/fidelity.sh 20         # 20 s
+# scripts/test.sh runs the same test with 12 s (cargo test --test fidelity).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+./scripts/install-components.sh >/dev/null
+FIDELITY_SECONDS=$seconds cargo test -q --release --all-features --test fidelity \
+  grafana_percentiles_and_means_match_exact_values -- --nocapture --test-threads=1 2>&1 \
+  | grep -v -E '^(running [0-9]+ tests?|test result:|\s*$)' || { echo "fidelity: FAILED" >&2; exit 1; }
