@@ -13,6 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 ./scripts/install-components.sh >/dev/null
-FIDELITY_SECONDS=$seconds cargo test -q --release --all-features --test fidelity \
+FIDELITY_SECONDS=$seconds cargo test -q --all-features --test fidelity \
   grafana_percentiles_and_means_match_exact_values -- --nocapture --test-threads=1 2>&1 \
   | grep -v -E '^(running [0-9]+ tests?|test result:|\s*$)' || { echo "fidelity: FAILED" >&2; exit 1; }
