@@ -435,3 +435,155 @@ fn cumulative_reads_the_panel_expression_over_the_whole_run() {
     );
     assert_eq!(cumulative("histogram_sum(rate(x[$__rate_interval]))"), "histogram_sum(x)");
 }
+
+// ------------------------------------------------------------------------------------------
+// statsd: Etsy statsd's own timer statistics vs exact, over the same samples.
+
+/// Every `request.duration` sample, keyed by its whole tag set (`k=v` sorted, `;`-joined), in
+/// milliseconds as the statsd exporter sends them.
+#[cfg(feature = "statsd")]
+#[derive(Clone, Default)]
+struct ExactByTags {
+    samples: Arc<Mutex<BTreeMap<String, Vec<f64>>>>,
+}
+
+#[cfg(feature = "statsd")]
+struct ExactTagged {
+    samples: Arc<Mutex<BTreeMap<String, Vec<f64>>>>,
+    key: String,
+}
+
+#[cfg(feature = "statsd")]
+impl HistogramFn for ExactTagged {
+    fn record(&self, value: f64) {
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.entry(self.key.clone()).or_default().push(value * 1e3);
+    }
+}
+
+#[cfg(feature = "statsd")]
+fn tag_key<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut tags: Vec<String> = pairs.map(|(k, v)| format!("{k}={v}")).collect();
+    tags.sort();
+    tags.join(";")
+}
+
+#[cfg(feature = "statsd")]
+impl Recorder for ExactByTags {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::noop()
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        if key.name() != MetricNames::new(DEFAULT_PREFIX).duration {
+            return Histogram::noop();
+        }
+        let key = tag_key(key.labels().map(|l| (l.key(), l.value())));
+        Histogram::from_arc(Arc::new(ExactTagged { samples: self.samples.clone(), key }))
+    }
+}
+
+/// Etsy statsd's `upper_<pct>`: the largest of the lowest `round(pct % of n)` values.
+#[cfg(feature = "statsd")]
+fn etsy_upper(sorted: &[f64], pct: f64) -> f64 {
+    let n = ((pct / 100.0) * sorted.len() as f64).round() as usize;
+    sorted[n.max(1) - 1]
+}
+
+#[cfg(feature = "statsd")]
+#[test]
+fn etsy_statsd_mean_and_upper_90_match_exact_values() {
+    use support::components::{key_name, Statsd};
+    // Shorter by default than the Prometheus comparison: it waits for statsd's one flush.
+    let seconds: f64 =
+        std::env::var("FIDELITY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8.0);
+    // One statsd flush covers the whole run (the first flush comes `flush` after the start), so
+    // statsd's statistics and the exact ones are over the same samples. Etsy statsd computes
+    // them exactly from the `|ms` values of each flush; a normal flush interval (10 s) gives
+    // the same numbers per 10 s.
+    let flush = Duration::from_secs_f64(seconds + 8.0);
+    let statsd = Statsd::start_with(flush.as_millis() as u64, 90);
+    let started = std::time::Instant::now();
+    let exact = ExactByTags::default();
+    let statsd_addr = statsd.addr().to_string();
+    let exact_in_demo = exact.clone();
+    std::thread::spawn(move || {
+        // The demo's `--statsd` set-up: classic statsd, `|ms` timers, 1 s flushes.
+        let (recorder, _stats) = tower_vitals::statsd::builder(statsd_addr)
+            .classic()
+            .flush_interval(Duration::from_secs(1))
+            .build()
+            .expect("statsd recorder");
+        let fanout =
+            FanoutBuilder::default().add_recorder(recorder).add_recorder(exact_in_demo).build();
+        let _local = metrics::set_default_local_recorder(&fanout);
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let unused = tower_vitals::prometheus::builder().build_recorder();
+            let metrics = tower_vitals::prometheus::PrometheusMetrics::from_handle(unused.handle());
+            let server = kit::Server::start(0, &metrics).await.expect("demo app");
+            let load = kit::load::Load::start(server.addr, 1.0);
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            load.finish().await;
+            server.settle(Duration::from_secs(10)).await;
+            server.stop().await;
+        });
+        // Dropping the recorder flushes the exporter's last lines.
+    })
+    .join()
+    .expect("demo thread");
+    assert!(started.elapsed() + Duration::from_secs(2) < flush, "the run outlasted the flush");
+
+    let duration = MetricNames::new(DEFAULT_PREFIX).duration;
+    let flushed = statsd.wait_for(flush + Duration::from_secs(10), |f| {
+        f.timer_data.keys().any(|k| key_name(k) == duration)
+    });
+    let exact = exact.samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut table = format!(
+        "{:<100} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}\n",
+        "statsd key (tags)", "n", "mean ms", "statsd", "error", "upper_90", "statsd", "error"
+    );
+    let mut worst: f64 = 0.0;
+    let mut compared = 0;
+    for (key, data) in flushed.timer_data.iter().filter(|(k, _)| key_name(k) == duration) {
+        assert_eq!(data.len(), 1, "{key}: one flush over the whole run, got {}", data.len());
+        let data = &data[0];
+        let tags = tag_key(key.split(';').skip(1).filter_map(|t| t.split_once('=')));
+        let mut values = exact.get(&tags).cloned().unwrap_or_else(|| panic!("no exact {tags}"));
+        values.sort_by(f64::total_cmp);
+        let count = data["count"].as_f64().unwrap_or(f64::NAN);
+        assert_eq!(count, values.len() as f64, "{key}: statsd received every sample");
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let upper = etsy_upper(&values, 90.0);
+        let (s_mean, s_upper) = (
+            data["mean"].as_f64().unwrap_or(f64::NAN),
+            data["upper_90"].as_f64().unwrap_or(f64::NAN),
+        );
+        // Milliseconds here: the 0.05 ms floor is 0.05.
+        let err = |s: f64, e: f64| (s.max(0.05) - e.max(0.05)).abs() / e.max(0.05);
+        let (e_mean, e_upper) = (err(s_mean, mean), err(s_upper, upper));
+        worst = worst.max(if e_mean.is_nan() { 1.0 } else { e_mean });
+        worst = worst.max(if e_upper.is_nan() { 1.0 } else { e_upper });
+        compared += 1;
+        table.push_str(&format!(
+            "{:<100} {:>6} {:>10.4} {:>10.4} {:>6.2}% {:>10.4} {:>10.4} {:>6.2}%\n",
+            tags,
+            values.len(),
+            mean,
+            s_mean,
+            e_mean * 100.0,
+            upper,
+            s_upper,
+            e_upper * 100.0
+        ));
+    }
+    println!("Etsy statsd 0.9 (|ms timers) vs exact, {seconds} s of demo traffic\n{table}max error {:.3} %", worst * 100.0);
+    assert!(compared >= 8, "tag sets compared: {compared}\n{table}");
+    assert!(worst <= 0.05, "statsd's numbers are more than 5 % off:\n{table}");
+}

@@ -344,6 +344,8 @@ pub struct Flushed {
     pub gauges: BTreeMap<String, f64>,
     /// Lines statsd could not parse (its own `statsd.bad_lines_seen`, summed).
     pub bad_lines: f64,
+    /// Key → statsd's own timer statistics (`mean`, `upper_90`, `count`, …) of each flush.
+    pub timer_data: BTreeMap<String, Vec<Value>>,
 }
 
 impl Flushed {
@@ -391,6 +393,12 @@ exports.init = function (startupTime, config, events) {
 impl Statsd {
     /// Starts statsd and waits for `health: up` on its management port.
     pub fn start() -> Statsd {
+        Statsd::start_with(1000, 95)
+    }
+
+    /// [`start`](Self::start) with another flush interval and timer percentile
+    /// (`percentThreshold`).
+    pub fn start_with(flush_interval_ms: u64, percent: u32) -> Statsd {
         let node = which("node").unwrap_or_else(|| missing("node (for statsd)"));
         let stats_js = repo_root().join(".tools/statsd/node_modules/statsd/stats.js");
         if !stats_js.is_file() {
@@ -403,7 +411,7 @@ impl Statsd {
         std::fs::write(&backend, JSONL_BACKEND).expect("write backend");
         let flushes = dir.path().join("flushes.jsonl");
         let config = format!(
-            "{{\n  address: \"127.0.0.1\", port: {port},\n  mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt},\n  flushInterval: 1000,\n  deleteIdleStats: true,\n  keyNameSanitize: false,\n  automaticConfigReload: false,\n  percentThreshold: [95],\n  backends: [{:?}],\n  jsonl: {{ file: {:?} }}\n}}\n",
+            "{{\n  address: \"127.0.0.1\", port: {port},\n  mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt},\n  flushInterval: {flush_interval_ms},\n  deleteIdleStats: true,\n  keyNameSanitize: false,\n  automaticConfigReload: false,\n  percentThreshold: [{percent}],\n  backends: [{:?}],\n  jsonl: {{ file: {:?} }}\n}}\n",
             backend.display().to_string(),
             flushes.display().to_string()
         );
@@ -458,6 +466,11 @@ impl Statsd {
                         .entry(k.clone())
                         .or_default()
                         .extend(values.unwrap_or_else(Vec::new));
+                }
+            }
+            if let Some(data) = flush["timer_data"].as_object() {
+                for (k, v) in data.iter().filter(|(k, _)| ours(k)) {
+                    out.timer_data.entry(k.clone()).or_default().push(v.clone());
                 }
             }
             if let Some(gauges) = flush["gauges"].as_object() {
