@@ -17,7 +17,8 @@ use metrics_exporter_prometheus::formatting::sanitize_label_key;
 use metrics_exporter_prometheus::{Matcher, NativeHistogramConfig, PrometheusBuilder};
 use metrics_util::layers::{Fanout, FanoutBuilder};
 
-use super::{InstallError, PrometheusMetrics, HISTOGRAMS, UPKEEP_INTERVAL};
+use super::{InstallError, PrometheusMetrics, UPKEEP_INTERVAL};
+use crate::names;
 
 /// Growth factor of the native histograms' buckets: 2^(1/8) ≈ 1.09 (Prometheus schema 3,
 /// 8 buckets per doubling). A bucket spans 9 %, so an interpolated quantile is within a few
@@ -41,9 +42,9 @@ pub fn native_builder() -> PrometheusBuilder {
         NativeHistogramConfig::new(NATIVE_BUCKET_FACTOR, NATIVE_MAX_BUCKETS, NATIVE_ZERO_THRESHOLD)
             .expect("factor > 1, max buckets > 0 and threshold >= 0 are valid");
     let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
-    for (name_suffix, _) in HISTOGRAMS {
+    for def in names::ALL.iter().filter(|def| def.buckets.is_some()) {
         // Both spellings: before and after `NativeNames` appends the unit.
-        for name in [format!(".{name_suffix}"), format!(".{name_suffix}_seconds")] {
+        for name in [format!(".{}", def.suffix), format!(".{}_seconds", def.suffix)] {
             builder =
                 builder.set_native_histogram_for_metric(Matcher::Suffix(name), config.clone());
         }

@@ -289,7 +289,7 @@ pub fn time_split(table: &TableRecorder) -> Vec<(String, f64, f64, f64, f64)> {
     table.with(|routes| {
         routes
             .iter()
-            .filter(|(_, r)| r.hists[Kind::Total as usize].len() > 0)
+            .filter(|(_, r)| !r.hists[Kind::Total as usize].is_empty())
             .map(|(name, r)| {
                 let (total, app, out) = (
                     r.mean(Kind::Total) * 1e3,
