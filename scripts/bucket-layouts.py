@@ -8,6 +8,9 @@ bucketQuantile (linear interpolation inside the bucket; a first bucket with uppe
 answers 0), against the exact nearest-rank quantile of the same samples. Relative error with
 values under 0.05 ms counted as 0.05 ms (as scripts/fidelity.sh does). Stdlib only, seeded.
 
+Then the same for byte layouts (constant body sizes from 0 B to 1 GiB, log-normal sizes),
+floor 1 byte.
+
 usage: python3 scripts/bucket-layouts.py
 """
 import math
@@ -77,27 +80,54 @@ def prom_quantile(bounds, sorted_s, q):
     return start + (ups[b] - start) * (rank / count)
 
 
-def rel(shown, exact):
-    shown, exact = max(shown, FLOOR), max(exact, FLOOR)
+def rel(shown, exact, floor=None):
+    floor = FLOOR if floor is None else floor
+    shown, exact = max(shown, floor), max(exact, floor)
     return abs(shown - exact) / exact
 
 
-def main():
-    rng = random.Random(14)
-    dists = [(name, sorted(s)) for name, s in distributions(rng)]
-    print(f"{len(dists)} distributions x {len(QUANTILES)} quantiles, 2000 samples each\n")
+BYTE_LAYOUTS = {
+    "old: 100 .. 1e8 (x10)": [100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8],
+    "0 + x4 (16 B .. 4 GiB)": [0.0] + [4.0 ** e for e in range(2, 17)],
+    "0 + 1-2-5 (10 B .. 5 GB)": [0.0] + decades([1, 2, 5], 1, 9, 10, 5e9),
+    "0 + x2 (8 B .. 4 GiB)": [0.0] + [2.0 ** e for e in range(3, 33)],
+}
+
+
+def byte_distributions(rng):
+    out = [(f"constant {c} B", [float(c)] * 500)
+           for c in (0, 12, 31, 200, 1500, 8192, 65536, 1 << 20, 1 << 30)]
+    for m in (20, 300, 4000, 60000, 1e6, 5e7, 1e9):
+        for sigma in (0.3, 1.0):
+            out.append((f"lognormal {m:g} B s={sigma}",
+                        [min(4e9, rng.lognormvariate(math.log(m), sigma)) for _ in range(2000)]))
+    return out
+
+
+def report(layouts, dists, floor):
     print(f"{'layout':<38} {'buckets':>7} {'series':>6} {'median':>7} {'p90':>7} {'max':>7}  worst cell")
-    for name, bounds in LAYOUTS.items():
+    for name, bounds in layouts.items():
         errs = []
         for dname, s in dists:
             for q in QUANTILES:
-                errs.append((rel(prom_quantile(bounds, s, q), exact_quantile(s, q)), dname, q))
+                errs.append((rel(prom_quantile(bounds, s, q), exact_quantile(s, q), floor), dname, q))
         errs.sort()
         e = [x[0] for x in errs]
         worst = errs[-1]
         # series per label set: one per finite bucket, +Inf, _sum, _count
         print(f"{name:<38} {len(bounds):>7} {len(bounds) + 3:>6} {statistics.median(e):>6.1%} "
               f"{e[int(0.9 * len(e))]:>6.1%} {e[-1]:>6.1%}  {worst[1]} p{worst[2] * 100:g}")
+
+
+def main():
+    rng = random.Random(14)
+    dists = [(name, sorted(s)) for name, s in distributions(rng)]
+    print(f"seconds: {len(dists)} distributions x {len(QUANTILES)} quantiles, 2000 samples each, "
+          f"floor 0.05 ms\n")
+    report(LAYOUTS, dists, FLOOR)
+    bdists = [(name, sorted(s)) for name, s in byte_distributions(random.Random(3))]
+    print(f"\nbytes: {len(bdists)} distributions x {len(QUANTILES)} quantiles, floor 1 B\n")
+    report(BYTE_LAYOUTS, bdists, 1.0)
 
 
 if __name__ == "__main__":
