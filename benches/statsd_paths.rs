@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use metrics::{Counter, Gauge, Histogram, Label, Recorder};
-use tower_vitals::statsd::{self, Pipeline, StatsdExporter};
+use tower_vitals::statsd::{self, Pipeline, StatsdHandle};
 
 const CHUNK: u64 = 4096;
 const PAUSE: Duration = Duration::from_millis(20);
@@ -105,7 +105,7 @@ impl Handles {
 struct Candidate {
     name: &'static str,
     handles: Handles,
-    exporter: Option<StatsdExporter>,
+    exporter: Option<StatsdHandle>,
     _recorder: Box<dyn Recorder>,
 }
 
@@ -174,7 +174,7 @@ fn request_path(c: &mut Criterion) {
         let wall = started.elapsed();
         let cpu = process_cpu().map_or(Duration::ZERO, |c| c - cpu0);
         let per = |d: Duration| d.as_nanos() as f64 / REQUESTS as f64;
-        let dropped = option.exporter.as_ref().map_or(0, StatsdExporter::dropped);
+        let dropped = option.exporter.as_ref().map_or(0, StatsdHandle::dropped);
         println!(
             "  {:<10} request path {:>7.0} ns/req   all threads {:>7.0} ns/req   (wall {:.2?}, dropped {dropped})",
             option.name,

@@ -1,10 +1,10 @@
-//! An axum app with `VitalsLayer` and Prometheus: `/metrics` on the app's router and on a
-//! listener of its own (loopback), some traffic, then the exposition text it serves.
+//! An axum app with `VitalsLayer` and Prometheus: `/metrics` on a listener of its own
+//! (loopback), never on the app's router; some traffic, then the exposition text it serves.
 //!
 //! ```sh
 //! cargo run --example prometheus            # traffic, prints the http_server_* series, exits
 //! cargo run --example prometheus -- --serve # keeps serving until Ctrl-C:
-//!                                           #   app + /metrics on 127.0.0.1:3000,
+//!                                           #   the app on 127.0.0.1:3000,
 //!                                           #   /metrics alone on 127.0.0.1:9464
 //! ```
 //! Scrape it with Prometheus (`targets: ['127.0.0.1:9464']`), or lint it:
@@ -41,12 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = prometheus::install()?;
 
     let layer = VitalsLayer::new();
-    let app = Router::new()
+    let app: Router = Router::new()
         .route("/users/{id}", get(user))
         .route("/stream", get(stream))
-        .layer(layer.clone())
-        // Added after the layer: scrapes are not measured.
-        .route("/metrics", get(metrics.handler()));
+        .layer(layer.clone());
 
     let (app_addr, own_addr) = if serve {
         (SocketAddr::from(([127, 0, 0, 1], 3000)), DEFAULT_LISTEN_ADDR)
@@ -56,10 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(app_addr).await?;
     let app_addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    // `/metrics` alone, on its own loopback listener (keep it off the public port).
+    // `/metrics` alone, on its own loopback listener (keep it off the public port). It listens
+    // while `metrics_server` lives: shut down below (or `.detach()` to keep it for good).
     let metrics_server = metrics.serve(own_addr).await?;
     println!(
-        "app on http://{app_addr} (with /metrics); /metrics alone on http://{}/metrics",
+        "app on http://{app_addr}; /metrics alone on http://{}/metrics",
         metrics_server.local_addr()
     );
 

@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = udp.addr.clone();
 
     let exporter = statsd::builder(target.clone())
-        .prefix("example")
+        .global_prefix("example")
         .default_tag("env", "dev")
         .classic() // Etsy statsd: percentiles only for |ms timers
         .queue_size(65_536) // histogram samples waiting for the sender thread

@@ -207,3 +207,15 @@ mod layering {
         assert!(checked >= ORDER.len());
     }
 }
+
+// Every Rust code block of README.md, compiled (and run unless marked `no_run`) as a doctest by
+// `cargo test --doc --all-features`: the README's examples use every exporter.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "prometheus",
+    feature = "statsd",
+    feature = "dogstatsd"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,31 +1,50 @@
 //! Prometheus: install a recorder with this crate's buckets, and serve `/metrics`.
 //!
+//! **Where `/metrics` lives**: on a listener of its own, bound to loopback
+//! ([`DEFAULT_LISTEN_ADDR`], `127.0.0.1:9464`), not on the app's public router. Whoever can
+//! reach `/metrics` learns every route template, its traffic, errors and latencies; a separate
+//! port is one the firewall, the network policy or the bind address keeps private.
+//!
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use tower_vitals::VitalsLayer;
 //!
-//! # fn main() -> Result<(), tower_vitals::prometheus::InstallError> {
-//! let metrics = tower_vitals::prometheus::install()?; // global recorder + buckets + upkeep
-//! let app: Router = Router::new()
-//!     .route("/users/{id}", get(|| async { "hello" }))
-//!     .layer(VitalsLayer::new())
-//!     .route("/metrics", get(metrics.handler())); // added after the layer: not measured
-//! # let _ = app;
-//! # Ok(())
-//! # }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let metrics = tower_vitals::prometheus::install()?; // global recorder + buckets + upkeep
+//!     // /metrics alone on 127.0.0.1:9464, for the life of the process.
+//!     metrics.serve(tower_vitals::prometheus::DEFAULT_LISTEN_ADDR).await?.detach();
+//!
+//!     let app: Router = Router::new()
+//!         .route("/users/{id}", get(|| async { "hello" }))
+//!         .layer(VitalsLayer::new());
+//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
 //! ```
 //!
-//! Or keep `/metrics` off the public port, on its own loopback listener:
+//! [`serve`](PrometheusMetrics::serve) takes the address as configuration gives it
+//! (`"127.0.0.1:9464"`, a `String`, a `SocketAddr`); the [`MetricsServer`] it returns keeps the
+//! listener open while it lives: keep it and [`shutdown`](MetricsServer::shutdown) it, or
+//! [`detach`](MetricsServer::detach) it as above.
 //!
-//! ```no_run
-//! # async fn run() -> std::io::Result<()> {
-//! # let metrics = tower_vitals::prometheus::install().expect("first recorder");
-//! let server = metrics.serve(tower_vitals::prometheus::DEFAULT_LISTEN_ADDR).await?;
-//! println!("scrape http://{}/metrics", server.local_addr());
-//! // ... later
-//! server.shutdown().await;
-//! # Ok(())
-//! # }
+//! When `/metrics` must share a router (an internal admin router, or behind your
+//! authentication middleware), route [`service`](PrometheusMetrics::service) after the layer
+//! so scrapes are not measured:
+//!
+//! ```
+//! use axum::routing::{get, get_service};
+//! use axum::Router;
+//! use tower_vitals::VitalsLayer;
+//!
+//! # let metrics = tower_vitals::prometheus::PrometheusMetrics::from_handle(
+//! #     tower_vitals::prometheus::builder().build_recorder().handle());
+//! let admin: Router = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .layer(VitalsLayer::new())
+//!     .route("/metrics", get_service(metrics.service())); // after the layer: not measured
+//! # let _ = admin;
 //! ```
 //!
 //! ## Names
@@ -48,6 +67,10 @@
 //! Labels: `http_route`, `http_request_method`, `http_response_status_code`, `error_type`,
 //! `rpc_grpc_status_code`. A unit suffix appears once the layer has described its metrics,
 //! which it does before its first recording.
+//!
+//! `output_bytes` (and `output_blocks`) count what the response body handed to the server. For
+//! a download the client aborts, that is what the server had taken when the body was dropped,
+//! not what the client received: bytes still in socket buffers or in flight are counted too.
 //!
 //! ## Buckets
 //!
@@ -331,35 +354,35 @@ impl PrometheusMetrics {
 
     /// A Tower service answering every request with the exposition (`200`; text with
     /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, or protobuf when native
-    /// histograms are on and the request's `Accept` asks for it). Route it at `/metrics`.
+    /// histograms are on and the request's `Accept` asks for it).
+    ///
+    /// With axum, route it after the layer: `.route("/metrics", get_service(metrics.service()))`
+    /// (`axum::routing::get_service`: `405` for methods other than `GET` and `HEAD`). But prefer
+    /// [`serve`](Self::serve): see [where `/metrics` lives](crate::prometheus).
     pub fn service(&self) -> MetricsService {
         MetricsService { metrics: self.clone() }
     }
 
-    /// An axum handler for the exposition:
-    /// `.route("/metrics", get(metrics.handler()))`.
-    #[cfg(feature = "axum")]
-    pub fn handler(
-        &self,
-    ) -> impl FnOnce(http::HeaderMap) -> Ready<Response<MetricsBody>> + Clone + Send + Sync + 'static
-    {
-        let metrics = self.clone();
-        move |headers: http::HeaderMap| ready(metrics.exposition(headers.get(header::ACCEPT)))
-    }
-
-    /// Serves `/metrics` on its own listener at `addr` (HTTP/1.1, hyper over tokio), until the
-    /// returned [`MetricsServer`] is shut down or dropped. Other paths answer `404`, methods
-    /// other than `GET`/`HEAD` `405`.
+    /// Serves `/metrics` on its own listener at `addr` (HTTP/1.1, hyper over tokio), for as long
+    /// as the returned [`MetricsServer`] lives (see there: keep it, or
+    /// [`detach`](MetricsServer::detach) it). Other paths answer `404`, methods other than
+    /// `GET`/`HEAD` `405`.
     ///
-    /// Pass [`DEFAULT_LISTEN_ADDR`] (`127.0.0.1:9464`) or any loopback address; port 0 picks a
-    /// free port ([`MetricsServer::local_addr`] tells which). Binding `0.0.0.0` exposes your
-    /// metrics to the network: do it only on purpose.
+    /// `addr` is anything tokio can resolve: `"127.0.0.1:9464"`, a `String` read from
+    /// configuration, `("localhost", 9464)`, a `SocketAddr` such as [`DEFAULT_LISTEN_ADDR`].
+    /// Port 0 picks a free port ([`MetricsServer::local_addr`] tells which). Binding `0.0.0.0`
+    /// exposes your metrics to the network: do it only on purpose.
     ///
     /// Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// If the address cannot be bound.
-    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<MetricsServer> {
+    /// If `addr` is not an address (`"127.0.0.1"` without a port, a name that does not
+    /// resolve) or cannot be bound (port in use, permission); the message names `addr`:
+    /// `cannot listen for /metrics on "127.0.0.1": invalid socket address`.
+    pub async fn serve(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs + fmt::Debug,
+    ) -> std::io::Result<MetricsServer> {
         server::serve(self.clone(), addr).await
     }
 

@@ -4,11 +4,16 @@
 //! ```no_run
 //! # fn main() -> Result<(), tower_vitals::statsd::StatsdError> {
 //! // Datadog agent / Telegraf: histograms as `|h` (or `.histograms(HistogramType::Distribution)`).
-//! let exporter = tower_vitals::statsd::install("127.0.0.1:8125")?;
-//! # let _ = exporter;
+//! let statsd = tower_vitals::statsd::install("127.0.0.1:8125")?; // the global recorder
+//! println!("{} samples dropped so far", statsd.dropped()); // its health, any time later
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Two types, two jobs: the [`StatsdRecorder`] is the `metrics` recorder itself (it becomes the
+//! global recorder on [`install`], or goes into a `Fanout` after [`StatsdBuilder::build`]); the
+//! [`StatsdHandle`] stays with you to read the exporter's health (samples dropped, datagrams
+//! sent or lost), like metrics-exporter-prometheus' `PrometheusHandle`.
 //!
 //! For a classic (Etsy) statsd server, which computes percentiles only for `|ms` timers and
 //! sums `|h` and `|d` like counters, send the time histograms as timers, in milliseconds:
@@ -16,13 +21,13 @@
 //! ```no_run
 //! use tower_vitals::statsd::{self, HistogramType};
 //! # fn main() -> Result<(), statsd::StatsdError> {
-//! let exporter = statsd::builder("127.0.0.1:8125")
-//!     .prefix("myapp")                          // myapp.http.server.requests, ...
+//! let statsd = statsd::builder("127.0.0.1:8125")
+//!     .global_prefix("myapp")                   // myapp.http.server.requests, ...
 //!     .default_tag("env", "prod")
 //!     .classic()                                // times: `|ms`, in milliseconds
 //!     .size_histograms(HistogramType::Timer)    // bytes/frames too (percentiles of sizes)
 //!     .install()?;
-//! # let _ = exporter;
+//! # let _ = statsd;
 //! # Ok(())
 //! # }
 //! ```
@@ -44,7 +49,7 @@
 //! [`Pipeline::Inline`] uses `metrics-exporter-statsd` (cadence), which formats each line on the
 //! request thread (costs several µs per request; timers rounded down to whole milliseconds).
 //! Neither ever blocks or fails a request: when the queue is full, samples are dropped and
-//! counted ([`StatsdExporter::dropped`]); when the server is down, datagrams are lost.
+//! counted ([`StatsdHandle::dropped`]); when the server is down, datagrams are lost.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,7 +86,7 @@ pub enum Pipeline {
 #[derive(Debug, Clone)]
 pub struct StatsdBuilder {
     addr: String,
-    prefix: Option<String>,
+    global_prefix: Option<String>,
     default_tags: Vec<(String, String)>,
     times: HistogramType,
     sizes: HistogramType,
@@ -97,7 +102,7 @@ pub struct StatsdBuilder {
 pub fn builder(addr: impl Into<String>) -> StatsdBuilder {
     StatsdBuilder {
         addr: addr.into(),
-        prefix: None,
+        global_prefix: None,
         default_tags: Vec::new(),
         times: HistogramType::Histogram,
         sizes: HistogramType::Histogram,
@@ -112,14 +117,17 @@ pub fn builder(addr: impl Into<String>) -> StatsdBuilder {
 ///
 /// # Errors
 /// See [`StatsdError`].
-pub fn install(addr: impl Into<String>) -> Result<StatsdExporter, StatsdError> {
+pub fn install(addr: impl Into<String>) -> Result<StatsdHandle, StatsdError> {
     builder(addr).install()
 }
 
 impl StatsdBuilder {
-    /// A prefix put before every metric name, joined with a dot.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+    /// A prefix put before every metric name, joined with a dot: `.global_prefix("myapp")`
+    /// sends `myapp.http.server.requests`. It adds to the layer's own prefix
+    /// ([`VitalsLayer::prefix`](crate::VitalsLayer::prefix), `http.server` by default, which
+    /// replaces); metrics-exporter-dogstatsd calls the same setting `set_global_prefix`.
+    pub fn global_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.global_prefix = Some(prefix.into());
         self
     }
 
@@ -184,14 +192,14 @@ impl StatsdBuilder {
     }
 
     /// Builds the recorder (and starts its sender thread) without installing it: for a
-    /// `Fanout`, or a local recorder in tests.
+    /// `Fanout`, or a local recorder in tests. The [`StatsdHandle`] reads its health.
     ///
     /// # Errors
     /// If `addr` does not resolve, the local socket cannot be opened, or the thread not started.
-    pub fn build(self) -> Result<(StatsdRecorder, StatsdExporter), StatsdError> {
+    pub fn build(self) -> Result<(StatsdRecorder, StatsdHandle), StatsdError> {
         let target = resolve(&self.addr)?;
         let stats = Arc::new(ExporterStats::default());
-        let prefix = self.prefix.as_deref().map(|p| format!("{p}.")).unwrap_or_default();
+        let prefix = self.global_prefix.as_deref().map(|p| format!("{p}.")).unwrap_or_default();
         let recorder = match self.pipeline {
             Pipeline::Background => {
                 let local: SocketAddr = match (target.is_ipv6(), target.ip().is_loopback()) {
@@ -231,20 +239,21 @@ impl StatsdBuilder {
                     let (k, v) = (line::sanitize_name(k), crate::labels::sanitize_tag_value(v));
                     builder = builder.with_default_tag(k, v);
                 }
-                let prefix = self.prefix.as_deref();
+                let prefix = self.global_prefix.as_deref();
                 let inner =
                     builder.build(prefix).map_err(|e| StatsdError::Exporter(e.to_string()))?;
                 Inner::Inline(inline::InlineRecorder::new(inner, self.times, self.sizes))
             }
         };
-        Ok((StatsdRecorder { inner: recorder }, StatsdExporter { target, stats }))
+        Ok((StatsdRecorder { inner: recorder }, StatsdHandle { target, stats }))
     }
 
-    /// Builds and installs the recorder as the global recorder.
+    /// Builds and installs the recorder as the global recorder; returns the [`StatsdHandle`]
+    /// that reads its health.
     ///
     /// # Errors
     /// As [`build`](Self::build), and [`StatsdError::AlreadyInstalled`].
-    pub fn install(self) -> Result<StatsdExporter, StatsdError> {
+    pub fn install(self) -> Result<StatsdHandle, StatsdError> {
         let (recorder, exporter) = self.build()?;
         metrics::set_global_recorder(recorder).map_err(|_| StatsdError::AlreadyInstalled)?;
         Ok(exporter)
@@ -298,14 +307,18 @@ pub(crate) struct ExporterStats {
     pub(crate) send_errors: AtomicU64,
 }
 
-/// A handle on a running statsd exporter: where it sends, and what it dropped.
+/// A handle on a running statsd exporter, kept by the application: where it sends, what it
+/// sent and what it lost. Returned by [`install`], [`StatsdBuilder::install`] and
+/// [`StatsdBuilder::build`]; cheap to clone; reads the same counters as the recorder writes,
+/// whether or not that recorder is still installed. It does not record anything: the
+/// [`StatsdRecorder`] does.
 #[derive(Debug, Clone)]
-pub struct StatsdExporter {
+pub struct StatsdHandle {
     target: SocketAddr,
     stats: Arc<ExporterStats>,
 }
 
-impl StatsdExporter {
+impl StatsdHandle {
     /// The server address datagrams go to.
     pub fn target(&self) -> SocketAddr {
         self.target
@@ -329,7 +342,9 @@ enum Inner {
     Inline(inline::InlineRecorder),
 }
 
-/// The statsd recorder made by [`StatsdBuilder::build`]; install it, or put it in a `Fanout`.
+/// The statsd recorder, a [`metrics::Recorder`]: what the layer records into. Made by
+/// [`StatsdBuilder::build`] to install yourself or put in a `Fanout` ([`install`] installs it
+/// for you). Its health is read through the [`StatsdHandle`] returned next to it.
 pub struct StatsdRecorder {
     inner: Inner,
 }

@@ -212,7 +212,7 @@ fn compare(exporter: &str, targets: &mut [Target]) -> Vec<(String, f64)> {
 
 fn statsd_targets(
     pipeline: Pipeline,
-) -> (Vec<Target>, DrainedSink, UdpSocket, statsd::StatsdExporter) {
+) -> (Vec<Target>, DrainedSink, UdpSocket, statsd::StatsdHandle) {
     let build = |addr: SocketAddr| {
         statsd::builder(addr.to_string())
             .flush_interval(Duration::from_millis(20))

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::get_service;
 use axum::Router;
 use support::app::{CHUNK, CHUNKS, HOSTILE};
 use support::components::{http_get, promtool_check_metrics, Prometheus};
@@ -27,7 +27,7 @@ fn metrics() -> &'static PrometheusMetrics {
 /// The shared test app (tests/support/app.rs) with `/metrics` added after the layer, so
 /// scrapes are not measured.
 fn app(metrics: &PrometheusMetrics) -> Router {
-    support::app::app().route("/metrics", get(metrics.handler()))
+    support::app::app().route("/metrics", get_service(metrics.service()))
 }
 
 /// The app, served on 127.0.0.1 by its own runtime thread, with the known traffic already sent.

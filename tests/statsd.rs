@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
 use support::components::{Flushed, Statsd};
-use tower_vitals::statsd::{self, HistogramType, Pipeline, StatsdExporter};
+use tower_vitals::statsd::{self, HistogramType, Pipeline, StatsdHandle};
 
 const USERS_KEY: &str =
     "http.route=/users/{id};http.request.method=GET;http.response.status_code=200";
@@ -109,7 +109,7 @@ fn real_statsd_receives_the_same_totals_inline() {
 fn real_statsd_gets_percentiles_of_sizes_when_asked() {
     let statsd = Statsd::start();
     let (recorder, _exporter) = statsd::builder(statsd.addr().to_string())
-        .prefix("svc")
+        .global_prefix("svc")
         .default_tag("env", "test")
         .classic()
         .size_histograms(HistogramType::Timer)
@@ -238,7 +238,7 @@ fn closed_udp_port() -> SocketAddr {
     socket.local_addr().expect("addr") // dropped at return: nothing listens there any more
 }
 
-fn wait_send_errors(exporter: &StatsdExporter) -> u64 {
+fn wait_send_errors(exporter: &StatsdHandle) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     while exporter.send_errors() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

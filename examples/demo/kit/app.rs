@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, get_service};
 use axum::Router;
 use futures_util::stream;
 use tower_vitals::prometheus::PrometheusMetrics;
@@ -85,6 +85,10 @@ fn stream_error(file: &Bytes) -> Response {
 }
 
 /// The app: every route wrapped by `layer`, and `/metrics` added after it (not measured).
+///
+/// `/metrics` shares the app's router here because the demo listens on 127.0.0.1 only. A
+/// service reachable from outside serves it on a listener of its own instead
+/// (`PrometheusMetrics::serve`, see `examples/prometheus.rs` and the README).
 pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics) -> Router {
     let file: Bytes = (0..FILE_SIZE).map(|i| b"tower-vitals "[i % 13]).collect::<Vec<u8>>().into();
     let (f1, f2, f3) = (file.clone(), file.clone(), file);
@@ -97,5 +101,5 @@ pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics) -> Router {
         .route(routes::FAIL, get(fail))
         .route(routes::STREAM_ERROR, get(move || async move { stream_error(&f3) }))
         .layer(layer)
-        .route("/metrics", get(metrics.handler()))
+        .route("/metrics", get_service(metrics.service()))
 }
