@@ -290,6 +290,7 @@ pub async fn run(
         report.addr
     )?;
     writeln!(out, "{}", table::render(table, &report.sent.requests))?;
+    writeln!(out, "{}", render_time_split(table))?;
     if !settled {
         writeln!(out, "warning: requests still in flight after 5 s")?;
     }
@@ -330,4 +331,21 @@ pub async fn run(
     out.flush()?;
     server.stop().await;
     Ok(report)
+}
+
+/// "Where the time goes": per route, the mean total split into application (to the head),
+/// output (frames held downstream) and body production (the rest: the body making its frames).
+pub fn render_time_split(table: &TableRecorder) -> String {
+    let rows = table::time_split(table);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(24);
+    let mut s = format!(
+        "{:<width$}  {:>9}  {:>11}  {:>9}  {:>15}\n",
+        "where the time goes (ms)", "mean total", "application", "output", "body production"
+    );
+    for (route, total, app, output, body) in rows {
+        s.push_str(&format!(
+            "{route:<width$}  {total:>9.3}  {app:>11.3}  {output:>9.3}  {body:>15.3}\n"
+        ));
+    }
+    s
 }

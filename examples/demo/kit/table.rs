@@ -281,3 +281,23 @@ pub fn render(table: &TableRecorder, sent: &BTreeMap<String, u64>) -> String {
         s
     })
 }
+
+/// Where each route's time went, as exact means in ms: (route, total, application, output,
+/// body production). Body production is what is left: the time the body took to produce its
+/// frames after the head (a stream pausing, a slow generator), `total - application - output`.
+pub fn time_split(table: &TableRecorder) -> Vec<(String, f64, f64, f64, f64)> {
+    table.with(|routes| {
+        routes
+            .iter()
+            .filter(|(_, r)| !r.hists[Kind::Total as usize].is_empty())
+            .map(|(name, r)| {
+                let (total, app, out) = (
+                    r.mean(Kind::Total) * 1e3,
+                    r.mean(Kind::Application) * 1e3,
+                    r.mean(Kind::Output) * 1e3,
+                );
+                (name.clone(), total, app, out, (total - app - out).max(0.0))
+            })
+            .collect()
+    })
+}
