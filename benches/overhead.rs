@@ -13,6 +13,12 @@
 //! - `floor_noop`: the floor layer (benches/floor) with the no-op recorder;
 //! - `vitals_prometheus` / `floor_prometheus`: with a metrics-exporter-prometheus 0.18 recorder
 //!   (histogram buckets, upkeep every second on a thread, as `install` does in production);
+//! - `vitals_prometheus_otel`: the same with OpenTelemetry's seconds buckets (the old default),
+//!   to show the default buckets cost nothing on the request path;
+//! - `vitals_prometheus_native` (feature `native-histograms`): the layer recording into
+//!   `tower_vitals::prometheus::with_native`'s two recorders (classic + native), upkeep of both;
+//! - `floor_prometheus_6h`: the floor plus a sixth histogram (what a histogram of body
+//!   production time would cost);
 //! - `vitals_dogstatsd` / `floor_dogstatsd`: with metrics-exporter-dogstatsd 0.9 sending to a
 //!   UDP socket bound here on 127.0.0.1;
 //! - `vitals_statsd`: with metrics-exporter-statsd 0.9 sending to a UDP socket bound here;
@@ -121,6 +127,9 @@ fn router(shape: Shape) -> Router {
 enum Rec {
     Noop,
     Prometheus,
+    PrometheusOtel,
+    #[cfg(feature = "native-histograms")]
+    PrometheusNative,
     Statsd,
     DogStatsd,
     Live,
@@ -130,11 +139,28 @@ enum Rec {
 /// A recorder, with what keeps it honest (upkeep thread, the UDP socket it sends to).
 enum Installed {
     Noop(metrics::NoopRecorder),
-    Prometheus { recorder: metrics_exporter_prometheus::PrometheusRecorder, _upkeep: Upkeep },
-    Statsd { recorder: metrics_exporter_statsd::StatsdRecorder, _sink: UdpSocket },
-    DogStatsd { recorder: metrics_exporter_dogstatsd::DogStatsDRecorder, _sink: UdpSocket },
+    Prometheus {
+        recorder: metrics_exporter_prometheus::PrometheusRecorder,
+        _upkeep: Upkeep,
+    },
+    #[cfg(feature = "native-histograms")]
+    PrometheusNative {
+        recorder: tower_vitals::prometheus::DualRecorder,
+        _upkeep: Upkeep,
+    },
+    Statsd {
+        recorder: metrics_exporter_statsd::StatsdRecorder,
+        _sink: UdpSocket,
+    },
+    DogStatsd {
+        recorder: metrics_exporter_dogstatsd::DogStatsDRecorder,
+        _sink: UdpSocket,
+    },
     Live(tower_vitals::live::LiveRecorder),
-    PrometheusLive { recorder: metrics_util::layers::Fanout, _upkeep: Upkeep },
+    PrometheusLive {
+        recorder: metrics_util::layers::Fanout,
+        _upkeep: Upkeep,
+    },
 }
 
 /// Runs the Prometheus upkeep (draining histogram samples) every second, as in production.
@@ -149,6 +175,28 @@ impl Drop for Upkeep {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Upkeep {
+    /// Runs `work` every second on a thread (if `on`), until dropped.
+    fn start(on: bool, work: impl Fn() + Send + 'static) -> Upkeep {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = on.then(|| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Bounded: stops when the variant ends (Drop), checks every 50 ms.
+                let mut ticks = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    ticks += 1;
+                    if ticks % 20 == 0 {
+                        work();
+                    }
+                }
+            })
+        });
+        Upkeep { stop, thread }
     }
 }
 
@@ -172,25 +220,28 @@ impl Rec {
                     .build();
                 Installed::PrometheusLive { recorder, _upkeep }
             }
-            Rec::Prometheus => {
-                let recorder = common::prometheus_builder().build_recorder();
+            Rec::Prometheus | Rec::PrometheusOtel => {
+                let seconds = match self {
+                    Rec::PrometheusOtel => tower_vitals::prometheus::OTEL_SECONDS_BUCKETS,
+                    _ => common::SECONDS,
+                };
+                let recorder = common::prometheus_builder_with(seconds).build_recorder();
                 let handle = recorder.handle();
-                let stop = Arc::new(AtomicBool::new(false));
-                let thread = upkeep.then(|| {
-                    let stop = Arc::clone(&stop);
-                    std::thread::spawn(move || {
-                        // Bounded: stops when the variant ends (Drop), checks every 50 ms.
-                        let mut ticks = 0u32;
-                        while !stop.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(50));
-                            ticks += 1;
-                            if ticks % 20 == 0 {
-                                handle.run_upkeep();
-                            }
-                        }
-                    })
+                let upkeep = Upkeep::start(upkeep, move || handle.run_upkeep());
+                Installed::Prometheus { recorder, _upkeep: upkeep }
+            }
+            #[cfg(feature = "native-histograms")]
+            Rec::PrometheusNative => {
+                let (recorder, metrics) = tower_vitals::prometheus::with_native(
+                    common::prometheus_builder(),
+                    tower_vitals::prometheus::native_builder(),
+                );
+                // Renders drain both recorders, as the upkeep thread does in production.
+                let upkeep = Upkeep::start(upkeep, move || {
+                    let _ = metrics.render();
+                    let _ = metrics.render_protobuf();
                 });
-                Installed::Prometheus { recorder, _upkeep: Upkeep { stop, thread } }
+                Installed::PrometheusNative { recorder, _upkeep: upkeep }
             }
             Rec::Statsd => {
                 let socket = sink();
@@ -219,6 +270,8 @@ impl Installed {
         match self {
             Installed::Noop(r) => r,
             Installed::Prometheus { recorder, .. } => recorder,
+            #[cfg(feature = "native-histograms")]
+            Installed::PrometheusNative { recorder, .. } => recorder,
             Installed::Statsd { recorder, .. } => recorder,
             Installed::DogStatsd { recorder, .. } => recorder,
             Installed::Live(recorder) => recorder,
@@ -287,6 +340,16 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
     r.run("floor_prometheus", Rec::Prometheus, req, || {
         FloorLayer::new("unmatched").layer(plain(shape))
     });
+    r.run("vitals_prometheus_otel", Rec::PrometheusOtel, req, || {
+        VitalsLayer::new().layer(plain(shape))
+    });
+    #[cfg(feature = "native-histograms")]
+    r.run("vitals_prometheus_native", Rec::PrometheusNative, req, || {
+        VitalsLayer::new().layer(plain(shape))
+    });
+    r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
+        FloorLayer::with_sixth_histogram("unmatched").layer(plain(shape))
+    });
     r.run("vitals_dogstatsd", Rec::DogStatsd, req, || VitalsLayer::new().layer(plain(shape)));
     r.run("floor_dogstatsd", Rec::DogStatsd, req, || {
         FloorLayer::new("unmatched").layer(plain(shape))
@@ -315,6 +378,16 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
     });
     r.run("floor_prometheus", Rec::Prometheus, req, || {
         app(router(shape).layer(FloorLayer::new(ROUTE)))
+    });
+    r.run("vitals_prometheus_otel", Rec::PrometheusOtel, req, || {
+        app(router(shape).layer(VitalsLayer::new()))
+    });
+    #[cfg(feature = "native-histograms")]
+    r.run("vitals_prometheus_native", Rec::PrometheusNative, req, || {
+        app(router(shape).layer(VitalsLayer::new()))
+    });
+    r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
+        app(router(shape).layer(FloorLayer::with_sixth_histogram(ROUTE)))
     });
     r.run("vitals_dogstatsd", Rec::DogStatsd, req, || app(router(shape).layer(VitalsLayer::new())));
     r.run("floor_dogstatsd", Rec::DogStatsd, req, || {

@@ -15,7 +15,10 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
 
-step "cargo test (unit, integration, real components, doctests)"
+# Includes tests/dashboards.rs (every panel on a classic and a native-histograms Prometheus) and
+# tests/fidelity.rs (panel percentiles and means vs exact values in both modes, 12 s of demo
+# traffic; Etsy statsd mean/upper_90 vs exact): scripts/fidelity.sh is the longer run.
+step "cargo test (unit, integration, real components incl. dashboards and fidelity, doctests)"
 log=$(mktemp)
 cargo test --all-features 2>&1 | tee "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')

@@ -2,8 +2,9 @@
 //!
 //! One Tower [`Layer`](tower_layer::Layer), [`VitalsLayer`], that measures how every request of
 //! an HTTP or gRPC service really behaves: how long the application took to produce the response
-//! head, how long the server spent writing the body out, how many blocks and bytes it sent, and
-//! how the request ended. It records through the [`metrics`] facade, so any recorder works
+//! head, how long the body's frames were held downstream while the server wrote them out
+//! (output time), how many blocks and bytes it sent, and how the request ended. The rest of the
+//! total is body production (the body making its frames after the head). It records through the [`metrics`] facade, so any recorder works
 //! (Prometheus, statsd, DogStatsD, or several at once).
 //!
 //! ```

@@ -1,8 +1,14 @@
-//! The dashboards and the demo against real components: a real Prometheus (started once for
-//! this binary) scraping two instances of the demo app, `promtool check rules`, a real Etsy
+//! The dashboards and the demo against real components: two real Prometheus servers (started
+//! once for this binary, one classic, one with `--enable-feature=native-histograms`) scraping
+//! the same two instances of the demo app (which answer each in the format it asks for), `promtool check rules`, a real Etsy
 //! statsd daemon and the DogStatsD wire format for the Datadog dashboard, and the demo's bounded
 //! run with its table checked against its own load generator.
-#![cfg(all(feature = "prometheus", feature = "statsd", feature = "dogstatsd"))]
+#![cfg(all(
+    feature = "prometheus",
+    feature = "native-histograms",
+    feature = "statsd",
+    feature = "dogstatsd"
+))]
 
 mod support;
 
@@ -48,20 +54,21 @@ struct Instance {
     metrics: PrometheusMetrics,
 }
 
-/// Starts the demo app and its load generator on a thread of their own, recording into a
-/// Prometheus recorder local to that thread (so two instances keep separate metrics).
+/// Starts the demo app and its load generator on a thread of their own, recording into
+/// Prometheus recorders (classic and native) local to that thread (so two instances keep
+/// separate metrics).
 fn start_instance(rate: f64) -> Instance {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let recorder = tower_vitals::prometheus::builder().build_recorder();
-        let metrics = PrometheusMetrics::from_handle(recorder.handle());
+        let (recorder, metrics) = tower_vitals::prometheus::with_native(
+            tower_vitals::prometheus::builder(),
+            tower_vitals::prometheus::native_builder(),
+        );
         let _local = metrics::set_default_local_recorder(&recorder);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async move {
-            let server = kit::Server::start(0, &metrics, &tower_vitals::live::Live::new())
-                .await
-                .expect("demo app");
+            let server = kit::Server::start(0, &metrics).await.expect("demo app");
             tx.send(Instance { addr: server.addr, metrics: metrics.clone() }).expect("send");
             let load = kit::load::Load::start(server.addr, rate);
             tokio::time::sleep(INSTANCE_LIFETIME).await;
@@ -75,8 +82,14 @@ fn start_instance(rate: f64) -> Instance {
 struct Fixture {
     a: Instance,
     b: Instance,
+    /// Classic: asks for text, stores `le` buckets.
     prometheus: Prometheus,
+    /// `--enable-feature=native-histograms`: asks for protobuf, stores native histograms.
+    native: Prometheus,
 }
+
+/// The flag that makes Prometheus 2.42 ask for protobuf and store native histograms.
+const NATIVE_FLAG: &str = "--enable-feature=native-histograms";
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -84,15 +97,21 @@ fn fixture() -> &'static Fixture {
         // Different rates, so the sum of both differs from twice either.
         let a = start_instance(1.0);
         let b = start_instance(0.5);
-        let prometheus = Prometheus::start(&[a.addr, b.addr]);
+        let targets = [a.addr, b.addr];
+        // Both servers start at once (each waits ~6 s for its first scrape).
+        let native = std::thread::spawn(move || Prometheus::start_with(&targets, &[NATIVE_FLAG]));
+        let prometheus = Prometheus::start(&targets);
+        let native = native.join().expect("native prometheus started");
         // Warm: every route of both instances has a rate (two scrapes with traffic).
         let routes = 8;
-        prometheus.wait_for(
-            "count(count by (instance, http_route) (rate(http_server_requests_total[1m]) > 0))",
-            Duration::from_secs(40),
-            |s| s.first().is_some_and(|s| s.value >= f64::from(2 * routes)),
-        );
-        Fixture { a, b, prometheus }
+        for server in [&prometheus, &native] {
+            server.wait_for(
+                "count(count by (instance, http_route) (rate(http_server_requests_total[1m]) > 0))",
+                Duration::from_secs(40),
+                |s| s.first().is_some_and(|s| s.value >= f64::from(2 * routes)),
+            );
+        }
+        Fixture { a, b, prometheus, native }
     })
 }
 
@@ -210,7 +229,13 @@ fn vector(answer: &Value) -> BTreeMap<String, f64> {
                         .join(",")
                 })
                 .unwrap_or_default();
-            let value = r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            // A native histogram sample (heatmap panel, native mode) carries `histogram`, not
+            // `value`: its count stands for it.
+            let value = r["value"][1]
+                .as_str()
+                .or(r["histogram"][1]["count"].as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
             (labels, value)
         })
         .collect()
@@ -252,7 +277,8 @@ fn prometheus_names(n: &MetricNames) -> BTreeSet<String> {
     let sizes = [&n.output_bytes, &n.output_blocks, &n.input_bytes, &n.input_blocks];
     for (base, unit) in seconds.iter().map(|m| (m, "_seconds")).chain(sizes.iter().map(|m| (m, "")))
     {
-        for part in ["_bucket", "_sum", "_count"] {
+        // `_bucket`/`_sum`/`_count` of classic histograms; the bare name of native ones.
+        for part in ["_bucket", "_sum", "_count", ""] {
             out.insert(format!("{}{unit}{part}", s(base)));
         }
     }
@@ -386,19 +412,31 @@ fn published_by_default(prometheus_or_statsd_name: &str) -> bool {
 fn grafana_every_panel_query_returns_data_from_real_prometheus() {
     let f = fixture();
     let dash = grafana();
-    // rate() needs two scrapes, and each error kind must have happened once: retry until every
-    // panel answers (bounded), then report what still fails.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let checked = loop {
-        match check_panels_once(&f.prometheus, &dash) {
-            Ok(n) => break n,
-            Err(failures) if Instant::now() > deadline => {
-                panic!("{} panel queries failed:\n{}", failures.len(), failures.join("\n"))
+    // Each server stored one form only: the panels answer from the classic half on one and the
+    // native half on the other.
+    let classic_buckets = "count(http_server_request_duration_seconds_bucket)";
+    let native_histograms = "count(histogram_count(http_server_request_duration_seconds))";
+    assert!(!f.prometheus.samples(classic_buckets).is_empty());
+    assert!(f.prometheus.samples(native_histograms).is_empty(), "classic server has natives");
+    assert!(f.native.samples(classic_buckets).is_empty(), "native server stored classic buckets");
+    assert!(!f.native.samples(native_histograms).is_empty(), "native server has no natives");
+    for (mode, server) in [("classic", &f.prometheus), ("native", &f.native)] {
+        // rate() needs two scrapes, and each error kind must have happened once: retry until
+        // every panel answers (bounded), then report what still fails.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let checked = loop {
+            match check_panels_once(server, &dash) {
+                Ok(n) => break n,
+                Err(failures) if Instant::now() > deadline => panic!(
+                    "{mode}: {} panel queries failed:\n{}",
+                    failures.len(),
+                    failures.join("\n")
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    };
-    assert!(checked >= 20, "only {checked} panel expressions found");
+        };
+        assert!(checked >= 20, "{mode}: only {checked} panel expressions found");
+    }
     // The template variables' queries answer too (through the series API, as Grafana does).
     for (name, label) in [("job", "job"), ("instance", "instance"), ("route", "http_route")] {
         let path = format!(
@@ -605,9 +643,32 @@ fn grafana_names_exist_in_the_crate_constants_and_in_what_prometheus_scraped() {
         .filter_map(|s| s.as_object())
         .flat_map(|m| m.keys().cloned())
         .collect();
+    // Classic names from the classic server; native (bare histogram) names from the native one.
+    let native_scraped = {
+        let (_, body) =
+            http_get(f.native.addr(), "/api/v1/label/__name__/values").expect("native names");
+        let json: Value = serde_json::from_str(&body).expect("json");
+        json["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect::<BTreeSet<String>>()
+    };
+    let is_native_name = |m: &str| {
+        !m.ends_with("_total")
+            && !m.ends_with("_bucket")
+            && !m.ends_with("_sum")
+            && !m.ends_with("_count")
+            && scraped.iter().any(|s| s.strip_suffix("_bucket") == Some(m))
+    };
     let required: BTreeSet<String> =
-        metrics.iter().filter(|m| published_by_default(m)).cloned().collect();
+        metrics.iter().filter(|m| published_by_default(m) && !is_native_name(m)).cloned().collect();
+    let native_required: BTreeSet<String> =
+        metrics.iter().filter(|m| is_native_name(m)).cloned().collect();
+    assert!(native_required.len() >= 4, "native forms on the dashboard: {native_required:?}");
     let mut problems = unknown("metric", &required, &scraped);
+    problems.extend(unknown("native metric", &native_required, &native_scraped));
     let grpc = GRPC_STATUS.replace('.', "_");
     let needed_labels: BTreeSet<String> = labels.iter().filter(|l| **l != grpc).cloned().collect();
     problems.extend(unknown("label", &needed_labels, &scraped_labels));
@@ -644,9 +705,7 @@ fn drive_demo_with<R: Recorder + Send + 'static>(recorder: R, seconds: f64) {
         runtime.block_on(async {
             let unused = tower_vitals::prometheus::builder().build_recorder();
             let metrics = PrometheusMetrics::from_handle(unused.handle());
-            let server = kit::Server::start(0, &metrics, &tower_vitals::live::Live::new())
-                .await
-                .expect("demo app");
+            let server = kit::Server::start(0, &metrics).await.expect("demo app");
             let load = kit::load::Load::start(server.addr, 1.0);
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
             load.finish().await;

@@ -10,26 +10,30 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-/// Seconds buckets (OpenTelemetry's), from DESIGN.md §3.
-pub const SECONDS: &[f64] =
-    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
-/// Byte buckets, from DESIGN.md §3.
-pub const BYTES: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
-/// Frame buckets, from DESIGN.md §3.
-pub const FRAMES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+/// Seconds buckets: the crate's default (`tower_vitals::prometheus::SECONDS_BUCKETS`).
+pub const SECONDS: &[f64] = tower_vitals::prometheus::SECONDS_BUCKETS;
+/// Byte buckets: the crate's default.
+pub const BYTES: &[f64] = tower_vitals::prometheus::BYTES_BUCKETS;
+/// Frame buckets: the crate's default.
+pub const FRAMES: &[f64] = tower_vitals::prometheus::FRAMES_BUCKETS;
 
 /// A Prometheus exporter builder with histogram buckets (never summaries) for the layer's
 /// metrics, the floor's (same names) and axum-prometheus's duration histogram.
 pub fn prometheus_builder() -> PrometheusBuilder {
+    prometheus_builder_with(SECONDS)
+}
+
+/// [`prometheus_builder`] with other seconds buckets (OpenTelemetry's, to compare).
+pub fn prometheus_builder_with(seconds: &[f64]) -> PrometheusBuilder {
     let set = |b: PrometheusBuilder, m: Matcher, v: &[f64]| {
         b.set_buckets_for_metric(m, v).expect("non-empty buckets")
     };
     let b = PrometheusBuilder::new();
-    let b = set(b, Matcher::Suffix("duration".into()), SECONDS);
-    let b = set(b, Matcher::Suffix("_time".into()), SECONDS);
+    let b = set(b, Matcher::Suffix("duration".into()), seconds);
+    let b = set(b, Matcher::Suffix("_time".into()), seconds);
     let b = set(b, Matcher::Suffix("_bytes".into()), BYTES);
     let b = set(b, Matcher::Suffix("_blocks".into()), FRAMES);
-    set(b, Matcher::Full(axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS.into()), SECONDS)
+    set(b, Matcher::Full(axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS.into()), seconds)
 }
 
 /// The shape of a response body: `frames` data frames of `size` bytes each.

@@ -12,6 +12,7 @@
 //! cargo run --example demo                      # 15 s, then the final table
 //! cargo run --example demo -- --forever         # until Ctrl-C; open /vitals, scrape /metrics
 //! cargo run --example demo -- --seconds 60 --port 3001
+//! cargo run --example demo --features native-histograms   # + native histograms (needs protoc)
 //! cargo run --example demo --features statsd -- --statsd 127.0.0.1:8125
 //! cargo run --example demo --features dogstatsd -- --dogstatsd 127.0.0.1:8125
 //! ```
@@ -35,8 +36,7 @@ fn main() -> ExitCode {
     };
     // Two recorders fed by the same layer: Prometheus (with tower-vitals' buckets) for
     // /metrics, and the live summary for /vitals and the table printed here.
-    let recorder = prometheus::builder().build_recorder();
-    let metrics = PrometheusMetrics::from_handle(recorder.handle());
+    let (recorder, metrics) = prometheus_recorder();
     let live = Live::new();
     let fanout = FanoutBuilder::default().add_recorder(recorder).add_recorder(live.recorder());
     let fanout = match push_recorders(fanout, &options) {
@@ -75,6 +75,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The Prometheus recorder behind `/metrics`. Built with `--features native-histograms`, the
+/// demo serves native histograms (protobuf) to a Prometheus started with
+/// `--enable-feature=native-histograms` and classic buckets to every other scraper, from the
+/// same `/metrics`: the scraper chooses, so there is nothing to configure. Without the feature
+/// (the default: it needs `protoc` to build) it serves classic buckets only.
+#[cfg(feature = "native-histograms")]
+fn prometheus_recorder() -> (prometheus::DualRecorder, PrometheusMetrics) {
+    prometheus::with_native(prometheus::builder(), prometheus::native_builder())
+}
+
+#[cfg(not(feature = "native-histograms"))]
+fn prometheus_recorder() -> (metrics_exporter_prometheus::PrometheusRecorder, PrometheusMetrics) {
+    let recorder = prometheus::builder().build_recorder();
+    let metrics = PrometheusMetrics::from_handle(recorder.handle());
+    (recorder, metrics)
 }
 
 /// How often the statsd / DogStatsD exporters flush; the demo waits a bit longer than this

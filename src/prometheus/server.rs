@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -79,7 +78,7 @@ impl Drop for MetricsServer {
 }
 
 pub(super) async fn serve(
-    handle: PrometheusHandle,
+    metrics: super::PrometheusMetrics,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(&addr).await.map_err(|e| {
@@ -87,13 +86,13 @@ pub(super) async fn serve(
     })?;
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handle, stopped));
+    let task = tokio::spawn(accept_loop(listener, metrics, stopped));
     Ok(MetricsServer { local_addr, stop: Some(stop), task: Some(task) })
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    handle: PrometheusHandle,
+    metrics: super::PrometheusMetrics,
     stopped: oneshot::Receiver<()>,
 ) {
     // A stop is a message: the sender dropped without sending (`detach`) never stops us.
@@ -108,9 +107,9 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let handle = handle.clone();
+                    let metrics = metrics.clone();
                     let service = hyper::service::service_fn(move |request| {
-                        ready(Ok::<_, Infallible>(super::answer(&handle, &request)))
+                        ready(Ok::<_, Infallible>(super::answer(&metrics, &request)))
                     });
                     // A timer, so hyper enforces the request-head timeout: a client that never
                     // finishes its request head (or an idle keep-alive) cannot hold a connection

@@ -187,6 +187,12 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (`/metrics`, 1 s interval, job `app`), and waits for
     /// `/-/ready` and then `up == 1` for every target (the first scrape takes 5-6 s).
     pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        Prometheus::start_with(targets, &[])
+    }
+
+    /// [`start`](Self::start) with extra command-line flags (e.g.
+    /// `--enable-feature=native-histograms`).
+    pub fn start_with(targets: &[SocketAddr], flags: &[&str]) -> Prometheus {
         let binary = which("prometheus").unwrap_or_else(|| missing("prometheus"));
         let dir = TempDir::new("prometheus");
         let port = free_tcp_port();
@@ -197,11 +203,12 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let args = vec![
+        let mut args = vec![
             format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", dir.path().join("data").display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
         ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
         let daemon = Daemon::spawn("prometheus", &binary, &args, dir.path());
         let mut prometheus =
             Prometheus { addr: SocketAddr::from(([127, 0, 0, 1], port)), daemon, dir };
@@ -296,7 +303,12 @@ fn samples(json: &Value) -> Vec<Sample> {
                         .collect()
                 })
                 .unwrap_or_default(),
-            value: r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
+            // A native-histogram sample carries `histogram` instead of `value`: its count.
+            value: r["value"][1]
+                .as_str()
+                .or(r["histogram"][1]["count"].as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN),
         })
         .collect()
 }
@@ -332,6 +344,8 @@ pub struct Flushed {
     pub gauges: BTreeMap<String, f64>,
     /// Lines statsd could not parse (its own `statsd.bad_lines_seen`, summed).
     pub bad_lines: f64,
+    /// Key → statsd's own timer statistics (`mean`, `upper_90`, `count`, …) of each flush.
+    pub timer_data: BTreeMap<String, Vec<Value>>,
 }
 
 impl Flushed {
@@ -379,6 +393,12 @@ exports.init = function (startupTime, config, events) {
 impl Statsd {
     /// Starts statsd and waits for `health: up` on its management port.
     pub fn start() -> Statsd {
+        Statsd::start_with(1000, 95)
+    }
+
+    /// [`start`](Self::start) with another flush interval and timer percentile
+    /// (`percentThreshold`).
+    pub fn start_with(flush_interval_ms: u64, percent: u32) -> Statsd {
         let node = which("node").unwrap_or_else(|| missing("node (for statsd)"));
         let stats_js = repo_root().join(".tools/statsd/node_modules/statsd/stats.js");
         if !stats_js.is_file() {
@@ -391,7 +411,7 @@ impl Statsd {
         std::fs::write(&backend, JSONL_BACKEND).expect("write backend");
         let flushes = dir.path().join("flushes.jsonl");
         let config = format!(
-            "{{\n  address: \"127.0.0.1\", port: {port},\n  mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt},\n  flushInterval: 1000,\n  deleteIdleStats: true,\n  keyNameSanitize: false,\n  automaticConfigReload: false,\n  percentThreshold: [95],\n  backends: [{:?}],\n  jsonl: {{ file: {:?} }}\n}}\n",
+            "{{\n  address: \"127.0.0.1\", port: {port},\n  mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt},\n  flushInterval: {flush_interval_ms},\n  deleteIdleStats: true,\n  keyNameSanitize: false,\n  automaticConfigReload: false,\n  percentThreshold: [{percent}],\n  backends: [{:?}],\n  jsonl: {{ file: {:?} }}\n}}\n",
             backend.display().to_string(),
             flushes.display().to_string()
         );
@@ -446,6 +466,11 @@ impl Statsd {
                         .entry(k.clone())
                         .or_default()
                         .extend(values.unwrap_or_else(Vec::new));
+                }
+            }
+            if let Some(data) = flush["timer_data"].as_object() {
+                for (k, v) in data.iter().filter(|(k, _)| ours(k)) {
+                    out.timer_data.entry(k.clone()).or_default().push(v.clone());
                 }
             }
             if let Some(gauges) = flush["gauges"].as_object() {

@@ -130,8 +130,19 @@ pub struct Server {
 
 impl Server {
     /// Binds 127.0.0.1:`port` (a free port if taken or 0) and serves the demo app, with
-    /// `/metrics` from `metrics` and `/vitals` from `live`.
-    pub async fn start(port: u16, metrics: &PrometheusMetrics, live: &Live) -> io::Result<Server> {
+    /// `/metrics` from `metrics` (and `/vitals` from a live summary nobody feeds: use
+    /// [`start_live`](Self::start_live) for the real one). Used by the tests that share the kit.
+    #[allow(dead_code)]
+    pub async fn start(port: u16, metrics: &PrometheusMetrics) -> io::Result<Server> {
+        Server::start_live(port, metrics, &Live::new()).await
+    }
+
+    /// Like [`start`](Self::start), with `/vitals` from `live`.
+    pub async fn start_live(
+        port: u16,
+        metrics: &PrometheusMetrics,
+        live: &Live,
+    ) -> io::Result<Server> {
         let listener = match listen(port) {
             Ok(l) => l,
             Err(e) if port != 0 && e.kind() == io::ErrorKind::AddrInUse => listen(0)?,
@@ -233,7 +244,7 @@ pub async fn run(
     live: &Live,
     out: &mut dyn Write,
 ) -> io::Result<Report> {
-    let server = Server::start(o.port, metrics, live).await?;
+    let server = Server::start_live(o.port, metrics, live).await?;
     let addr = server.addr;
     writeln!(out, "{}", banner(addr, o))?;
     if o.port != 0 && addr.port() != o.port {
@@ -290,6 +301,7 @@ pub async fn run(
         report.addr
     )?;
     writeln!(out, "{}", table::render(live, &report.sent.requests))?;
+    writeln!(out, "{}", render_time_split(live))?;
     if !settled {
         writeln!(out, "warning: requests still in flight after 5 s")?;
     }
@@ -329,4 +341,21 @@ pub async fn run(
     out.flush()?;
     server.stop().await;
     Ok(report)
+}
+
+/// "Where the time goes": per route, the mean total split into application (to the head),
+/// output (frames held downstream) and body production (the rest: the body making its frames).
+pub fn render_time_split(live: &Live) -> String {
+    let rows = table::time_split(live);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(24);
+    let mut s = format!(
+        "{:<width$}  {:>9}  {:>11}  {:>9}  {:>15}\n",
+        "where the time goes (ms)", "mean total", "application", "output", "body production"
+    );
+    for (route, total, app, output, body) in rows {
+        s.push_str(&format!(
+            "{route:<width$}  {total:>9.3}  {app:>11.3}  {output:>9.3}  {body:>15.3}\n"
+        ));
+    }
+    s
 }

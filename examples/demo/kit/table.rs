@@ -100,3 +100,19 @@ pub fn render(live: &Live, sent: &BTreeMap<String, u64>) -> String {
     }
     s
 }
+
+/// Where each route's time went, as exact means in ms: (route, total, application, output,
+/// body production). Body production is what is left: the time the body took to produce its
+/// frames after the head (a stream pausing, a slow generator), `total - application - output`.
+pub fn time_split(live: &Live) -> Vec<(String, f64, f64, f64, f64)> {
+    routes(live)
+        .into_iter()
+        .filter(|(_, r)| r.duration.count > 0)
+        .map(|(name, r)| {
+            let mean = |p: &Percentiles| p.mean.unwrap_or(0.0) * 1e3;
+            let (total, app, out) =
+                (mean(&r.duration), mean(&r.application_time), mean(&r.output_time));
+            (name, total, app, out, (total - app - out).max(0.0))
+        })
+        .collect()
+}
