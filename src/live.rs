@@ -131,7 +131,8 @@
 //! `/vitals` refreshes itself every 2 s: service tiles (active requests, utilisation, request
 //! rate, errors), then one card per route: request rate and count with a sparkline of the
 //! window (requests and errors), errors by `error.type` and status classes, p50/p95/p99 of
-//! application, output and total time as paired bars on one log axis (1 µs to 10 s), and bytes
+//! application, output and total time as paired bars on one log axis (1 µs to 10 s), where the
+//! mean request's time goes (application + output + body production, the rest), and bytes
 //! per response, blocks per response and bytes per block, with a "small blocks" flag. A toggle
 //! switches between the window and since start. Every string from the metrics is put in the
 //! page as text (never as HTML), and the page's `Content-Security-Policy` allows no external

@@ -289,6 +289,18 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
                 );
             }
         }
+        // Where the time goes: the page's means are /vitals.json's, body production the rest.
+        let mean = |t: &str| w[t]["mean"].as_f64().unwrap_or(0.0);
+        same_number(&fields["mean.duration"], &w["duration"]["mean"], &format!("{route} mean"));
+        for t in ["application_time", "output_time"] {
+            same_number(&fields[&format!("mean.{t}")], &w[t]["mean"], &format!("{route} mean {t}"));
+        }
+        let production: f64 = fields["mean.body_production"].parse().expect("production");
+        let want = (mean("duration") - mean("application_time") - mean("output_time")).max(0.0);
+        assert!(
+            (production - want).abs() <= 1e-12,
+            "{route}: body production {production} vs {want}"
+        );
         for f in ["bytes_per_response", "blocks_per_response", "bytes_per_block"] {
             same_number(&fields[f], &w[f], &format!("{route} {f}"));
         }
