@@ -21,7 +21,11 @@
 //!   production time would cost);
 //! - `vitals_dogstatsd` / `floor_dogstatsd`: with metrics-exporter-dogstatsd 0.9 sending to a
 //!   UDP socket bound here on 127.0.0.1;
-//! - `vitals_statsd`: with metrics-exporter-statsd 0.9 sending to a UDP socket bound here.
+//! - `vitals_statsd`: with metrics-exporter-statsd 0.9 sending to a UDP socket bound here;
+//! - `vitals_live`: with `tower_vitals::live`'s summary recorder alone (per-route hdrhistograms);
+//! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
+//!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
+//!   `vitals_prometheus` for what the live page adds per request.
 //!
 //! `cargo bench --bench overhead` runs them all. With `OVERHEAD_ONLY=scenario/variant` (and
 //! optionally `OVERHEAD_ITERS=N`, default 20000) the binary instead runs N requests of that one
@@ -128,6 +132,8 @@ enum Rec {
     PrometheusNative,
     Statsd,
     DogStatsd,
+    Live,
+    PrometheusLive,
 }
 
 /// A recorder, with what keeps it honest (upkeep thread, the UDP socket it sends to).
@@ -149,6 +155,11 @@ enum Installed {
     DogStatsd {
         recorder: metrics_exporter_dogstatsd::DogStatsDRecorder,
         _sink: UdpSocket,
+    },
+    Live(tower_vitals::live::LiveRecorder),
+    PrometheusLive {
+        recorder: metrics_util::layers::Fanout,
+        _upkeep: Upkeep,
     },
 }
 
@@ -197,6 +208,18 @@ impl Rec {
     fn install(self, upkeep: bool) -> Installed {
         match self {
             Rec::Noop => Installed::Noop(metrics::NoopRecorder),
+            Rec::Live => Installed::Live(tower_vitals::live::Live::new().recorder()),
+            Rec::PrometheusLive => {
+                let Installed::Prometheus { recorder, _upkeep } = Rec::Prometheus.install(upkeep)
+                else {
+                    unreachable!("Rec::Prometheus installs Prometheus")
+                };
+                let recorder = metrics_util::layers::FanoutBuilder::default()
+                    .add_recorder(recorder)
+                    .add_recorder(tower_vitals::live::Live::new().recorder())
+                    .build();
+                Installed::PrometheusLive { recorder, _upkeep }
+            }
             Rec::Prometheus | Rec::PrometheusOtel => {
                 let seconds = match self {
                     Rec::PrometheusOtel => tower_vitals::prometheus::OTEL_SECONDS_BUCKETS,
@@ -251,6 +274,8 @@ impl Installed {
             Installed::PrometheusNative { recorder, .. } => recorder,
             Installed::Statsd { recorder, .. } => recorder,
             Installed::DogStatsd { recorder, .. } => recorder,
+            Installed::Live(recorder) => recorder,
+            Installed::PrometheusLive { recorder, .. } => recorder,
         }
     }
 }
@@ -330,6 +355,10 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
         FloorLayer::new("unmatched").layer(plain(shape))
     });
     r.run("vitals_statsd", Rec::Statsd, req, || VitalsLayer::new().layer(plain(shape)));
+    r.run("vitals_live", Rec::Live, req, || VitalsLayer::new().layer(plain(shape)));
+    r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
+        VitalsLayer::new().layer(plain(shape))
+    });
 }
 
 fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
@@ -365,6 +394,10 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
         app(router(shape).layer(FloorLayer::new(ROUTE)))
     });
     r.run("vitals_statsd", Rec::Statsd, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run("vitals_live", Rec::Live, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
+        app(router(shape).layer(VitalsLayer::new()))
+    });
 }
 
 type Scenario = (&'static str, fn(&mut Runner<'_>, Shape), Shape);

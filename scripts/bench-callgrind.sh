@@ -7,7 +7,8 @@
 #   scripts/bench-callgrind.sh [scenario ...]     (default: plain_1x12B axum_1x12B)
 # Set TOP=N to also print the N functions whose per-request cost differs most between
 # VitalsLayer and the floor (no-op and Prometheus recorders): where the remaining cost goes.
-# Needs valgrind (Debian). Note: under valgrind quanta reads the clock through clock_gettime
+# Set VARIANTS="bare vitals_live ..." to count other variants (e.g. the live recorder's:
+# vitals_live, vitals_prometheus_live). Needs valgrind (Debian). Note: under valgrind quanta reads the clock through clock_gettime
 # (no TSC), so clock reads count more instructions here than they cost natively.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(plain_1x12B axum_1x12B)
-variants=(bare trace axum_prometheus vitals_noop floor_noop vitals_prometheus floor_prometheus vitals_dogstatsd floor_dogstatsd)
+VARIANTS=${VARIANTS:-bare trace axum_prometheus vitals_noop floor_noop vitals_prometheus floor_prometheus vitals_dogstatsd floor_dogstatsd}
+export VARIANTS
+read -r -a variants <<< "$VARIANTS"
 for s in "${scenarios[@]}"; do
   case $s in *1000x*) n1=200; n2=1200 ;; *) n1=2000; n2=12000 ;; esac
   for v in "${variants[@]}"; do
@@ -36,9 +39,9 @@ for s in "${scenarios[@]}"; do
   done
 done
 python3 - "$out" "${TOP:-0}" "${scenarios[@]}" <<'EOF'
-import sys
+import os, sys
 out, top, scenarios = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-variants = "bare trace axum_prometheus vitals_noop floor_noop vitals_prometheus floor_prometheus vitals_dogstatsd floor_dogstatsd".split()
+variants = os.environ["VARIANTS"].split()
 def load(path):
     d = {}
     for line in open(path):

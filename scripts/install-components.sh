@@ -4,6 +4,7 @@
 #   - Etsy statsd 0.9.0 (npm), into .tools/statsd (git-ignored)
 #   - protoc + the well-known .proto files (Debian `protobuf-compiler`, `libprotobuf-dev`): the
 #     `native-histograms` feature builds metrics-exporter-prometheus' protobuf code at build time
+#   - headless Chromium (Debian `chromium`, no recommends): tests/live_browser.rs, screenshot.sh
 # Never starts a packaged daemon: tests start their own on 127.0.0.1 with free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl       >/dev/null 2>&1 || need_apt+=(curl)
 command -v protoc     >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || need_apt+=(libprotobuf-dev)
+command -v chromium   >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-components: need root to apt-get install ${need_apt[*]}" >&2; exit 1
@@ -37,4 +39,4 @@ if [ ! -f "$STATSD_DIR/node_modules/statsd/stats.js" ]; then
     --loglevel=error statsd@0.9.0 >/dev/null
 fi
 
-echo "components: $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3); $(protoc --version); statsd $(node -p "require('$STATSD_DIR/node_modules/statsd/package.json').version")"
+echo "components: $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3); $(protoc --version); statsd $(node -p "require('$STATSD_DIR/node_modules/statsd/package.json').version"); $(chromium --version 2>/dev/null | head -1)"

@@ -22,8 +22,11 @@ step "cargo test (unit, integration, real components incl. dashboards and fideli
 log=$(mktemp)
 cargo test --all-features 2>&1 | tee "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+# The live page's headless-Chromium test must have run (it fails, never skips, without chromium).
+browser_ran=$(grep -c '^test the_page_in_chromium_shows_what_vitals_json_says \.\.\. ok' "$log" || true)
 rm -f "$log"
 if [ "$passed" -eq 0 ]; then echo "no test ran: that is a failure here" >&2; exit 1; fi
+if [ "$browser_ran" -eq 0 ]; then echo "the Chromium test of /vitals did not run" >&2; exit 1; fi
 
 step "library without default features, and rustdoc -D warnings"
 cargo check --no-default-features --lib
@@ -34,7 +37,9 @@ cargo build --all-features --examples --benches
 
 step "demo, bounded (the README's run command, 3 s)"
 demo_out=$(cargo run -q --all-features --example demo -- --seconds 3 --port 0)
+echo "$demo_out" | head -1
 echo "$demo_out" | tail -4
+echo "$demo_out" | head -1 | grep -q '^live page: http://127.0.0.1:[0-9]*/vitals ' || { echo "demo: /vitals URL not printed first" >&2; exit 1; }
 echo "$demo_out" | grep -q '^check: the layer recorded every request' || { echo "demo: table does not match its load" >&2; exit 1; }
 echo "$demo_out" | grep -q 'small-blocks .*<-- small blocks' || { echo "demo: small-block route not flagged" >&2; exit 1; }
 

@@ -61,6 +61,9 @@
 //!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
 //!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
 //!   [`utilization_window`](VitalsLayer::utilization_window).
+//! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
+//!   process (per-route hdrhistograms over a recent window and since start) and serves
+//!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
 //! - **Small blocks**: a route whose multi-block responses average fewer than 512 bytes per
 //!   block over 4096 blocks gets one `tracing` warning (at most one per route per hour), naming
 //!   the route and the figures. See [`SmallBlockWarning`].
@@ -108,6 +111,8 @@ mod handles;
 mod in_flight;
 pub mod labels;
 mod layer;
+#[cfg(feature = "live")]
+pub mod live;
 mod names;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -155,6 +160,7 @@ mod layering {
         "prometheus",
         "statsd",
         "dogstatsd",
+        "live",
     ];
 
     fn sources(module: &str) -> Vec<(String, String)> {

@@ -847,21 +847,30 @@ fn demo_bounded_run_prints_a_table_whose_totals_match_its_load() {
     let (report, out) = std::thread::spawn(move || {
         let prometheus = tower_vitals::prometheus::builder().build_recorder();
         let metrics = PrometheusMetrics::from_handle(prometheus.handle());
-        let table = kit::table::TableRecorder::new();
+        let live = tower_vitals::live::Live::new();
         let fanout =
-            FanoutBuilder::default().add_recorder(prometheus).add_recorder(table.clone()).build();
+            FanoutBuilder::default().add_recorder(prometheus).add_recorder(live.recorder()).build();
         let _local = metrics::set_default_local_recorder(&fanout);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let mut out = Vec::new();
-        let report = runtime.block_on(kit::run(&options, &metrics, &table, &mut out)).expect("run");
+        let report = runtime.block_on(kit::run(&options, &metrics, &live, &mut out)).expect("run");
         // /metrics saw the same requests.
         let text = metrics.render();
-        (report, (String::from_utf8(out).expect("utf-8"), text))
+        (report, (String::from_utf8(out).expect("utf-8"), text, live.json()))
     })
     .join()
     .expect("demo thread");
-    let (out, exposition) = out;
+    let (out, exposition, vitals_json) = out;
+
+    // /vitals.json (what the live page shows) counts exactly what the load generator sent.
+    let vitals: serde_json::Value = serde_json::from_str(&vitals_json).expect("/vitals.json");
+    let mut counted = BTreeMap::new();
+    for r in vitals["services"][0]["routes"].as_array().expect("routes") {
+        let n = r["since_start"]["requests"].as_u64().expect("requests");
+        counted.insert(r["route"].as_str().expect("route").to_owned(), n);
+    }
+    assert_eq!(counted, report.sent.requests, "/vitals.json vs the load generator");
 
     assert!(report.matches(), "{report:?}\n{out}");
     assert!(report.sent.total() > 100, "{report:?}");

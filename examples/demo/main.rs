@@ -3,13 +3,14 @@
 //! An axum app on 127.0.0.1 wrapped in `VitalsLayer` (fast and slow JSON handlers, a path
 //! parameter, a 1 MiB download in 8 KiB blocks and the same file in 128-byte blocks, a 500, a
 //! stream that fails half-way), serving `/metrics` for Prometheus, and driving its own traffic
-//! (including a client that leaves mid-download and a slow reader). Every few seconds and at
-//! the end it prints a per-route table of what the layer recorded (percentiles from
-//! hdrhistogram), next to what its load generator sent.
+//! (including a client that leaves mid-download and a slow reader). It prints the URL of its
+//! live page (`/vitals`, from `tower_vitals::live`) first; every few seconds and at the end it
+//! prints a per-route table of what the layer recorded, read from the same live recorder
+//! (percentiles from hdrhistogram), next to what its load generator sent.
 //!
 //! ```text
 //! cargo run --example demo                      # 15 s, then the final table
-//! cargo run --example demo -- --forever         # until Ctrl-C; scrape /metrics meanwhile
+//! cargo run --example demo -- --forever         # until Ctrl-C; open /vitals, scrape /metrics
 //! cargo run --example demo -- --seconds 60 --port 3001
 //! cargo run --example demo --features native-histograms   # + native histograms (needs protoc)
 //! cargo run --example demo --features statsd -- --statsd 127.0.0.1:8125
@@ -22,6 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use metrics_util::layers::FanoutBuilder;
+use tower_vitals::live::Live;
 use tower_vitals::prometheus::{self, PrometheusMetrics};
 
 fn main() -> ExitCode {
@@ -33,10 +35,10 @@ fn main() -> ExitCode {
         }
     };
     // Two recorders fed by the same layer: Prometheus (with tower-vitals' buckets) for
-    // /metrics, and the hdrhistogram table printed here.
+    // /metrics, and the live summary for /vitals and the table printed here.
     let (recorder, metrics) = prometheus_recorder();
-    let table = kit::table::TableRecorder::new();
-    let fanout = FanoutBuilder::default().add_recorder(recorder).add_recorder(table.clone());
+    let live = Live::new();
+    let fanout = FanoutBuilder::default().add_recorder(recorder).add_recorder(live.recorder());
     let fanout = match push_recorders(fanout, &options) {
         Ok(f) => f.build(),
         Err(message) => {
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
             }
         };
     let mut stdout = std::io::stdout();
-    let result = runtime.block_on(kit::run(&options, &metrics, &table, &mut stdout));
+    let result = runtime.block_on(kit::run(&options, &metrics, &live, &mut stdout));
     if options.statsd.is_some() || options.dogstatsd.is_some() {
         std::thread::sleep(PUSH_FLUSH + Duration::from_millis(500)); // the exporters' last flush
     }

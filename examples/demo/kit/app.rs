@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, get_service};
 use axum::Router;
 use futures_util::stream;
+use tower_vitals::live::Live;
 use tower_vitals::prometheus::PrometheusMetrics;
 use tower_vitals::VitalsLayer;
 
@@ -84,12 +85,13 @@ fn stream_error(file: &Bytes) -> Response {
     Body::from_stream(stream::iter(good.chain(bad))).into_response()
 }
 
-/// The app: every route wrapped by `layer`, and `/metrics` added after it (not measured).
+/// The app: every route wrapped by `layer`, and `/metrics`, `/vitals` and `/vitals.json` added
+/// after it (not measured).
 ///
-/// `/metrics` shares the app's router here because the demo listens on 127.0.0.1 only. A
-/// service reachable from outside serves it on a listener of its own instead
-/// (`PrometheusMetrics::serve`, see `examples/prometheus.rs` and the README).
-pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics) -> Router {
+/// They share the app's router here because the demo listens on 127.0.0.1 only. A service
+/// reachable from outside serves them on a listener of their own instead
+/// (`Live::serve` / `PrometheusMetrics::serve`, see the README).
+pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics, live: &Live) -> Router {
     let file: Bytes = (0..FILE_SIZE).map(|i| b"tower-vitals "[i % 13]).collect::<Vec<u8>>().into();
     let (f1, f2, f3) = (file.clone(), file.clone(), file);
     Router::new()
@@ -102,4 +104,6 @@ pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics) -> Router {
         .route(routes::STREAM_ERROR, get(move || async move { stream_error(&f3) }))
         .layer(layer)
         .route("/metrics", get_service(metrics.service()))
+        .route("/vitals", get_service(live.service()))
+        .route("/vitals.json", get_service(live.service()))
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
+use tower_vitals::live::Live;
 use tower_vitals::prometheus::PrometheusMetrics;
 use tower_vitals::VitalsLayer;
 
 use load::{Load, Sent};
-use table::TableRecorder;
 
 /// Command-line options.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,8 +129,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds 127.0.0.1:`port` (a free port if taken or 0) and serves the demo app.
+    /// Binds 127.0.0.1:`port` (a free port if taken or 0) and serves the demo app, with
+    /// `/metrics` from `metrics` (and `/vitals` from a live summary nobody feeds: use
+    /// [`start_live`](Self::start_live) for the real one). Used by the tests that share the kit.
+    #[allow(dead_code)]
     pub async fn start(port: u16, metrics: &PrometheusMetrics) -> io::Result<Server> {
+        Server::start_live(port, metrics, &Live::new()).await
+    }
+
+    /// Like [`start`](Self::start), with `/vitals` from `live`.
+    pub async fn start_live(
+        port: u16,
+        metrics: &PrometheusMetrics,
+        live: &Live,
+    ) -> io::Result<Server> {
         let listener = match listen(port) {
             Ok(l) => l,
             Err(e) if port != 0 && e.kind() == io::ErrorKind::AddrInUse => listen(0)?,
@@ -138,7 +150,7 @@ impl Server {
         };
         let addr = listener.local_addr()?;
         let layer = VitalsLayer::new();
-        let app = app::router(layer.clone(), metrics);
+        let app = app::router(layer.clone(), metrics, live);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -209,6 +221,7 @@ fn banner(addr: SocketAddr, o: &Options) -> String {
     };
     format!(
         "\
+live page: http://{addr}/vitals   (its data: http://{addr}/vitals.json)
 tower-vitals demo: an axum app on http://{addr}, wrapped in VitalsLayer, driving its own traffic {how_long}.
   routes: /api/fast  /api/slow  /users/{{id}}  /download (1 MiB in 8 KiB blocks)
           /download/small-blocks (the same 1 MiB in 128-byte blocks)  /api/fail (500)
@@ -223,20 +236,20 @@ tower-vitals demo: an axum app on http://{addr}, wrapped in VitalsLayer, driving
 
 /// Runs the demo: serve, drive traffic, print the table every `every` seconds and at the end.
 ///
-/// `table` must be fed by the same recorder the layer records into (a `Fanout` of it and the
-/// Prometheus recorder behind `metrics`).
+/// `live`'s recorder must be fed by the same recorder the layer records into (a `Fanout` of it
+/// and the Prometheus recorder behind `metrics`): the table and `/vitals` read from it.
 pub async fn run(
     o: &Options,
     metrics: &PrometheusMetrics,
-    table: &TableRecorder,
+    live: &Live,
     out: &mut dyn Write,
 ) -> io::Result<Report> {
-    let server = Server::start(o.port, metrics).await?;
+    let server = Server::start_live(o.port, metrics, live).await?;
     let addr = server.addr;
+    writeln!(out, "{}", banner(addr, o))?;
     if o.port != 0 && addr.port() != o.port {
         writeln!(out, "(port {} is taken: using {} instead)", o.port, addr.port())?;
     }
-    writeln!(out, "{}", banner(addr, o))?;
     out.flush()?;
 
     let started = Instant::now();
@@ -264,7 +277,7 @@ pub async fn run(
                 sent.total(),
                 server.layer.active_requests()
             )?;
-            writeln!(out, "{}", table::render(table, &sent.requests))?;
+            writeln!(out, "{}", table::render(live, &sent.requests))?;
             out.flush()?;
             next += every;
         }
@@ -272,15 +285,13 @@ pub async fn run(
 
     let sent = load.finish().await;
     let settled = server.settle(Duration::from_secs(5)).await;
-    let (recorded, errors) = table.with(|routes| {
-        let recorded = routes.iter().map(|(k, v)| (k.clone(), v.requests)).collect();
-        let errors = routes
-            .iter()
-            .filter(|(_, v)| !v.errors.is_empty())
-            .map(|(k, v)| (k.clone(), v.errors.clone()))
-            .collect();
-        (recorded, errors)
-    });
+    let routes = table::routes(live);
+    let recorded = routes.iter().map(|(k, v)| (k.clone(), v.requests)).collect();
+    let errors = routes
+        .iter()
+        .filter(|(_, v)| !v.errors.is_empty())
+        .map(|(k, v)| (k.clone(), v.errors.clone()))
+        .collect();
     let report = Report { sent, recorded, errors, addr };
     writeln!(
         out,
@@ -289,8 +300,8 @@ pub async fn run(
         report.sent.total(),
         report.addr
     )?;
-    writeln!(out, "{}", table::render(table, &report.sent.requests))?;
-    writeln!(out, "{}", render_time_split(table))?;
+    writeln!(out, "{}", table::render(live, &report.sent.requests))?;
+    writeln!(out, "{}", render_time_split(live))?;
     if !settled {
         writeln!(out, "warning: requests still in flight after 5 s")?;
     }
@@ -309,19 +320,18 @@ pub async fn run(
             report.sent.requests, report.sent.errors, report.recorded, report.errors
         )?;
     }
-    let small: Vec<String> = table.with(|routes| {
-        routes.iter().filter(|(_, r)| r.small_blocks()).map(|(k, _)| k.clone()).collect()
-    });
+    let small: Vec<String> =
+        routes.iter().filter(|(_, r)| r.small_blocks()).map(|(k, _)| k.clone()).collect();
     if !small.is_empty() {
         writeln!(
             out,
             "small blocks: {} writes its body in blocks under {} bytes: one write and one chunk \
              header per block. Send bigger blocks (buffer, or one Bytes for the whole body).",
             small.join(", "),
-            table::SMALL_BLOCK_BYTES
+            tower_vitals::live::SMALL_BLOCK_BYTES
         )?;
     }
-    for (route, output, application) in table::delivery_bound(table) {
+    for (route, output, application) in table::delivery_bound(live) {
         writeln!(
             out,
             "output time: {route} p99 {output:.0} ms writing its body vs {application:.2} ms in \
@@ -335,8 +345,8 @@ pub async fn run(
 
 /// "Where the time goes": per route, the mean total split into application (to the head),
 /// output (frames held downstream) and body production (the rest: the body making its frames).
-pub fn render_time_split(table: &TableRecorder) -> String {
-    let rows = table::time_split(table);
+pub fn render_time_split(live: &Live) -> String {
+    let rows = table::time_split(live);
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(24);
     let mut s = format!(
         "{:<width$}  {:>9}  {:>11}  {:>9}  {:>15}\n",

@@ -1,0 +1,362 @@
+//! The summary recorder: a `metrics::Recorder` that understands the layer's metric names under
+//! any prefix and keeps them per route, behind one lock per route.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+
+use super::window::{self, RouteStats, Time, HISTORY_POINTS};
+use crate::labels::{ERROR_TYPE, METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED};
+use crate::MetricNames;
+
+/// What a metric name is, once its prefix is taken off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Requests,
+    Time(Time),
+    Bytes,
+    Blocks,
+    Active,
+    Utilization,
+}
+
+/// The layer's names with an empty prefix: `.requests`, `.request.duration`, …
+fn suffixes() -> [(String, Kind); 8] {
+    let n = MetricNames::new("");
+    [
+        (n.requests, Kind::Requests),
+        (n.duration, Kind::Time(Time::Duration)),
+        (n.application_time, Kind::Time(Time::Application)),
+        (n.output_time, Kind::Time(Time::Output)),
+        (n.output_bytes, Kind::Bytes),
+        (n.output_blocks, Kind::Blocks),
+        (n.active_requests, Kind::Active),
+        (n.utilization, Kind::Utilization),
+    ]
+}
+
+/// An `f64` in an atomic (bits), for gauges.
+#[derive(Debug)]
+pub(crate) struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    pub(crate) fn new(v: f64) -> Self {
+        AtomicF64(AtomicU64::new(v.to_bits()))
+    }
+    pub(crate) fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    fn add(&self, d: f64) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            let old = f64::from_bits(bits);
+            Some((if old.is_nan() { d } else { old + d }).to_bits())
+        });
+    }
+}
+
+impl GaugeFn for AtomicF64 {
+    fn increment(&self, value: f64) {
+        self.add(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.add(-value);
+    }
+    fn set(&self, value: f64) {
+        AtomicF64::set(self, value);
+    }
+}
+
+/// One route: its numbers behind its own lock.
+pub(crate) struct RouteState {
+    pub(crate) stats: Mutex<RouteStats>,
+}
+
+/// One prefix (one layer, usually).
+#[derive(Default)]
+pub(crate) struct Service {
+    pub(crate) routes: BTreeMap<String, Arc<RouteState>>,
+    /// `active_requests` by method.
+    pub(crate) active: BTreeMap<String, Arc<AtomicF64>>,
+    /// `utilization` (NaN until set).
+    pub(crate) utilization: Option<Arc<AtomicF64>>,
+}
+
+/// Everything a [`Live`](super::Live) holds.
+pub(crate) struct Inner {
+    pub(crate) clock: quanta::Clock,
+    pub(crate) start: quanta::Instant,
+    pub(crate) window: Duration,
+    pub(crate) prefix: Option<String>,
+    pub(crate) max_routes: usize,
+    suffixes: [(String, Kind); 8],
+    /// Taken only to register a new label set and to take a snapshot, never per request.
+    pub(crate) services: Mutex<BTreeMap<String, Service>>,
+    /// Route-lock acquisitions that found the lock taken (contention, since start).
+    pub(crate) lock_waits: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        clock: quanta::Clock,
+        window: Duration,
+        prefix: Option<String>,
+        max_routes: usize,
+    ) -> Self {
+        let start = clock.now();
+        Inner {
+            clock,
+            start,
+            window,
+            prefix,
+            max_routes: max_routes.max(1),
+            suffixes: suffixes(),
+            services: Mutex::new(BTreeMap::new()),
+            lock_waits: AtomicU64::new(0),
+        }
+    }
+
+    /// Nanoseconds since the recorder was made.
+    pub(crate) fn elapsed_nanos(&self) -> u64 {
+        let d = self.clock.now().saturating_duration_since(self.start);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Length of one of the window's two slots, in nanoseconds (at least 1).
+    pub(crate) fn slot_nanos(&self) -> u64 {
+        (u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / 2).max(1)
+    }
+
+    /// Length of one history step, in nanoseconds (at least 1).
+    pub(crate) fn step_nanos(&self) -> u64 {
+        (u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / HISTORY_POINTS as u64).max(1)
+    }
+
+    pub(crate) fn services(&self) -> MutexGuard<'_, BTreeMap<String, Service>> {
+        self.services.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks `route`, counting a wait if it was taken.
+    fn lock<'r>(&self, route: &'r RouteState) -> MutexGuard<'r, RouteStats> {
+        match route.stats.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => {
+                self.lock_waits.fetch_add(1, Ordering::Relaxed);
+                route.stats.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        }
+    }
+
+    /// Reads the clock, locks `route`, rotates its window to now, and runs `f` with the
+    /// current history step (kept as the route's step for the recordings that follow).
+    fn with_route_now<R>(
+        &self,
+        route: &RouteState,
+        f: impl FnOnce(&mut RouteStats, u64) -> R,
+    ) -> R {
+        let now = self.elapsed_nanos();
+        let mut stats = self.lock(route);
+        stats.rotate(now / self.slot_nanos());
+        let step = now / self.step_nanos();
+        stats.step = stats.step.max(step);
+        f(&mut stats, step)
+    }
+
+    /// Locks `route` and runs `f` with the route's last step, without reading the clock: the
+    /// layer increments `requests` (which reads it and rotates) just before it records the
+    /// histograms of the same request, so they land in the same window slot and history step.
+    fn with_route<R>(&self, route: &RouteState, f: impl FnOnce(&mut RouteStats, u64) -> R) -> R {
+        let mut stats = self.lock(route);
+        let step = stats.step;
+        f(&mut stats, step)
+    }
+
+    /// The layer metric `name` is, and its prefix; `None` for anything else.
+    fn parse<'n>(&self, name: &'n str) -> Option<(&'n str, Kind)> {
+        let (prefix, kind) = self.suffixes.iter().find_map(|(suffix, kind)| {
+            let prefix = name.strip_suffix(suffix.as_str())?;
+            (!prefix.is_empty()).then_some((prefix, *kind))
+        })?;
+        match &self.prefix {
+            Some(only) if only != prefix => None,
+            _ => Some((prefix, kind)),
+        }
+    }
+
+    /// The state of `route` under `prefix`, made if new; past the route cap, `overflow`'s.
+    fn route(&self, prefix: &str, route: &str) -> Arc<RouteState> {
+        let mut services = self.services();
+        let total: usize = services.values().map(|s| s.routes.len()).sum();
+        let service = services.entry(prefix.to_owned()).or_default();
+        if let Some(r) = service.routes.get(route) {
+            return Arc::clone(r);
+        }
+        let name = if total >= self.max_routes { OVERFLOW } else { route };
+        Arc::clone(
+            service
+                .routes
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(RouteState { stats: Mutex::new(RouteStats::new()) })),
+        )
+    }
+}
+
+fn label<'k>(key: &'k Key, name: &str) -> Option<&'k str> {
+    key.labels().find(|l| l.key() == name).map(|l| l.value())
+}
+
+/// The `metrics` recorder of a [`Live`](super::Live): made by
+/// [`Live::recorder`](super::Live::recorder). Install it (alone, or in a `Fanout` with your
+/// exporter), then build the layer. Cheap to clone: clones feed the same numbers.
+///
+/// It keeps the layer's `requests`, `request.duration`, `application_time`, `output_time`,
+/// `output_bytes`, `output_blocks`, `active_requests` and `utilization` under any prefix (or
+/// the one prefix set with [`LiveBuilder::prefix`](super::LiveBuilder::prefix)); every other
+/// metric gets a no-op handle.
+#[derive(Clone)]
+pub struct LiveRecorder {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LiveRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRecorder").field("window", &self.inner.window).finish_non_exhaustive()
+    }
+}
+
+struct RequestsHandle {
+    inner: Arc<Inner>,
+    route: Arc<RouteState>,
+    error: Option<usize>,
+    class: u8,
+}
+
+impl CounterFn for RequestsHandle {
+    fn increment(&self, value: u64) {
+        self.inner
+            .with_route_now(&self.route, |s, step| s.count(step, value, self.error, self.class));
+    }
+    fn absolute(&self, _value: u64) {}
+}
+
+struct HistogramHandle {
+    inner: Arc<Inner>,
+    route: Arc<RouteState>,
+    kind: Kind,
+}
+
+impl HistogramFn for HistogramHandle {
+    fn record(&self, value: f64) {
+        self.inner.with_route(&self.route, |s, step| match self.kind {
+            Kind::Time(t) => s.time(step, t, value),
+            Kind::Bytes => s.bytes(value),
+            Kind::Blocks => s.blocks(value),
+            Kind::Requests | Kind::Active | Kind::Utilization => {}
+        });
+    }
+}
+
+impl Recorder for LiveRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let Some((prefix, Kind::Requests)) = self.inner.parse(key.name()) else {
+            return Counter::noop();
+        };
+        let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
+        let error = label(key, ERROR_TYPE).map(|e| {
+            let mut stats = route.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.error_index(e)
+        });
+        let class = window::status_class(label(key, STATUS));
+        Counter::from_arc(Arc::new(RequestsHandle {
+            inner: Arc::clone(&self.inner),
+            route,
+            error,
+            class,
+        }))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let Some((prefix, kind)) = self.inner.parse(key.name()) else { return Gauge::noop() };
+        let mut services = self.inner.services();
+        let service = services.entry(prefix.to_owned()).or_default();
+        match kind {
+            Kind::Active => {
+                let method = label(key, METHOD).unwrap_or("").to_owned();
+                let gauge =
+                    service.active.entry(method).or_insert_with(|| Arc::new(AtomicF64::new(0.0)));
+                Gauge::from_arc(Arc::clone(gauge))
+            }
+            Kind::Utilization => {
+                let gauge =
+                    service.utilization.get_or_insert_with(|| Arc::new(AtomicF64::new(f64::NAN)));
+                Gauge::from_arc(Arc::clone(gauge))
+            }
+            _ => Gauge::noop(),
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let Some((prefix, kind)) = self.inner.parse(key.name()) else {
+            return Histogram::noop();
+        };
+        if !matches!(kind, Kind::Time(_) | Kind::Bytes | Kind::Blocks) {
+            return Histogram::noop();
+        }
+        let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
+        Histogram::from_arc(Arc::new(HistogramHandle {
+            inner: Arc::clone(&self.inner),
+            route,
+            kind,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(prefix: Option<&str>) -> Inner {
+        Inner::new(quanta::Clock::mock().0, Duration::from_secs(60), prefix.map(Into::into), 3)
+    }
+
+    #[test]
+    fn names_are_understood_under_any_prefix() {
+        let i = inner(None);
+        assert_eq!(i.parse("http.server.requests"), Some(("http.server", Kind::Requests)));
+        assert_eq!(
+            i.parse("my.api.request.duration"),
+            Some(("my.api", Kind::Time(Time::Duration)))
+        );
+        assert_eq!(i.parse("x.utilization"), Some(("x", Kind::Utilization)));
+        assert_eq!(i.parse(".requests"), None, "no prefix");
+        assert_eq!(i.parse("x.input_bytes"), None, "input metrics are not kept");
+        assert_eq!(i.parse("something_else"), None);
+        let only = inner(Some("api"));
+        assert_eq!(only.parse("api.requests"), Some(("api", Kind::Requests)));
+        assert_eq!(only.parse("http.server.requests"), None);
+    }
+
+    #[test]
+    fn routes_past_the_cap_fold_into_overflow() {
+        let i = inner(None);
+        for r in ["/a", "/b", "/c", "/d", "/e"] {
+            i.route("p", r);
+        }
+        let services = i.services();
+        let names: Vec<&String> = services["p"].routes.keys().collect();
+        assert_eq!(names, ["/a", "/b", "/c", "overflow"]);
+    }
+}

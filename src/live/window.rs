@@ -1,0 +1,406 @@
+//! One route's numbers: hdrhistograms of the three times since start and over a rotating
+//! window, counts by `error.type` and status class, body sums, and a short history ring.
+//!
+//! Pure data, driven by the caller's clock readings (nanoseconds since the recorder started),
+//! so that rotation is tested on a mock clock.
+
+use hdrhistogram::{Counter, Histogram as Hdr};
+
+/// Times are kept in whole microseconds, 2 significant figures (< 1 % error per value).
+pub(crate) const SIGFIG: u8 = 2;
+/// Times above one hour are kept as one hour (long-lived streams).
+pub(crate) const MAX_MICROS: u64 = 3_600_000_000;
+/// Points in the history (sparklines), spread over one window.
+pub const HISTORY_POINTS: usize = 30;
+/// Distinct `error.type` values kept per route; more fold into [`OTHER_ERROR`].
+pub(crate) const MAX_ERROR_TYPES: usize = 64;
+/// Where `error.type` values past [`MAX_ERROR_TYPES`] are counted.
+pub(crate) const OTHER_ERROR: &str = "_other";
+
+/// The three times, in the order they are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Time {
+    Duration = 0,
+    Application = 1,
+    Output = 2,
+}
+
+/// Status classes: `1xx` … `5xx`, and `none` (no response head: cancelled, service error).
+pub(crate) const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The class index of a `http.response.status_code` label value (absent or odd: `none`).
+pub(crate) fn status_class(code: Option<&str>) -> u8 {
+    match code.and_then(|c| c.parse::<u16>().ok()) {
+        Some(c @ 100..=599) => (c / 100) as u8,
+        _ => 0,
+    }
+}
+
+/// Seconds (as the layer records them) to the whole microseconds kept, clamped.
+pub(crate) fn micros(seconds: f64) -> u64 {
+    if seconds.is_finite() && seconds > 0.0 {
+        ((seconds * 1e6).round() as u64).min(MAX_MICROS)
+    } else {
+        0
+    }
+}
+
+/// An empty time histogram (1 µs to 1 h, auto-growing up to that: memory follows the
+/// largest value seen).
+pub(crate) fn time_histogram<C: Counter>() -> Hdr<C> {
+    let mut h = Hdr::new_with_bounds(1, 2, SIGFIG).expect("1..2 at 2 significant figures is valid");
+    h.auto(true);
+    h
+}
+
+/// What one period (since start, or one window slot) holds.
+pub(crate) struct Period<C: Counter> {
+    pub(crate) requests: u64,
+    /// By error index (see [`RouteStats::error_index`]).
+    pub(crate) errors: Vec<u64>,
+    pub(crate) status: [u64; 6],
+    pub(crate) times: [Hdr<C>; 3],
+    /// Exact sums of the times, in seconds.
+    pub(crate) time_sums: [f64; 3],
+    /// Responses that recorded body figures (a head was produced).
+    pub(crate) bodies: u64,
+    pub(crate) bytes: u64,
+    pub(crate) blocks: u64,
+}
+
+impl<C: Counter> Period<C> {
+    fn new() -> Self {
+        Period {
+            requests: 0,
+            errors: Vec::new(),
+            status: [0; 6],
+            times: std::array::from_fn(|_| time_histogram()),
+            time_sums: [0.0; 3],
+            bodies: 0,
+            bytes: 0,
+            blocks: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.requests = 0;
+        self.errors.iter_mut().for_each(|e| *e = 0);
+        self.status = [0; 6];
+        self.times.iter_mut().for_each(Hdr::reset);
+        self.time_sums = [0.0; 3];
+        self.bodies = 0;
+        self.bytes = 0;
+        self.blocks = 0;
+    }
+
+    fn count(&mut self, n: u64, error: Option<usize>, class: u8) {
+        self.requests = self.requests.saturating_add(n);
+        if let Some(e) = error {
+            if self.errors.len() <= e {
+                self.errors.resize(e + 1, 0);
+            }
+            self.errors[e] = self.errors[e].saturating_add(n);
+        }
+        let class = usize::from(class).min(5);
+        self.status[class] = self.status[class].saturating_add(n);
+    }
+
+    /// One time: `micros` as kept in the histogram, `seconds` (finite, ≥ 0, clamped) for the sum.
+    fn time(&mut self, which: Time, micros: u64, seconds: f64) {
+        let i = which as usize;
+        // Auto-resizing up to MAX_MICROS (micros clamps): recording cannot fail.
+        let _ = self.times[i].record(micros);
+        self.time_sums[i] += seconds;
+    }
+
+    /// Bytes of heap held by the histograms.
+    fn heap_bytes(&self) -> usize {
+        self.times.iter().map(|h| h.distinct_values() * std::mem::size_of::<C>()).sum::<usize>()
+            + self.errors.capacity() * 8
+    }
+}
+
+/// One point of the history ring: what finished during one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Point {
+    step: u64,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) duration_sum: f64,
+    pub(crate) duration_max: f64,
+}
+
+/// Everything kept for one route. Guarded by the route's own lock.
+pub(crate) struct RouteStats {
+    /// `error.type` names, by index.
+    pub(crate) error_names: Vec<String>,
+    pub(crate) total: Period<u64>,
+    /// The window: the previous slot and the current one (each half a window long).
+    slots: [Period<u32>; 2],
+    /// Index of the current slot in `slots`.
+    current: usize,
+    /// Slot number (elapsed / slot length) of the current slot.
+    epoch: u64,
+    /// Whether the previous slot holds the slot just before `epoch` (not an older one).
+    previous_valid: bool,
+    /// The history step of the last `requests` increment (histograms record into it).
+    pub(crate) step: u64,
+    history: [Point; HISTORY_POINTS],
+}
+
+impl RouteStats {
+    pub(crate) fn new() -> Self {
+        RouteStats {
+            error_names: Vec::new(),
+            total: Period::new(),
+            slots: [Period::new(), Period::new()],
+            current: 0,
+            epoch: 0,
+            previous_valid: false,
+            step: 0,
+            history: [Point::default(); HISTORY_POINTS],
+        }
+    }
+
+    /// The index of `error.type` value `name`, adding it if new (past the cap: `_other`).
+    pub(crate) fn error_index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.error_names.iter().position(|n| n == name) {
+            return i;
+        }
+        if self.error_names.len() >= MAX_ERROR_TYPES {
+            return self.error_index_other();
+        }
+        self.error_names.push(name.to_owned());
+        self.error_names.len() - 1
+    }
+
+    fn error_index_other(&mut self) -> usize {
+        match self.error_names.iter().position(|n| n == OTHER_ERROR) {
+            Some(i) => i,
+            None => {
+                self.error_names.push(OTHER_ERROR.to_owned());
+                self.error_names.len() - 1
+            }
+        }
+    }
+
+    /// Moves the window to slot `epoch`: the current slot becomes the previous one if it is
+    /// the slot just before, else both are cleared.
+    pub(crate) fn rotate(&mut self, epoch: u64) {
+        if epoch <= self.epoch {
+            return;
+        }
+        if epoch == self.epoch + 1 {
+            self.current ^= 1;
+            self.previous_valid = true;
+        } else {
+            self.slots[self.current ^ 1].clear();
+            self.previous_valid = false;
+        }
+        self.slots[self.current].clear();
+        self.epoch = epoch;
+    }
+
+    fn point(&mut self, step: u64) -> &mut Point {
+        let p = &mut self.history[(step % HISTORY_POINTS as u64) as usize];
+        if p.step != step {
+            *p = Point { step, ..Point::default() };
+        }
+        p
+    }
+
+    /// `n` finished requests (the `requests` counter).
+    pub(crate) fn count(&mut self, step: u64, n: u64, error: Option<usize>, class: u8) {
+        self.total.count(n, error, class);
+        self.slots[self.current].count(n, error, class);
+        let p = self.point(step);
+        p.requests = p.requests.saturating_add(n);
+        if error.is_some() {
+            p.errors = p.errors.saturating_add(n);
+        }
+    }
+
+    /// One time sample, in seconds.
+    pub(crate) fn time(&mut self, step: u64, which: Time, seconds: f64) {
+        let us = micros(seconds);
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds.min(MAX_MICROS as f64 / 1e6)
+        } else {
+            0.0
+        };
+        self.total.time(which, us, seconds);
+        self.slots[self.current].time(which, us, seconds);
+        if which == Time::Duration && seconds > 0.0 {
+            let p = self.point(step);
+            p.duration_sum += seconds;
+            p.duration_max = p.duration_max.max(seconds);
+        }
+    }
+
+    /// One response's body bytes (`output_bytes`); counts the response.
+    pub(crate) fn bytes(&mut self, value: f64) {
+        let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
+        for p in [&mut self.total.bytes, &mut self.slots[self.current].bytes] {
+            *p = p.saturating_add(v);
+        }
+        self.total.bodies += 1;
+        self.slots[self.current].bodies += 1;
+    }
+
+    /// One response's body blocks (`output_blocks`).
+    pub(crate) fn blocks(&mut self, value: f64) {
+        let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
+        for p in [&mut self.total.blocks, &mut self.slots[self.current].blocks] {
+            *p = p.saturating_add(v);
+        }
+    }
+
+    /// The window's two slots merged (previous only if it is the one just before), as one
+    /// period with 64-bit counts.
+    pub(crate) fn window(&self) -> Period<u64> {
+        let mut w = Period::<u64>::new();
+        let cur = &self.slots[self.current];
+        let prev = &self.slots[self.current ^ 1];
+        let parts: &[&Period<u32>] = if self.previous_valid { &[prev, cur] } else { &[cur] };
+        for p in parts {
+            w.requests += p.requests;
+            if w.errors.len() < p.errors.len() {
+                w.errors.resize(p.errors.len(), 0);
+            }
+            for (i, e) in p.errors.iter().enumerate() {
+                w.errors[i] += e;
+            }
+            for c in 0..6 {
+                w.status[c] += p.status[c];
+            }
+            for t in 0..3 {
+                for v in p.times[t].iter_recorded() {
+                    let _ =
+                        w.times[t].record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+                }
+                w.time_sums[t] += p.time_sums[t];
+            }
+            w.bodies += p.bodies;
+            w.bytes += p.bytes;
+            w.blocks += p.blocks;
+        }
+        w
+    }
+
+    /// When the window starts, in nanoseconds since the recorder started.
+    pub(crate) fn window_start(&self, slot_nanos: u64) -> u64 {
+        let first = if self.previous_valid { self.epoch.saturating_sub(1) } else { self.epoch };
+        first.saturating_mul(slot_nanos)
+    }
+
+    /// The history, oldest first, ending at step `now_step` (steps with nothing are zero).
+    pub(crate) fn history(&self, now_step: u64) -> Vec<Point> {
+        let first = (now_step + 1).saturating_sub(HISTORY_POINTS as u64);
+        (first..=now_step)
+            .map(|step| {
+                let p = self.history[(step % HISTORY_POINTS as u64) as usize];
+                if p.step == step {
+                    p
+                } else {
+                    Point { step, ..Point::default() }
+                }
+            })
+            .collect()
+    }
+
+    /// Heap bytes held (histogram counts and error vectors).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.total.heap_bytes()
+            + self.slots.iter().map(Period::heap_bytes).sum::<usize>()
+            + self.error_names.iter().map(|n| n.capacity() + 24).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_previous_slot_and_drops_older_ones() {
+        let mut r = RouteStats::new();
+        r.count(0, 1, None, 2);
+        r.time(0, Time::Duration, 0.001);
+        r.rotate(1);
+        r.count(0, 2, None, 2);
+        assert_eq!(r.window().requests, 3, "previous slot + current slot");
+        assert_eq!(r.window().times[0].len(), 1);
+        r.rotate(2);
+        assert_eq!(r.window().requests, 2, "slot 0 left the window");
+        r.rotate(5);
+        assert_eq!(r.window().requests, 0, "a gap clears both");
+        assert_eq!(r.total.requests, 3, "since start keeps everything");
+        assert_eq!(r.window_start(10), 50);
+    }
+
+    #[test]
+    fn memory_per_route_is_bounded() {
+        let mut r = RouteStats::new();
+        let small = {
+            let mut r = RouteStats::new();
+            for t in [Time::Duration, Time::Application, Time::Output] {
+                r.time(0, t, 0.9);
+            }
+            r.rotate(1);
+            for t in [Time::Duration, Time::Application, Time::Output] {
+                r.time(0, t, 0.9);
+            }
+            r.heap_bytes()
+        };
+        for epoch in 0..3 {
+            r.rotate(epoch);
+            for t in [Time::Duration, Time::Application, Time::Output] {
+                r.time(0, t, 1e9); // clamped to 1 h: the largest each histogram can grow
+            }
+        }
+        let counts = time_histogram::<u64>();
+        let mut full = counts.clone();
+        let _ = full.record(MAX_MICROS);
+        assert_eq!(full.distinct_values(), 3328, "counts of a full time histogram");
+        eprintln!(
+            "heap per route: full {} B, slowest request under 1 s {} B",
+            r.heap_bytes(),
+            small
+        );
+        assert_eq!(r.heap_bytes(), 3 * 3328 * 8 + 2 * 3 * 3328 * 4);
+        assert!(r.heap_bytes() <= 160 * 1024);
+        assert!(small < 112 * 1024, "{small}");
+    }
+
+    #[test]
+    fn status_classes_and_micros() {
+        assert_eq!(status_class(Some("200")), 2);
+        assert_eq!(status_class(Some("503")), 5);
+        assert_eq!(status_class(Some("600")), 0);
+        assert_eq!(status_class(None), 0);
+        assert_eq!(micros(0.0000004), 0);
+        assert_eq!(micros(0.0015), 1500);
+        assert_eq!(micros(f64::NAN), 0);
+        assert_eq!(micros(1e9), MAX_MICROS);
+    }
+
+    #[test]
+    fn error_types_are_capped() {
+        let mut r = RouteStats::new();
+        for i in 0..(MAX_ERROR_TYPES + 10) {
+            r.error_index(&format!("e{i}"));
+        }
+        assert_eq!(r.error_names.len(), MAX_ERROR_TYPES + 1);
+        assert_eq!(r.error_names.last().map(String::as_str), Some(OTHER_ERROR));
+    }
+
+    #[test]
+    fn history_ring_forgets_old_steps() {
+        let mut r = RouteStats::new();
+        r.count(3, 1, Some(0), 5);
+        r.count(3 + HISTORY_POINTS as u64, 4, None, 2);
+        let h = r.history(3 + HISTORY_POINTS as u64);
+        assert_eq!(h.len(), HISTORY_POINTS);
+        assert_eq!(h.iter().map(|p| p.requests).sum::<u64>(), 4);
+        assert_eq!(h.last().map(|p| p.requests), Some(4));
+    }
+}
