@@ -9,18 +9,19 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::finish::Record;
+use crate::finish::{Record, RequestTags};
 use crate::future::ResponseFuture;
 use crate::labels;
 use crate::request_body::{RequestBodyMode, RequestContext};
 use crate::routes::{self, RouteName};
 use crate::shared::Shared;
+use crate::user_labels::{ValueIds, MAX_LABELS};
 
 /// The service made by [`VitalsLayer`](crate::VitalsLayer): measures each request of `S`.
 ///
 /// `M` says whether request bodies are measured ([`IgnoreRequestBody`](crate::IgnoreRequestBody)
 /// by default). Errors of `S` pass through unchanged.
-pub struct Vitals<S, M = crate::request_body::IgnoreRequestBody> {
+pub struct Vitals<S, M = crate::IgnoreRequestBody> {
     inner: S,
     shared: Arc<Shared>,
     mode: PhantomData<fn() -> M>,
@@ -74,20 +75,67 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let t0 = self.shared.config.clock.raw();
+        let shared = &*self.shared;
+        let mut labels: ValueIds = [0; MAX_LABELS];
+        // Skip rules and label functions see the request head; without them, no split.
+        let (req, route) = if shared.needs_head {
+            let (head, body) = req.into_parts();
+            if shared.skip_by_head(&head) {
+                return self.pass_through(Request::from_parts(head, body));
+            }
+            let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
+            if shared.routes.is_skipped(route) {
+                return self.pass_through(Request::from_parts(head, body));
+            }
+            shared.labels.read_request(&head, &mut labels);
+            (Request::from_parts(head, body), route)
+        } else {
+            let route = route_of(shared, req.extensions(), req.headers(), req.uri());
+            if shared.routes.is_skipped(route) {
+                return self.pass_through(req);
+            }
+            if !shared.labels.is_empty() {
+                shared.labels.read_request_extensions(req.extensions(), &mut labels);
+            }
+            (req, route)
+        };
+        let t0 = shared.config.clock.raw();
         let method = labels::method_index(req.method());
-        let route = route_of(&self.shared, &req);
-        let record = Record::start(Arc::clone(&self.shared), t0, route, method);
-        let ctx = RequestContext { shared: &self.shared, route, method };
+        let tags = RequestTags {
+            route,
+            method,
+            protocol: labels::protocol_index(req.version()),
+            scheme: labels::scheme_index(req.uri()),
+            labels,
+        };
+        let record = Record::start(Arc::clone(&self.shared), t0, tags);
+        let ctx = RequestContext { shared: &self.shared, route, method, measured: true };
         let req = M::wrap(req, ctx);
         ResponseFuture::new(self.inner.call(req), record)
     }
 }
 
+impl<S, M> Vitals<S, M> {
+    /// A request left out by a skip rule: passed to the inner service untouched, unmeasured.
+    #[cold]
+    fn pass_through<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
+        let ctx = RequestContext { shared: &self.shared, route: 0, method: 0, measured: false };
+        ResponseFuture::unmeasured(self.inner.call(M::wrap(req, ctx)))
+    }
+}
+
 /// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with
 /// `grpc_routes`) the gRPC method path, else `unmatched`.
-pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
-    let extensions = req.extensions();
+pub(crate) fn route_of(
+    shared: &Shared,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> u32 {
     if let Some(name) = extensions.get::<RouteName>() {
         return shared.routes.intern(name.as_str());
     }
@@ -96,7 +144,7 @@ pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
         return shared.routes.intern(path.as_str());
     }
     if shared.config.grpc_routes {
-        if let Some(path) = crate::grpc::method_path(req) {
+        if let Some(path) = crate::grpc::method_path(headers, uri) {
             return shared.routes.intern(path);
         }
     }

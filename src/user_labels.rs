@@ -277,8 +277,8 @@ impl LabelTables {
     }
 
     /// Values from the request: `Label` / `Labels` extensions first, then the functions.
-    pub(crate) fn from_request(&self, parts: &Parts, ids: &mut ValueIds) {
-        let mut set = self.from_extensions(&parts.extensions, ids, [false; MAX_LABELS]);
+    pub(crate) fn read_request(&self, parts: &Parts, ids: &mut ValueIds) {
+        let mut set = self.read_extensions(&parts.extensions, ids, [false; MAX_LABELS]);
         for (index, key) in self.keys.iter().enumerate() {
             if set[index] {
                 continue;
@@ -293,18 +293,22 @@ impl LabelTables {
     }
 
     /// Values from the extensions of a request without functions (no need to split it).
-    pub(crate) fn from_request_extensions(&self, extensions: &http::Extensions, ids: &mut ValueIds) {
-        self.from_extensions(extensions, ids, [false; MAX_LABELS]);
+    pub(crate) fn read_request_extensions(
+        &self,
+        extensions: &http::Extensions,
+        ids: &mut ValueIds,
+    ) {
+        self.read_extensions(extensions, ids, [false; MAX_LABELS]);
     }
 
     /// Values from a response's extensions: they override the request's.
-    pub(crate) fn from_response(&self, extensions: &http::Extensions, ids: &mut ValueIds) {
-        self.from_extensions(extensions, ids, [false; MAX_LABELS]);
+    pub(crate) fn read_response(&self, extensions: &http::Extensions, ids: &mut ValueIds) {
+        self.read_extensions(extensions, ids, [false; MAX_LABELS]);
     }
 
     /// Reads `Label` (first) and `Labels` from `extensions` into `ids`; `set` marks keys that
     /// were already given a value by this message. Returns the marks.
-    fn from_extensions(
+    fn read_extensions(
         &self,
         extensions: &http::Extensions,
         ids: &mut ValueIds,
@@ -330,7 +334,10 @@ impl LabelTables {
     }
 
     /// The (key, value) tags of `ids`, for resolving a label set's handles.
-    pub(crate) fn tags(&self, ids: &ValueIds) -> impl Iterator<Item = (Arc<str>, Arc<str>)> + '_ {
+    pub(crate) fn tags<'a>(
+        &'a self,
+        ids: &'a ValueIds,
+    ) -> impl Iterator<Item = (Arc<str>, Arc<str>)> + 'a {
         self.keys
             .iter()
             .zip(self.values.iter())
@@ -382,7 +389,7 @@ mod tests {
         let mut ext = http::Extensions::new();
         ext.insert(Label::new("cache", "hit"));
         ext.insert(Labels::from([Label::new("cache", "miss"), Label::new("path", "fast")]));
-        tables.from_response(&ext, &mut ids);
+        tables.read_response(&ext, &mut ids);
         let tags: Vec<String> = tables.tags(&ids).map(|(_, v)| v.to_string()).collect();
         assert_eq!(tags, ["hit", "fast"]);
     }

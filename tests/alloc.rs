@@ -319,7 +319,10 @@ fn labelled(
 #[test]
 fn request_label_allocates_nothing_more() {
     assert_same("single frame, label from the request", false, plain(SINGLE), || {
-        VitalsLayer::new().label_from_request("api.version", api_version).expect("key").layer(plain(SINGLE))
+        VitalsLayer::new()
+            .label_from_request("api.version", api_version)
+            .expect("key")
+            .layer(plain(SINGLE))
     });
 }
 

@@ -27,9 +27,7 @@ const HOSTILE: &str = "a|b,c#d:e\nf\"g\\h{i}=j k";
 /// request label and a hostile handler label, a plain one, and one with neither (`none`).
 fn traffic() {
     let layer = VitalsLayer::new()
-        .label_from_request("client.kind", |req: &Parts| {
-            req.headers.get("x-client")?.to_str().ok()
-        })
+        .label_from_request("client.kind", |req: &Parts| req.headers.get("x-client")?.to_str().ok())
         .expect("key")
         .label("cache")
         .expect("key");
@@ -47,7 +45,8 @@ fn traffic() {
     }));
     // A header value cannot hold a newline: the rest of the hostile set goes through.
     let header = HOSTILE.replace('\n', " ");
-    for (path, client) in [("/hostile", Some(header.as_str())), ("/plain", Some("cli")), ("/none", None)]
+    for (path, client) in
+        [("/hostile", Some(header.as_str())), ("/plain", Some("cli")), ("/none", None)]
     {
         let mut req = Request::get(path).body(String::new()).expect("request");
         if let Some(client) = client {
@@ -92,7 +91,8 @@ fn tags_of(line: &str) -> Vec<(String, String)> {
     for field in fields {
         if let Some(list) = field.strip_prefix('#') {
             for tag in list.split(',') {
-                let (k, v) = tag.split_once(':').unwrap_or_else(|| panic!("tag {tag:?} in {line:?}"));
+                let (k, v) =
+                    tag.split_once(':').unwrap_or_else(|| panic!("tag {tag:?} in {line:?}"));
                 assert!(!k.is_empty() && !v.is_empty(), "tag {tag:?} in {line:?}");
                 tags.push((k.to_owned(), v.to_owned()));
             }
@@ -166,7 +166,11 @@ fn hostile_labels_give_well_formed_dogstatsd_lines() {
     drop(recorder);
     let mut expected = expected_cache_values();
     expected.sort();
-    assert_eq!(cache_values_on_the_wire(&datagrams, "http.server.requests:"), expected, "{datagrams:#?}");
+    assert_eq!(
+        cache_values_on_the_wire(&datagrams, "http.server.requests:"),
+        expected,
+        "{datagrams:#?}"
+    );
 }
 
 #[test]
@@ -187,6 +191,8 @@ fn hostile_labels_give_promtool_clean_text() {
         assert!(line.contains("network_protocol_version=\"1.1\""), "{line}");
         assert!(line.contains("url_scheme=\"http\""), "{line}");
     }
-    assert!(requests.iter().any(|l| l.contains("cache=\"none\",") || l.contains("cache=\"none\"}")));
+    assert!(requests
+        .iter()
+        .any(|l| l.contains("cache=\"none\",") || l.contains("cache=\"none\"}")));
     assert!(requests.iter().any(|l| l.contains("cache=\"hit\"")));
 }

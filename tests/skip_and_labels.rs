@@ -87,9 +87,8 @@ where
                         .serve_connection(io, svc)
                         .await;
                 } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
                 }
             });
         }
@@ -106,7 +105,7 @@ fn h2_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 }
 
 /// GET `path` with `headers`; returns the status and the body as text.
-async fn get(
+async fn fetch(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     path: &str,
@@ -158,10 +157,10 @@ async fn skip_routes_through_axum_leaves_the_route_out_and_measures_the_others()
     let client = client();
     for _ in 0..5 {
         // Skipped: not in active_requests while its handler runs.
-        assert_eq!(get(&client, addr, "/healthz", &[]).await, (200, "0".to_owned()));
+        assert_eq!(fetch(&client, addr, "/healthz", &[]).await, (200, "0".to_owned()));
     }
     for i in 0..3 {
-        assert_eq!(get(&client, addr, &format!("/users/{i}"), &[]).await, (200, "1".to_owned()));
+        assert_eq!(fetch(&client, addr, &format!("/users/{i}"), &[]).await, (200, "1".to_owned()));
     }
     settle(&layer).await;
     server.abort();
@@ -181,10 +180,10 @@ async fn skip_if_through_axum_uses_the_request_head() {
         .skip_if(|req: &Parts| req.headers.contains_key("x-synthetic"));
     let (addr, server) = serve_axum(in_flight_app(layer.clone()).layer(layer.clone())).await;
     let client = client();
-    assert_eq!(get(&client, addr, "/static/app.js", &[]).await, (200, "0".to_owned()));
-    assert_eq!(get(&client, addr, "/users/1", &[("x-synthetic", "1")]).await.1, "0");
-    assert_eq!(get(&client, addr, "/users/2", &[]).await.1, "1");
-    assert_eq!(get(&client, addr, "/healthz", &[]).await.1, "1");
+    assert_eq!(fetch(&client, addr, "/static/app.js", &[]).await, (200, "0".to_owned()));
+    assert_eq!(fetch(&client, addr, "/users/1", &[("x-synthetic", "1")]).await.1, "0");
+    assert_eq!(fetch(&client, addr, "/users/2", &[]).await.1, "1");
+    assert_eq!(fetch(&client, addr, "/healthz", &[]).await.1, "1");
     settle(&layer).await;
     server.abort();
 
@@ -205,9 +204,9 @@ async fn skip_unmatched_leaves_out_requests_without_a_route() {
     let (addr, server) = serve_axum(app).await;
     let client = client();
     for i in 0..20 {
-        assert_eq!(get(&client, addr, &format!("/no/such/{i}"), &[]).await.0, 404);
+        assert_eq!(fetch(&client, addr, &format!("/no/such/{i}"), &[]).await.0, 404);
     }
-    assert_eq!(get(&client, addr, "/users/1", &[]).await.0, 200);
+    assert_eq!(fetch(&client, addr, "/users/1", &[]).await.0, 200);
     settle(&layer).await;
     server.abort();
     let seen = snapshot(&snap);
@@ -250,7 +249,7 @@ async fn skip_rules_through_plain_hyper() {
     let (addr, server) = serve_hyper(svc, false).await;
     let client = client();
     for path in ["/healthz", "/ping", "/late-health", "/work", "/work", "/other"] {
-        assert_eq!(get(&client, addr, path, &[]).await, (200, path.to_owned()));
+        assert_eq!(fetch(&client, addr, path, &[]).await, (200, path.to_owned()));
     }
     settle(&layer).await;
     server.abort();
@@ -326,9 +325,9 @@ async fn labels_from_the_request_head_and_from_the_handler_reach_the_metrics() {
         let headers: &[(&str, &str)] = match id % 3 {
             0 => &[("x-api-version", "2")],
             1 => &[("x-api-version", "")], // empty: `none`
-            _ => &[],                       // missing: `none`
+            _ => &[],                      // missing: `none`
         };
-        assert_eq!(get(&client, addr, &format!("/users/{id}"), headers).await.0, 200);
+        assert_eq!(fetch(&client, addr, &format!("/users/{id}"), headers).await.0, 200);
     }
     settle(&layer).await;
     server.abort();
@@ -434,7 +433,7 @@ async fn ten_thousand_hostile_header_values_give_at_most_cap_plus_one_values_per
         .expect("key");
     let (addr, server) = serve_hyper(layer.layer(tower::service_fn(echo_label)), false).await;
     let client = client();
-    let mut rng = hostile::Rng::new(0x1abe_15);
+    let mut rng = hostile::Rng::new(0x001a_be15);
     let mut sent = Vec::with_capacity(N);
     for _ in 0..N {
         // Visible ASCII (every statsd separator, quotes, backslashes, braces), 1..=80 bytes.
@@ -565,9 +564,9 @@ async fn protocol_version_and_scheme_over_http1_http10_and_http2() {
     };
     let (addr1, s1) = serve_hyper(layer.layer(tower::service_fn(ok)), false).await;
     let (addr2, s2) = serve_hyper(layer.layer(tower::service_fn(ok)), true).await;
-    assert_eq!(get(&client(), addr1, "/a", &[]).await.0, 200);
-    assert_eq!(get(&client(), addr1, "/a", &[]).await.0, 200);
-    assert_eq!(get(&h2_client(), addr2, "/a", &[]).await.0, 200);
+    assert_eq!(fetch(&client(), addr1, "/a", &[]).await.0, 200);
+    assert_eq!(fetch(&client(), addr1, "/a", &[]).await.0, 200);
+    assert_eq!(fetch(&h2_client(), addr2, "/a", &[]).await.0, 200);
     // HTTP/1.0, by hand.
     let mut stream = TcpStream::connect(addr1).await.expect("connect");
     stream.write_all(b"GET /a HTTP/1.0\r\n\r\n").await.expect("write");
@@ -599,7 +598,8 @@ fn scheme_from_the_uri_else_the_layer_and_both_tags_can_be_turned_off() {
     };
 
     let (guard, snap) = local_recorder();
-    let behind_tls = VitalsLayer::new().url_scheme(http::uri::Scheme::HTTPS).layer(tower::service_fn(ok));
+    let behind_tls =
+        VitalsLayer::new().url_scheme(http::uri::Scheme::HTTPS).layer(tower::service_fn(ok));
     send(&behind_tls, "/origin-form", Version::HTTP_11);
     send(&behind_tls, "http://example.com/absolute", Version::HTTP_2);
     send(&behind_tls, "https://example.com/absolute", Version::HTTP_3);
@@ -610,7 +610,10 @@ fn scheme_from_the_uri_else_the_layer_and_both_tags_can_be_turned_off() {
     drop(guard);
 
     let (_guard, snap) = local_recorder();
-    let off = VitalsLayer::new().without_protocol_version().without_url_scheme().layer(tower::service_fn(ok));
+    let off = VitalsLayer::new()
+        .without_protocol_version()
+        .without_url_scheme()
+        .layer(tower::service_fn(ok));
     send(&off, "https://example.com/", Version::HTTP_2);
     let seen = snapshot(&snap);
     assert_eq!(counter_total(&seen, REQUESTS), 1);
