@@ -38,8 +38,9 @@ pub(crate) struct Record {
     method: u8,
     status: u16,
     grpc: StatusKey,
-    protocol: u8,
-    scheme: u8,
+    /// `protocol | scheme << 4` (one byte: the record stays within 88 bytes, which keeps its
+    /// moves inline).
+    net: u8,
     labels: ValueIds,
     blocks: u64,
     bytes: u64,
@@ -65,8 +66,7 @@ impl Record {
             method: tags.method,
             status: 0,
             grpc: StatusKey::NONE,
-            protocol: tags.protocol,
-            scheme: tags.scheme,
+            net: tags.protocol | (tags.scheme << 4),
             labels: tags.labels,
             blocks: 0,
             bytes: 0,
@@ -182,8 +182,8 @@ impl Record {
             status: self.status,
             outcome,
             grpc: self.grpc,
-            protocol: self.protocol,
-            scheme: self.scheme,
+            protocol: self.net & 0xf,
+            scheme: self.net >> 4,
             labels: self.labels,
         };
         let clock = &shared.config.clock;
@@ -229,5 +229,17 @@ impl Drop for Record {
             Outcome::Cancelled
         };
         self.record(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_record_stays_small() {
+        // Moves of the record (call -> future -> body) are inline copies up to this size; one
+        // more word made them `memcpy` calls (measured under callgrind: +58 instructions per
+        // request).
+        let size = std::mem::size_of::<super::Record>();
+        assert!(size <= 88, "Record is {size} bytes");
     }
 }

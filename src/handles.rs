@@ -74,8 +74,7 @@ impl ResponseKey {
             | (u64::from(self.scheme & 0x3) << 8)
             | (u64::from(self.protocol & 0x7) << 5)
             | u64::from(self.grpc.bits() & 0x1f);
-        let [a, b, c, d] = self.labels.map(u64::from);
-        let high = a | (b << 16) | (c << 32) | (d << 48);
+        let high = u64::from(u32::from_le_bytes(self.labels));
         (u128::from(high) << 64) | u128::from(low)
     }
 
@@ -340,7 +339,7 @@ mod tests {
             ResponseKey { protocol: 4, ..base },
             ResponseKey { scheme: 2, ..base },
             ResponseKey { labels: [1, 0, 0, 0], ..base },
-            ResponseKey { labels: [0, 0, 0, 1001], ..base },
+            ResponseKey { labels: [0, 0, 0, 250], ..base },
         ];
         let mut packed: Vec<u128> = variants.iter().map(|v| v.pack()).collect();
         packed.push(base.pack());

@@ -272,7 +272,7 @@ impl<M> VitalsLayer<M> {
     }
 
     /// The most distinct values each label key of the user's own keeps (default 32, at most
-    /// 1000: larger caps are lowered to it). Values seen after the cap are tagged `overflow`,
+    /// 250: larger caps are lowered to it). Values seen after the cap are tagged `overflow`,
     /// so a key has at most `cap + 2` values (with `none` and `overflow`).
     pub fn label_value_cap(self, cap: usize) -> Self {
         self.reconfigure(|c| c.label_value_cap = cap)

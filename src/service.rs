@@ -75,31 +75,61 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if self.shared.needs_head {
+            return self.call_with_head(req);
+        }
+        // Without skip predicates and label functions the request is never split or moved
+        // before the inner service gets it.
         let shared = &*self.shared;
+        let route = route_of(shared, req.extensions(), req.headers(), req.uri());
+        if shared.routes.is_skipped(route) {
+            return self.pass_through(req);
+        }
         let mut labels: ValueIds = [0; MAX_LABELS];
-        // Skip rules and label functions see the request head; without them, no split.
-        let (req, route) = if shared.needs_head {
-            let (head, body) = req.into_parts();
-            if shared.skip_by_head(&head) {
-                return self.pass_through(Request::from_parts(head, body));
-            }
-            let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
-            if shared.routes.is_skipped(route) {
-                return self.pass_through(Request::from_parts(head, body));
-            }
-            shared.labels.read_request(&head, &mut labels);
-            (Request::from_parts(head, body), route)
-        } else {
-            let route = route_of(shared, req.extensions(), req.headers(), req.uri());
-            if shared.routes.is_skipped(route) {
-                return self.pass_through(req);
-            }
-            if !shared.labels.is_empty() {
-                shared.labels.read_request_extensions(req.extensions(), &mut labels);
-            }
-            (req, route)
-        };
-        let t0 = shared.config.clock.raw();
+        if !shared.labels.is_empty() {
+            shared.labels.read_request_extensions(req.extensions(), &mut labels);
+        }
+        self.measure(req, route, labels)
+    }
+}
+
+impl<S, M> Vitals<S, M> {
+    /// `call` for a layer with skip predicates or label functions: they see the request head.
+    fn call_with_head<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
+        let shared = &*self.shared;
+        let (head, body) = req.into_parts();
+        if shared.skip_by_head(&head) {
+            return self.pass_through(Request::from_parts(head, body));
+        }
+        let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
+        if shared.routes.is_skipped(route) {
+            return self.pass_through(Request::from_parts(head, body));
+        }
+        let mut labels: ValueIds = [0; MAX_LABELS];
+        shared.labels.read_request(&head, &mut labels);
+        self.measure(Request::from_parts(head, body), route, labels)
+    }
+
+    /// Starts measuring a request that no skip rule left out: `t0`, its record, the call.
+    #[inline(always)]
+    fn measure<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        route: u32,
+        labels: ValueIds,
+    ) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
+        let t0 = self.shared.config.clock.raw();
         let method = labels::method_index(req.method());
         let tags = RequestTags {
             route,
@@ -113,9 +143,7 @@ where
         let req = M::wrap(req, ctx);
         ResponseFuture::new(self.inner.call(req), record)
     }
-}
 
-impl<S, M> Vitals<S, M> {
     /// A request left out by a skip rule: passed to the inner service untouched, unmeasured.
     #[cold]
     fn pass_through<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future>
@@ -130,6 +158,7 @@ impl<S, M> Vitals<S, M> {
 
 /// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with
 /// `grpc_routes`) the gRPC method path, else `unmatched`.
+#[inline]
 pub(crate) fn route_of(
     shared: &Shared,
     extensions: &http::Extensions,

@@ -23,8 +23,9 @@ pub const MAX_LABELS: usize = 4;
 /// [`VitalsLayer::label_value_cap`](crate::VitalsLayer::label_value_cap)).
 pub const DEFAULT_LABEL_VALUE_CAP: usize = 32;
 
-/// The largest cap on distinct values per label key; larger caps are lowered to it.
-pub(crate) const MAX_LABEL_VALUE_CAP: usize = 1000;
+/// The largest cap on distinct values per label key; larger caps are lowered to it (value ids
+/// are one byte: `none`, `overflow` and at most 250 values).
+pub(crate) const MAX_LABEL_VALUE_CAP: usize = 250;
 
 /// The longest label key, in bytes.
 const MAX_KEY_LEN: usize = 64;
@@ -224,10 +225,10 @@ pub(crate) struct LabelKey {
 }
 
 /// Value id 0: no value (missing or empty), tagged [`labels::NO_VALUE`].
-pub(crate) const NO_VALUE_ID: u16 = 0;
+pub(crate) const NO_VALUE_ID: u8 = 0;
 
 /// The label value ids of one request, by key position (unused positions stay 0).
-pub(crate) type ValueIds = [u16; MAX_LABELS];
+pub(crate) type ValueIds = [u8; MAX_LABELS];
 
 /// The keys of a layer and one capped value interner per key.
 pub(crate) struct LabelTables {
@@ -262,13 +263,13 @@ impl LabelTables {
 
     /// The value id of `value` for the key at `index` (`none` for an empty value; `overflow`
     /// past the cap).
-    fn intern(&self, index: usize, value: &str) -> u16 {
+    fn intern(&self, index: usize, value: &str) -> u8 {
         if value.is_empty() {
             return NO_VALUE_ID;
         }
         let id = self.values[index].intern(value);
-        // Ids are below the cap + 2 (at most MAX_LABEL_VALUE_CAP + 2): they fit.
-        u16::try_from(id).unwrap_or(1)
+        // Ids are below the cap + 2 (at most MAX_LABEL_VALUE_CAP + 2): they fit; else overflow.
+        u8::try_from(id).unwrap_or(1)
     }
 
     /// The position of `key` among this layer's keys.
@@ -370,7 +371,7 @@ mod tests {
     #[test]
     fn values_are_capped_per_key_and_empty_is_none() {
         let tables = LabelTables::new(&[key("a"), key("b")], 2);
-        let ids: Vec<u16> = ["x", "y", "z", "x", ""].iter().map(|v| tables.intern(0, v)).collect();
+        let ids: Vec<u8> = ["x", "y", "z", "x", ""].iter().map(|v| tables.intern(0, v)).collect();
         assert_eq!(ids[0], ids[3]);
         assert_eq!(ids[2], 1, "past the cap: overflow");
         assert_eq!(ids[4], NO_VALUE_ID);
