@@ -95,6 +95,8 @@ where
 
 impl<S, M> Vitals<S, M> {
     /// `call` for a layer with skip predicates or label functions: they see the request head.
+    /// Out of line, so that `call` without them keeps the request where it is.
+    #[inline(never)]
     fn call_with_head<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
