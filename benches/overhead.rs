@@ -26,6 +26,10 @@
 //! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
 //!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
 //!   `vitals_prometheus` for what the live page adds per request.
+//! - (1-frame scenarios only) `vitals_skipped`: a layer whose `skip_if` leaves every request
+//!   out; `vitals_label1_{noop,prometheus}` / `vitals_label4_{noop,prometheus}`: one / four
+//!   labels from `label_from_request` (each function returns a `'static` value, so what is
+//!   measured is the layer's work: calling it, the capped value lookup, the wider key).
 //!
 //! `cargo bench --bench overhead` runs them all. With `OVERHEAD_ONLY=scenario/variant` (and
 //! optionally `OVERHEAD_ITERS=N`, default 20000) the binary instead runs N requests of that one
@@ -359,6 +363,38 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
     r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
         VitalsLayer::new().layer(plain(shape))
     });
+    if shape.frames == 1 {
+        r.run("vitals_skipped", Rec::Noop, req, || skipping().layer(plain(shape)));
+        for (variant, rec, keys) in LABEL_VARIANTS {
+            r.run(variant, rec, req, || labelled(keys).layer(plain(shape)));
+        }
+    }
+}
+
+/// The labelled variants: name, recorder, number of label keys.
+const LABEL_VARIANTS: [(&str, Rec, usize); 4] = [
+    ("vitals_label1_noop", Rec::Noop, 1),
+    ("vitals_label4_noop", Rec::Noop, 4),
+    ("vitals_label1_prometheus", Rec::Prometheus, 1),
+    ("vitals_label4_prometheus", Rec::Prometheus, 4),
+];
+
+/// A layer that leaves every request out.
+fn skipping() -> VitalsLayer {
+    VitalsLayer::new().skip_if(|_: &http::request::Parts| true)
+}
+
+/// A layer with `keys` labels from the request (each a `'static` value).
+fn labelled(keys: usize) -> VitalsLayer {
+    const KEYS: [(&str, &str); 4] =
+        [("api.version", "2"), ("client", "web"), ("tier", "gold"), ("region", "eu")];
+    let mut layer = VitalsLayer::new();
+    for (key, value) in KEYS.into_iter().take(keys) {
+        layer = layer
+            .label_from_request(key, move |_: &http::request::Parts| Some(value))
+            .expect("valid label key");
+    }
+    layer
 }
 
 fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
@@ -398,6 +434,12 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
     r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
         app(router(shape).layer(VitalsLayer::new()))
     });
+    if shape.frames == 1 {
+        r.run("vitals_skipped", Rec::Noop, req, || app(router(shape).layer(skipping())));
+        for (variant, rec, keys) in LABEL_VARIANTS {
+            r.run(variant, rec, req, || app(router(shape).layer(labelled(keys))));
+        }
+    }
 }
 
 type Scenario = (&'static str, fn(&mut Runner<'_>, Shape), Shape);

@@ -1,5 +1,7 @@
 //! An axum app wrapped by `VitalsLayer`: a few routes (one streaming), some traffic over
-//! 127.0.0.1, then what the layer recorded.
+//! 127.0.0.1, then what the layer recorded. It also shows the layer's options users ask for
+//! most: a health route left out (`skip_routes`), a label from the request (`api.version`, from
+//! a header) and one set by the handler (`cache`: `hit` or `miss`).
 //!
 //! ```sh
 //! cargo run --example axum
@@ -22,10 +24,20 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_util::debugging::DebuggingRecorder;
-use tower_vitals::VitalsLayer;
+use tower_vitals::{Label, VitalsLayer};
 
-async fn user(Path(id): Path<u32>) -> String {
-    format!("{{\"id\":{id},\"name\":\"user-{id}\"}}")
+/// Says whether the answer came from a cache, as a label the layer records.
+async fn user(Path(id): Path<u32>) -> axum::response::Response {
+    let cached = id % 3 != 0;
+    let mut res = axum::response::Response::new(Body::from(format!(
+        "{{\"id\":{id},\"name\":\"user-{id}\"}}"
+    )));
+    res.extensions_mut().insert(Label::new("cache", if cached { "hit" } else { "miss" }));
+    res
+}
+
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// 64 blocks of 1 KiB, streamed.
@@ -45,8 +57,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshotter = recorder.snapshotter();
     recorder.install()?;
 
-    let layer = VitalsLayer::new();
+    let layer = VitalsLayer::new()
+        // Health checks are not traffic: left out, never counted.
+        .skip_routes(["/healthz"])
+        // A label from the request head (no allocation: a borrowed str), capped at 32 values.
+        .label_from_request("api.version", |req: &http::request::Parts| {
+            req.headers.get("x-api-version")?.to_str().ok()
+        })?
+        // A label handlers set on their response: `Label::new("cache", "hit")`.
+        .label("cache")?;
     let app = Router::new()
+        .route("/healthz", get(healthz))
         .route("/users/{id}", get(user))
         .route("/stream", get(stream))
         .route("/echo", post(echo))
@@ -68,10 +89,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
+            .header("x-api-version", if i < 10 { "1" } else { "2" })
             .body(body)?;
         let res = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await??;
         res.into_body().collect().await?;
         requests += 1;
+    }
+    // Health checks: answered, but left out of the metrics.
+    let mut health_checks = 0;
+    for _ in 0..5 {
+        let res = client.get(format!("http://{addr}/healthz").parse()?).await?;
+        res.into_body().collect().await?;
+        health_checks += 1;
     }
     // A path no route matches: recorded with http.route=unmatched, never the raw path.
     let res = client.get(format!("http://{addr}/no/such/{}", 12345).parse()?).await?;
@@ -85,7 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("sent {requests} requests; recorded:");
+    println!(
+        "sent {requests} requests and {health_checks} health checks (skipped: no /healthz below); \
+         recorded:"
+    );
     print::print_snapshot(&snapshotter);
     server.abort();
     Ok(())

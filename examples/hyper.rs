@@ -1,5 +1,6 @@
 //! A plain hyper 1.x service (no router), wrapped by `VitalsLayer`, naming its routes by hand
-//! with `RouteName`; some traffic over 127.0.0.1, then what the layer recorded.
+//! with `RouteName`, leaving load-balancer probes (`/ping`) out with `skip_if`; some traffic
+//! over 127.0.0.1, then what the layer recorded.
 //!
 //! ```sh
 //! cargo run --example hyper
@@ -39,6 +40,7 @@ fn name_route(mut req: Request<Incoming>) -> Request<Incoming> {
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let res = match req.uri().path() {
         "/" => Response::new(Full::from("home")),
+        "/ping" => Response::new(Full::from("pong")),
         p if p.starts_with("/items/") => Response::new(Full::from(format!("item {}", &p[7..]))),
         _ => {
             let mut res = Response::new(Full::from("not found"));
@@ -55,7 +57,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshotter = recorder.snapshotter();
     recorder.install()?;
 
-    let layer = VitalsLayer::new();
+    // Probes are not traffic: a predicate over the request head leaves them out.
+    let layer = VitalsLayer::new().skip_if(|req: &http::request::Parts| req.uri.path() == "/ping");
     let service = ServiceBuilder::new()
         .map_request(name_route)
         .layer(layer.clone())
@@ -76,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving on http://{addr}; sending traffic ...");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let paths = ["/", "/items/1", "/items/2", "/items/3", "/nope", "/"];
+    let paths = ["/", "/ping", "/items/1", "/items/2", "/items/3", "/nope", "/ping", "/"];
     for path in paths {
         let uri = format!("http://{addr}{path}").parse()?;
         let res = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await??;
@@ -89,7 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("sent {} requests; recorded:", paths.len());
+    println!(
+        "sent {} requests (2 of them /ping probes: skipped, not below); recorded:",
+        paths.len()
+    );
     print::print_snapshot(&snapshotter);
     Ok(())
 }

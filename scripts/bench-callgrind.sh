@@ -8,7 +8,8 @@
 # Set TOP=N to also print the N functions whose per-request cost differs most between
 # VitalsLayer and the floor (no-op and Prometheus recorders): where the remaining cost goes.
 # Set VARIANTS="bare vitals_live ..." to count other variants (e.g. the live recorder's:
-# vitals_live, vitals_prometheus_live). Needs valgrind (Debian). Note: under valgrind quanta reads the clock through clock_gettime
+# vitals_live, vitals_prometheus_live; in the 1-frame scenarios also vitals_skipped,
+# vitals_label1_noop, vitals_label4_noop, vitals_label1_prometheus, vitals_label4_prometheus). Needs valgrind (Debian). Note: under valgrind quanta reads the clock through clock_gettime
 # (no TSC), so clock reads count more instructions here than they cost natively.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,8 @@ for s in scenarios:
         t = per[v]["PROGRAM TOTALS"]
         print(f"  {v:<20} {t:>11.0f} {t - bare:>+10.0f}")
     for v, base in (("vitals_noop", "floor_noop"), ("vitals_prometheus", "floor_prometheus")) if top else ():
+        if v not in per or base not in per:
+            continue
         diff = {k: per[v].get(k, 0) - per[base].get(k, 0) for k in set(per[v]) | set(per[base])}
         diff.pop("PROGRAM TOTALS", None)
         print(f"  {v}: functions whose cost differs most from {base} (Ir/request)")

@@ -12,6 +12,20 @@ use crate::grpc::StatusKey;
 use crate::handles::ResponseKey;
 use crate::labels::{self, Outcome};
 use crate::shared::Shared;
+use crate::user_labels::ValueIds;
+
+/// What `call` learned about a request, for its label set.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestTags {
+    pub(crate) route: u32,
+    pub(crate) method: u8,
+    /// `labels::protocol_index`.
+    pub(crate) protocol: u8,
+    /// `labels::scheme_index`.
+    pub(crate) scheme: u8,
+    /// Value ids of the user's label keys.
+    pub(crate) labels: ValueIds,
+}
 
 /// What one request has measured so far. Only integers: no allocation, no lock.
 pub(crate) struct Record {
@@ -24,6 +38,10 @@ pub(crate) struct Record {
     method: u8,
     status: u16,
     grpc: StatusKey,
+    /// `protocol | scheme << 4` (one byte: the record stays within 88 bytes, which keeps its
+    /// moves inline).
+    net: u8,
+    labels: ValueIds,
     blocks: u64,
     bytes: u64,
     /// Sum of raw clock deltas during which a frame was held downstream.
@@ -37,17 +55,19 @@ pub(crate) struct Record {
 
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
-    pub(crate) fn start(shared: Arc<Shared>, t0: u64, route: u32, method: u8) -> Self {
-        shared.in_flight.start(method);
+    pub(crate) fn start(shared: Arc<Shared>, t0: u64, tags: RequestTags) -> Self {
+        shared.in_flight.start(tags.method);
         shared.utilization.start(t0);
         Record {
             shared,
             t0,
             head_at: None,
-            route,
-            method,
+            route: tags.route,
+            method: tags.method,
             status: 0,
             grpc: StatusKey::NONE,
+            net: tags.protocol | (tags.scheme << 4),
+            labels: tags.labels,
             blocks: 0,
             bytes: 0,
             held: 0,
@@ -75,6 +95,24 @@ impl Record {
     /// A route name found on the response overrides the one found on the request.
     pub(crate) fn set_route(&mut self, route: u32) {
         self.route = route;
+    }
+
+    /// Label values set on the response override the request's.
+    #[inline]
+    pub(crate) fn response_labels(&mut self, extensions: &http::Extensions) {
+        let labels = &self.shared.labels;
+        if !labels.is_empty() {
+            labels.read_response(extensions, &mut self.labels);
+        }
+    }
+
+    /// Leaves the request out after all (its response named a skipped route): it leaves
+    /// `active_requests` and `utilization` now, and nothing is recorded.
+    pub(crate) fn discard(mut self) {
+        self.finished = true;
+        let end = self.now();
+        self.shared.in_flight.finish(self.method);
+        self.shared.utilization.finish(end);
     }
 
     /// `grpc-status` as read from headers or trailers (see `grpc::status`).
@@ -144,12 +182,15 @@ impl Record {
             status: self.status,
             outcome,
             grpc: self.grpc,
+            protocol: self.net & 0xf,
+            scheme: self.net >> 4,
+            labels: self.labels,
         };
         let clock = &shared.config.clock;
         let seconds = |raw: u64| clock.delta_as_nanos(0, raw) as f64 * 1e-9;
         let (t0, head_at, status) = (self.t0, self.head_at, self.status);
         let (held, blocks, bytes) = (self.held, self.blocks, self.bytes);
-        shared.handles.with_response(key, &shared.routes, |handles| {
+        shared.handles.with_response(key, &shared.tag_sources(), |handles| {
             handles.requests.increment(1);
             handles.duration.record(seconds(end.saturating_sub(t0)));
             if let Some(head_at) = head_at {
@@ -188,5 +229,17 @@ impl Drop for Record {
             Outcome::Cancelled
         };
         self.record(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_record_stays_small() {
+        // Moves of the record (call -> future -> body) are inline copies up to this size; one
+        // more word made them `memcpy` calls (measured under callgrind: +58 instructions per
+        // request).
+        let size = std::mem::size_of::<super::Record>();
+        assert!(size <= 88, "Record is {size} bytes");
     }
 }

@@ -38,6 +38,11 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, record: Record) -> Self {
         ResponseFuture { inner, record: Some(record) }
     }
+
+    /// The future of a request left out by a skip rule: passed through, measuring nothing.
+    pub(crate) fn unmeasured(inner: F) -> Self {
+        ResponseFuture { inner, record: None }
+    }
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -69,8 +74,13 @@ where
                 record.head(now, res.status().as_u16());
                 if let Some(name) = res.extensions().get::<RouteName>() {
                     let route = record.shared().routes.intern(name.as_str());
+                    if record.shared().routes.is_skipped(route) {
+                        record.discard();
+                        return Poll::Ready(Ok(res.map(ResponseBody::unmeasured)));
+                    }
                     record.set_route(route);
                 }
+                record.response_labels(res.extensions());
                 if let Some(code) = grpc::status(res.headers()) {
                     record.set_grpc_status(code);
                 }

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, HeaderName, Request};
+use http::{HeaderMap, HeaderName, Uri};
 
 /// The `rpc.grpc.status_code` value for a `grpc-status` outside the 17 codes gRPC defines.
 pub(crate) const OTHER_STATUS: &str = "_OTHER";
@@ -50,12 +50,12 @@ pub(crate) fn server_error(code: u8) -> Option<&'static str> {
 /// The method path of a gRPC request (`/pkg.Service/Method`), if the request is gRPC
 /// (`content-type` starts with `application/grpc`) and its path has that shape: two non-empty
 /// segments of ASCII letters, digits, `_` and `.`. Anything else: `None`.
-pub(crate) fn method_path<B>(req: &Request<B>) -> Option<&str> {
-    let content_type = req.headers().get(http::header::CONTENT_TYPE)?.as_bytes();
+pub(crate) fn method_path<'a>(headers: &HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.as_bytes();
     if !content_type.starts_with(b"application/grpc") {
         return None;
     }
-    let path = req.uri().path();
+    let path = uri.path();
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     let valid = |s: &str| {
         !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
@@ -146,23 +146,27 @@ mod tests {
         assert!(StatusKey::of(u8::MAX).bits() < 32);
     }
 
-    fn grpc(path: &str, content_type: &str) -> Request<()> {
-        Request::post(path).header("content-type", content_type).body(()).expect("request")
+    fn grpc(path: &str, content_type: &str) -> http::Request<()> {
+        http::Request::post(path).header("content-type", content_type).body(()).expect("request")
+    }
+
+    fn path_of(req: &http::Request<()>) -> Option<&str> {
+        method_path(req.headers(), req.uri())
     }
 
     #[test]
     fn method_path_needs_grpc_and_the_shape() {
         let ok = grpc("/vitals.demo.Demo/Hello", "application/grpc");
-        assert_eq!(method_path(&ok), Some("/vitals.demo.Demo/Hello"));
+        assert_eq!(method_path(ok.headers(), ok.uri()), Some("/vitals.demo.Demo/Hello"));
         let proto = grpc("/a.B/C", "application/grpc+proto");
-        assert_eq!(method_path(&proto), Some("/a.B/C"));
-        assert_eq!(method_path(&grpc("/a.B/C", "application/json")), None);
-        assert_eq!(method_path(&grpc("/a.B/C/D", "application/grpc")), None);
-        assert_eq!(method_path(&grpc("/a.B/", "application/grpc")), None);
-        assert_eq!(method_path(&grpc("//C", "application/grpc")), None);
-        assert_eq!(method_path(&grpc("/a%20B/C", "application/grpc")), None);
-        let plain = Request::post("/a.B/C").body(()).expect("request");
-        assert_eq!(method_path(&plain), None, "no content-type: plain HTTP");
+        assert_eq!(method_path(proto.headers(), proto.uri()), Some("/a.B/C"));
+        assert_eq!(path_of(&grpc("/a.B/C", "application/json")), None);
+        assert_eq!(path_of(&grpc("/a.B/C/D", "application/grpc")), None);
+        assert_eq!(path_of(&grpc("/a.B/", "application/grpc")), None);
+        assert_eq!(path_of(&grpc("//C", "application/grpc")), None);
+        assert_eq!(path_of(&grpc("/a%20B/C", "application/grpc")), None);
+        let plain = http::Request::post("/a.B/C").body(()).expect("request");
+        assert_eq!(method_path(plain.headers(), plain.uri()), None, "no content-type: plain HTTP");
     }
 
     #[test]

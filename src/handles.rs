@@ -18,6 +18,7 @@ use crate::labels::{self, InputState, Outcome};
 use crate::names::MetricNames;
 use crate::routes::RouteTable;
 use crate::slots::{Probe, Slot, Slots};
+use crate::user_labels::{LabelTables, ValueIds};
 
 /// The handles of one response label set.
 pub(crate) struct ResponseHandles {
@@ -45,20 +46,41 @@ pub(crate) struct ResponseKey {
     pub(crate) status: u16,
     pub(crate) outcome: Outcome,
     pub(crate) grpc: StatusKey,
+    /// `labels::protocol_index` of the request (ignored when the tag is off).
+    pub(crate) protocol: u8,
+    /// `labels::scheme_index` of the request (ignored when the tag is off).
+    pub(crate) scheme: u8,
+    /// Value ids of the user's label keys, by key position.
+    pub(crate) labels: ValueIds,
+}
+
+/// What turns a [`ResponseKey`] into tags: the tables and the tag switches of a layer.
+pub(crate) struct TagSources<'a> {
+    pub(crate) routes: &'a RouteTable,
+    pub(crate) protocol: bool,
+    /// The `url.scheme` of requests whose URI has none (`None`: the tag is off).
+    pub(crate) scheme: Option<&'a str>,
+    pub(crate) user: &'a LabelTables,
 }
 
 impl ResponseKey {
-    fn pack(self) -> u64 {
-        (u64::from(self.route) << 32)
+    /// The key as one integer: the low half as before labels existed (bits 5..9: protocol and
+    /// scheme), the high half the four label value ids (0 without labels).
+    fn pack(self) -> u128 {
+        let low = (u64::from(self.route) << 32)
             | (u64::from(self.method & 0xf) << 28)
             | (u64::from(self.status.min(1023)) << 18)
             | (self.outcome.index() << 14)
-            | u64::from(self.grpc.bits() & 0x1f)
+            | (u64::from(self.scheme & 0x3) << 8)
+            | (u64::from(self.protocol & 0x7) << 5)
+            | u64::from(self.grpc.bits() & 0x1f);
+        let high = u64::from(u32::from_le_bytes(self.labels));
+        (u128::from(high) << 64) | u128::from(low)
     }
 
-    fn labels(self, routes: &RouteTable) -> Vec<Label> {
-        let mut out = Vec::with_capacity(5);
-        out.push(Label::new(labels::ROUTE, routes.value(self.route).to_string()));
+    fn labels(self, tags: &TagSources<'_>) -> Vec<Label> {
+        let mut out = Vec::with_capacity(11);
+        out.push(Label::new(labels::ROUTE, tags.routes.value(self.route).to_string()));
         out.push(Label::new(labels::METHOD, labels::method_label(self.method)));
         if self.status != 0 {
             out.push(Label::new(labels::STATUS, self.status.to_string()));
@@ -69,13 +91,27 @@ impl ResponseKey {
         if let Some(code) = self.grpc.tag_value() {
             out.push(Label::new(labels::GRPC_STATUS, code));
         }
+        if tags.protocol {
+            out.push(Label::new(labels::PROTOCOL_VERSION, labels::protocol_label(self.protocol)));
+        }
+        if let Some(default) = tags.scheme {
+            let scheme = match self.scheme {
+                1 => "http".to_owned(),
+                2 => "https".to_owned(),
+                _ => default.to_owned(),
+            };
+            out.push(Label::new(labels::URL_SCHEME, scheme));
+        }
+        for (key, value) in tags.user.tags(&self.labels) {
+            out.push(Label::new(key.to_string(), value.to_string()));
+        }
         out
     }
 }
 
-fn input_key(route: u32, method: u8, state: InputState) -> u64 {
+fn input_key(route: u32, method: u8, state: InputState) -> u128 {
     // Bit 63 set: never collides with a response key's route field below 2^31.
-    (1 << 63) | (u64::from(route) << 8) | (state.index() << 4) | u64::from(method & 0xf)
+    u128::from((1 << 63) | (u64::from(route) << 8) | (state.index() << 4) | u64::from(method & 0xf))
 }
 
 /// A multiply-xorshift mix for keys that are already small integers (SplitMix64's finaliser).
@@ -97,9 +133,19 @@ impl Hasher for KeyHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = fold(n);
+    }
 }
 
-type KeyMap<V> = HashMap<u64, Arc<V>, BuildHasherDefault<KeyHasher>>;
+/// A 128-bit key folded to 64 bits before the mix (the high half holds label value ids, 0
+/// without labels: such keys hash as they did as 64-bit keys).
+#[inline]
+fn fold(key: u128) -> u64 {
+    (key as u64) ^ ((key >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+type KeyMap<V> = HashMap<u128, Arc<V>, BuildHasherDefault<KeyHasher>>;
 
 /// Slots in the write-once table of each cache (a power of two; 16 bytes each, per layer).
 const SLOTS: usize = 1024;
@@ -111,7 +157,7 @@ const PROBES: usize = 8;
 /// count); a label set that finds no free slot among its probes lives in the map (an `ArcSwap`
 /// load and a hash lookup). Both are filled only the first time a key is seen.
 struct Cache<V> {
-    slots: Slots<(u64, V)>,
+    slots: Slots<(u128, V)>,
     /// Entries in `slots` and `map` together, never above `limit`.
     len: AtomicUsize,
     map: ArcSwap<KeyMap<V>>,
@@ -132,7 +178,7 @@ impl<V> Cache<V> {
 
     /// Calls `f` with the cached value of `key`, resolving and caching it on a miss. Past
     /// `limit` entries a miss is resolved but not cached (correct, slower, memory bounded).
-    fn with<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
+    fn with<R>(&self, key: u128, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
         match self.probe(key) {
             Probe::Found(entry) => return f(&entry.1),
             // Slots fill in probe order and are never emptied: the key is in none of them, nor
@@ -148,15 +194,15 @@ impl<V> Cache<V> {
     }
 
     #[inline]
-    fn probe(&self, key: u64) -> Probe<'_, (u64, V)> {
-        self.slots.probe(KeyHasher(key).finish() as usize, |entry| entry.0 == key)
+    fn probe(&self, key: u128) -> Probe<'_, (u128, V)> {
+        self.slots.probe(KeyHasher(fold(key)).finish() as usize, |entry| entry.0 == key)
     }
 
     #[cold]
-    fn miss<R>(&self, key: u64, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
+    fn miss<R>(&self, key: u128, resolve: impl Fn() -> V, f: impl FnOnce(&V) -> R) -> R {
         // One writer at a time: each key is resolved and admitted once, and `len` stays exact.
         let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
-        let free: Option<&Slot<(u64, V)>> = match self.probe(key) {
+        let free: Option<&Slot<(u128, V)>> = match self.probe(key) {
             Probe::Found(entry) => return f(&entry.1),
             Probe::Free(slot) => Some(slot),
             Probe::Full => None,
@@ -218,12 +264,12 @@ impl HandleCache {
     pub(crate) fn with_response<R>(
         &self,
         key: ResponseKey,
-        routes: &RouteTable,
+        tags: &TagSources<'_>,
         f: impl FnOnce(&ResponseHandles) -> R,
     ) -> R {
         let resolve = || {
             self.describe_once();
-            let labels = key.labels(routes);
+            let labels = key.labels(tags);
             let n = &self.names;
             ResponseHandles {
                 requests: metrics::counter!(n.requests.clone(), labels.iter()),
@@ -280,6 +326,9 @@ mod tests {
             status: 200,
             outcome: Outcome::Complete,
             grpc: StatusKey::NONE,
+            protocol: 2,
+            scheme: 0,
+            labels: [0; 4],
         };
         let variants = [
             ResponseKey { route: 4, ..base },
@@ -287,10 +336,16 @@ mod tests {
             ResponseKey { status: 500, ..base },
             ResponseKey { outcome: Outcome::Panic, ..base },
             ResponseKey { grpc: StatusKey::of(u8::MAX), ..base },
+            ResponseKey { protocol: 4, ..base },
+            ResponseKey { scheme: 2, ..base },
+            ResponseKey { labels: [1, 0, 0, 0], ..base },
+            ResponseKey { labels: [0, 0, 0, 250], ..base },
         ];
-        for v in variants {
-            assert_ne!(v.pack(), base.pack(), "{v:?}");
-        }
+        let mut packed: Vec<u128> = variants.iter().map(|v| v.pack()).collect();
+        packed.push(base.pack());
+        packed.sort_unstable();
+        packed.dedup();
+        assert_eq!(packed.len(), variants.len() + 1, "every field changes the key");
         assert_ne!(input_key(3, 0, InputState::Complete), base.pack());
         assert_ne!(input_key(3, 0, InputState::Complete), input_key(3, 0, InputState::Unread));
     }
@@ -300,9 +355,9 @@ mod tests {
         use std::sync::atomic::AtomicU64;
         let resolved = AtomicU64::new(0);
         let limit = SLOTS * 2;
-        let cache: Cache<u64> = Cache::new(limit);
+        let cache: Cache<u128> = Cache::new(limit);
         let resolved = &resolved;
-        let resolve = |key: u64| {
+        let resolve = |key: u128| {
             move || {
                 resolved.fetch_add(1, Ordering::Relaxed);
                 key * 3
@@ -310,7 +365,7 @@ mod tests {
         };
         // More keys than slots: some must spill into the copy-on-write map.
         for round in 0..2 {
-            for key in 0..(SLOTS as u64 + 500) {
+            for key in 0..(SLOTS as u128 + 500) {
                 assert_eq!(cache.with(key, resolve(key), |v| *v), key * 3, "round {round}");
             }
         }
@@ -318,7 +373,7 @@ mod tests {
         assert!(!cache.map.load().is_empty());
         assert_eq!(cache.len(), SLOTS + 500);
         // Past the limit: still the right value, resolved every time, never cached.
-        for key in 10_000..(10_000 + limit as u64) {
+        for key in 10_000..(10_000 + limit as u128) {
             cache.with(key, resolve(key), |_| ());
         }
         assert_eq!(cache.len(), limit);

@@ -27,6 +27,15 @@ pub const ERROR_TYPE: &str = "error.type";
 /// Tag key for the gRPC status code, present when the response carries `grpc-status`.
 pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 
+/// Tag key for the HTTP version of the request (OpenTelemetry `network.protocol.version`):
+/// `1.0`, `1.1`, `2`, `3` (`0.9`). On by default; see
+/// [`without_protocol_version`](crate::VitalsLayer::without_protocol_version).
+pub const PROTOCOL_VERSION: &str = "network.protocol.version";
+/// Tag key for the URI scheme (OpenTelemetry `url.scheme`): `http` or `https`. On by default;
+/// see [`url_scheme`](crate::VitalsLayer::url_scheme) and
+/// [`without_url_scheme`](crate::VitalsLayer::without_url_scheme).
+pub const URL_SCHEME: &str = "url.scheme";
+
 /// Tag key on the request-body metrics (`input_*`): how the service consumed the body:
 /// `complete`, `partial`, `unread` or `error` (see [`RequestBody`](crate::RequestBody)).
 pub const REQUEST_BODY_STATE: &str = "http.request.body.state";
@@ -35,6 +44,8 @@ pub const REQUEST_BODY_STATE: &str = "http.request.body.state";
 pub const UNMATCHED: &str = "unmatched";
 /// Route value for requests whose route name arrived after the route cap was reached.
 pub const OVERFLOW: &str = "overflow";
+/// Value of a label of the user's own that is missing or empty (the same in every backend).
+pub const NO_VALUE: &str = "none";
 /// Method value for any method outside the nine standard ones.
 pub const OTHER_METHOD: &str = "_OTHER";
 /// `rpc.grpc.status_code` value for a `grpc-status` outside the 17 codes gRPC defines.
@@ -184,6 +195,33 @@ pub(crate) fn method_label(index: u8) -> &'static str {
     METHODS.get(index as usize).copied().unwrap_or(OTHER_METHOD)
 }
 
+/// Index of an HTTP version: 0 `0.9`, 1 `1.0`, 2 `1.1`, 3 `2`, 4 `3`.
+pub(crate) fn protocol_index(version: http::Version) -> u8 {
+    match version {
+        http::Version::HTTP_09 => 0,
+        http::Version::HTTP_10 => 1,
+        http::Version::HTTP_2 => 3,
+        http::Version::HTTP_3 => 4,
+        // HTTP/1.1, and any version a later `http` adds (reported as the common case).
+        _ => 2,
+    }
+}
+
+/// The `network.protocol.version` value of a protocol index.
+pub(crate) fn protocol_label(index: u8) -> &'static str {
+    ["0.9", "1.0", "1.1", "2", "3"].get(index as usize).copied().unwrap_or("1.1")
+}
+
+/// Index of a request's URI scheme: 1 `http`, 2 `https`, 0 none or another (the layer's
+/// configured scheme is used).
+pub(crate) fn scheme_index(uri: &http::Uri) -> u8 {
+    match uri.scheme_str() {
+        Some("http") => 1,
+        Some("https") => 2,
+        _ => 0,
+    }
+}
+
 /// Makes a tag value safe for every backend: statsd and DogStatsD lines (`|`, `,`, `#` and line
 /// breaks are structure there; a `:` inside a tag *value* is not, since a tag splits at its first
 /// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes; control
@@ -228,6 +266,24 @@ mod tests {
         assert!(out.len() <= MAX_ROUTE_LEN);
         assert!(out.chars().all(|c| c == 'é'));
         assert_eq!(sanitize_tag_value(""), "_");
+    }
+
+    #[test]
+    fn protocol_and_scheme_indexes() {
+        use http::Version;
+        let versions = [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ];
+        let labels: Vec<_> = versions.iter().map(|v| protocol_label(protocol_index(*v))).collect();
+        assert_eq!(labels, ["0.9", "1.0", "1.1", "2", "3"]);
+        assert_eq!(scheme_index(&"/a".parse().expect("uri")), 0);
+        assert_eq!(scheme_index(&"http://h/a".parse().expect("uri")), 1);
+        assert_eq!(scheme_index(&"https://h/a".parse().expect("uri")), 2);
+        assert_eq!(scheme_index(&"ws://h/a".parse().expect("uri")), 0);
     }
 
     #[test]

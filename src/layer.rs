@@ -11,6 +11,7 @@ use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
 use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
 use crate::small_blocks::SmallBlockWarning;
+use crate::user_labels::{self, LabelError, LabelKey, DEFAULT_LABEL_VALUE_CAP};
 use crate::utilization::UtilizationConfig;
 
 /// A Tower [`Layer`] that measures every request of the service it wraps.
@@ -54,6 +55,12 @@ impl VitalsLayer<IgnoreRequestBody> {
             utilization: UtilizationConfig::default(),
             grpc_routes: false,
             small_blocks: Some(SmallBlockWarning::default()),
+            skip_if: Vec::new(),
+            skip_routes: Vec::new(),
+            label_keys: Vec::new(),
+            label_value_cap: DEFAULT_LABEL_VALUE_CAP,
+            protocol_version: true,
+            url_scheme: Some("http".to_owned()),
         })
     }
 }
@@ -160,6 +167,133 @@ impl<M> VitalsLayer<M> {
     /// Turns the small-block warning off (no per-route sums are kept).
     pub fn without_small_block_warning(self) -> Self {
         self.reconfigure(|c| c.small_blocks = None)
+    }
+
+    /// Leaves out the requests for which `skip` returns `true`: they pass through untouched and
+    /// unmeasured (no metric, not in `active_requests` or `utilization`; the body is still a
+    /// [`ResponseBody`](crate::ResponseBody), passed through). `skip` sees the request head
+    /// (method, URI, version, headers, extensions) when `call` runs, before anything is measured.
+    /// With several predicates, any `true` skips.
+    ///
+    /// ```
+    /// use tower_vitals::VitalsLayer;
+    /// let layer = VitalsLayer::new()
+    ///     .skip_if(|req: &http::request::Parts| req.uri.path().starts_with("/static/"));
+    /// # let _ = layer;
+    /// ```
+    pub fn skip_if<F>(self, skip: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        let skip: crate::shared::SkipFn = Arc::new(skip);
+        self.reconfigure(|c| c.skip_if.push(skip))
+    }
+
+    /// Leaves out the requests whose route is one of `routes`, compared with the route value
+    /// the layer would tag (axum's `MatchedPath`, a [`RouteName`](crate::RouteName) request
+    /// extension, the gRPC method path with [`grpc_routes`](Self::grpc_routes)), as given,
+    /// before sanitising. [`UNMATCHED`](crate::labels::UNMATCHED) leaves out requests with no
+    /// route. These names take no place under the [`route_cap`](Self::route_cap).
+    ///
+    /// A `RouteName` set on the *response* that names one of them drops the request from the
+    /// metrics when the head arrives (it was counted in `active_requests` until then).
+    ///
+    /// ```
+    /// use tower_vitals::VitalsLayer;
+    /// let layer = VitalsLayer::new().skip_routes(["/healthz", "/metrics"]);
+    /// # let _ = layer;
+    /// ```
+    pub fn skip_routes<I>(self, routes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let routes: Vec<String> = routes.into_iter().map(Into::into).collect();
+        self.reconfigure(|c| c.skip_routes.extend(routes))
+    }
+
+    /// Adds the label `key`, whose value comes from a [`Label`](crate::Label) (or
+    /// [`Labels`](crate::Labels)) extension: on the response (set by the handler), else on the
+    /// request (set by a middleware in front of the layer), else `none`
+    /// ([`NO_VALUE`](crate::labels::NO_VALUE)).
+    ///
+    /// ```
+    /// use tower_vitals::{Label, VitalsLayer};
+    /// let layer = VitalsLayer::new().label("cache")?;
+    /// // in the handler:
+    /// let mut res = http::Response::new(());
+    /// res.extensions_mut().insert(Label::new("cache", "hit"));
+    /// # let _ = layer;
+    /// # Ok::<(), tower_vitals::LabelError>(())
+    /// ```
+    ///
+    /// Each key keeps at most [`label_value_cap`](Self::label_value_cap) distinct values (32 by
+    /// default), then `overflow`; values are sanitised once, when first seen.
+    ///
+    /// # Errors
+    /// [`LabelError`] if the layer already has [`MAX_LABELS`](crate::MAX_LABELS) keys, if `key`
+    /// is one of the layer's own tag keys (or `le`, `quantile`), is already a key of this layer,
+    /// or is not made of ASCII letters, digits, `_` and `.`.
+    pub fn label(self, key: impl Into<String>) -> Result<Self, LabelError> {
+        self.add_label(key.into(), None)
+    }
+
+    /// Adds the label `key`, whose value `value` takes from the request head when `call` runs
+    /// (return a value borrowed from the head, or a `'static` str: no allocation). A
+    /// [`Label`](crate::Label) extension with the same key, on the request or the response,
+    /// wins over it. `None` or an empty value: `none` ([`NO_VALUE`](crate::labels::NO_VALUE)).
+    ///
+    /// ```
+    /// use tower_vitals::VitalsLayer;
+    /// let layer = VitalsLayer::new().label_from_request("api.version", |req: &http::request::Parts| {
+    ///     req.headers.get("x-api-version")?.to_str().ok()
+    /// })?;
+    /// # let _ = layer;
+    /// # Ok::<(), tower_vitals::LabelError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`label`](Self::label).
+    pub fn label_from_request<F>(self, key: impl Into<String>, value: F) -> Result<Self, LabelError>
+    where
+        F: for<'a> Fn(&'a http::request::Parts) -> Option<&'a str> + Send + Sync + 'static,
+    {
+        self.add_label(key.into(), Some(Arc::new(value)))
+    }
+
+    fn add_label(
+        self,
+        key: String,
+        from_request: Option<user_labels::FromRequest>,
+    ) -> Result<Self, LabelError> {
+        user_labels::check_key(&key, &self.shared.config.label_keys)?;
+        let key = LabelKey { name: Arc::from(key), from_request };
+        Ok(self.reconfigure(|c| c.label_keys.push(key)))
+    }
+
+    /// The most distinct values each label key of the user's own keeps (default 32, at most
+    /// 250: larger caps are lowered to it). Values seen after the cap are tagged `overflow`,
+    /// so a key has at most `cap + 2` values (with `none` and `overflow`).
+    pub fn label_value_cap(self, cap: usize) -> Self {
+        self.reconfigure(|c| c.label_value_cap = cap)
+    }
+
+    /// Stops emitting the `network.protocol.version` tag (on by default).
+    pub fn without_protocol_version(self) -> Self {
+        self.reconfigure(|c| c.protocol_version = false)
+    }
+
+    /// Stops emitting the `url.scheme` tag (on by default).
+    pub fn without_url_scheme(self) -> Self {
+        self.reconfigure(|c| c.url_scheme = None)
+    }
+
+    /// The `url.scheme` of requests whose URI carries no `http`/`https` scheme (HTTP/1 servers
+    /// see origin-form URIs; HTTP/2 servers set the scheme): default `http`. Behind a proxy that
+    /// terminates TLS, pass `http::uri::Scheme::HTTPS`. Turns the tag on if it was off.
+    pub fn url_scheme(self, scheme: http::uri::Scheme) -> Self {
+        let scheme = crate::labels::sanitize_tag_value(scheme.as_str());
+        self.reconfigure(|c| c.url_scheme = Some(scheme))
     }
 
     /// The metric names this layer emits (after the prefix was applied).

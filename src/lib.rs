@@ -40,7 +40,36 @@
 //! `unmatched`; past the cap, `overflow`), `http.request.method` (`_OTHER` for non-standard
 //! methods), `http.response.status_code` (absent when no head was produced), `error.type` (only
 //! on failure: the 5xx code, `service_error`, `body_error`, `aborted`, `cancelled` or `panic`),
-//! and `rpc.grpc.status_code` when the response carries `grpc-status`.
+//! `rpc.grpc.status_code` when the response carries `grpc-status`, and OpenTelemetry's
+//! `network.protocol.version` (`1.1`, `2`, ...) and `url.scheme` (`http`, `https`), which
+//! [`without_protocol_version`](VitalsLayer::without_protocol_version) and
+//! [`without_url_scheme`](VitalsLayer::without_url_scheme) turn off.
+//!
+//! ## Leaving requests out, labels of your own
+//!
+//! ```
+//! use tower_vitals::{Label, VitalsLayer};
+//!
+//! let layer = VitalsLayer::new()
+//!     .skip_routes(["/healthz", "/metrics"])               // never measured
+//!     .skip_if(|req: &http::request::Parts| req.headers.contains_key("x-synthetic"))
+//!     .label_from_request("api.version", |req: &http::request::Parts| {
+//!         req.headers.get("x-api-version")?.to_str().ok()  // a borrowed value: no allocation
+//!     })?
+//!     .label("cache")?;                                    // set by handlers:
+//! let mut res = http::Response::new(());
+//! res.extensions_mut().insert(Label::new("cache", "hit"));
+//! # let _ = layer;
+//! # Ok::<(), tower_vitals::LabelError>(())
+//! ```
+//!
+//! A skipped request ([`skip_if`](VitalsLayer::skip_if), [`skip_routes`](VitalsLayer::skip_routes))
+//! passes through untouched: no metric, not in `active_requests` or `utilization`. Labels
+//! ([`label`](VitalsLayer::label), [`label_from_request`](VitalsLayer::label_from_request),
+//! [`Label`], [`Labels`]) go on every response metric; at most [`MAX_LABELS`] keys, each capped
+//! at [`label_value_cap`](VitalsLayer::label_value_cap) distinct values (default
+//! [`DEFAULT_LABEL_VALUE_CAP`]) then `overflow`; a missing or empty value is `none`
+//! ([`labels::NO_VALUE`]). A key that breaks a rule is a [`LabelError`].
 //!
 //! ## gRPC, request bodies, utilisation, small blocks
 //!
@@ -90,7 +119,7 @@
 //!
 //! Per request: three clock reads (`quanta`, TSC where available: at `call`, at the head, at
 //! the end), one lock-free route lookup, one lock-free lookup of the cached metric handles and
-//! one recording of each metric. Per body frame: two clock reads (when it is handed out and at
+//! one recording of each metric (with labels of your own: one lock-free value lookup per key). Per body frame: two clock reads (when it is handed out and at
 //! the next poll) and integer adds. The layer makes no heap allocation of its own on the steady
 //! path and takes no lock there: handles are resolved and cached (under a lock) only the first
 //! time a label set is seen, and once per `utilization` window one request thread takes a
@@ -124,6 +153,7 @@ mod slots;
 mod small_blocks;
 #[cfg(feature = "statsd")]
 pub mod statsd;
+mod user_labels;
 mod utilization;
 
 pub use body::ResponseBody;
@@ -135,6 +165,7 @@ pub use routes::RouteName;
 pub use service::Vitals;
 pub use shared::DEFAULT_ROUTE_CAP;
 pub use small_blocks::SmallBlockWarning;
+pub use user_labels::{Label, LabelError, Labels, DEFAULT_LABEL_VALUE_CAP, MAX_LABELS};
 
 /// The module order above is the dependency order: a module may import only modules listed
 /// before it. This test reads the sources and fails on any `crate::` path that points down.
@@ -146,6 +177,7 @@ mod layering {
         "names",
         "slots",
         "routes",
+        "user_labels",
         "handles",
         "in_flight",
         "utilization",

@@ -28,6 +28,8 @@ pub struct RequestContext<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) route: u32,
     pub(crate) method: u8,
+    /// False for a request left out by a skip rule: its body passes through unmeasured.
+    pub(crate) measured: bool,
 }
 
 impl fmt::Debug for RequestContext<'_> {
@@ -75,7 +77,8 @@ impl<B: Body> RequestBodyMode<B> for MeasureRequestBody {
                 polled: false,
                 // Nothing to read (GET, an empty body): never reading it is reading it all.
                 empty: inner.is_end_stream(),
-                finished: false,
+                // A skipped request's body is born finished: nothing is ever recorded.
+                finished: !ctx.measured,
             };
             RequestBody { inner, input }
         })

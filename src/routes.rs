@@ -70,6 +70,10 @@ pub(crate) struct RouteTable {
     table: ArcSwap<RouteSnapshot>,
     write: Mutex<()>,
     cap: usize,
+    /// Ids `2..skip_end` are names to leave out (given at construction; not under the cap).
+    skip_end: u32,
+    /// Whether id 0 (no name: `unmatched`) is left out too.
+    skip_first: bool,
 }
 
 /// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
@@ -103,14 +107,44 @@ struct RouteSnapshot {
 }
 
 impl RouteTable {
-    pub(crate) fn new(cap: usize) -> Self {
-        let values = vec![Arc::from(UNMATCHED), Arc::from(OVERFLOW)];
-        RouteTable {
+    /// A route table: id 0 `unmatched`, id 1 `overflow`, at most `cap` names; `skip` names are
+    /// admitted first (ids from 2, not under the cap) and reported by [`is_skipped`](Self::is_skipped).
+    pub(crate) fn new(cap: usize, skip: &[String]) -> Self {
+        RouteTable::with_reserved(cap, UNMATCHED, OVERFLOW, skip)
+    }
+
+    /// A capped interner whose ids 0 and 1 are tagged `first` and `overflow`.
+    pub(crate) fn with_reserved(cap: usize, first: &str, overflow: &str, skip: &[String]) -> Self {
+        let values = vec![Arc::from(first), Arc::from(overflow)];
+        let mut table = RouteTable {
             fast: Slots::new(ROUTE_SLOTS, ROUTE_PROBES),
             table: ArcSwap::from_pointee(RouteSnapshot { by_name: HashMap::new(), values }),
             write: Mutex::new(()),
             cap,
+            skip_end: 2,
+            skip_first: false,
+        };
+        // Admitted like any name, before the cap applies.
+        table.cap = usize::MAX;
+        for name in skip {
+            let id = table.intern(name);
+            table.skip_end = table.skip_end.max(id.saturating_add(1));
+            table.skip_first |= route_key(name) == first;
         }
+        table.cap = cap;
+        table
+    }
+
+    /// Whether requests with route `id` are left out (a name given to skip, or no name when
+    /// `unmatched` was given).
+    #[inline]
+    pub(crate) fn is_skipped(&self, id: u32) -> bool {
+        (id >= 2 && id < self.skip_end) || (id == UNMATCHED_ID && self.skip_first)
+    }
+
+    /// Names admitted to be left out (they take no place under the cap).
+    fn skipped_names(&self) -> usize {
+        (self.skip_end - 2) as usize
     }
 
     /// The id of `name`, adding it if there is room; `overflow` past the cap.
@@ -136,7 +170,7 @@ impl RouteTable {
             if let Some(&id) = snapshot.by_name.get(name) {
                 return id;
             }
-            if snapshot.by_name.len() >= self.cap {
+            if snapshot.by_name.len() >= self.cap.saturating_add(self.skipped_names()) {
                 return OVERFLOW_ID;
             }
         }
@@ -146,7 +180,7 @@ impl RouteTable {
         if let Some(&id) = current.by_name.get(name) {
             return id;
         }
-        if current.by_name.len() >= self.cap {
+        if current.by_name.len() >= self.cap.saturating_add(self.skipped_names()) {
             return OVERFLOW_ID;
         }
         // Ids are u32: a table can never hand out more (a cap past that is memory-bound anyway).
@@ -172,7 +206,7 @@ impl RouteTable {
 
     /// How many distinct route names were admitted (not counting `unmatched` and `overflow`).
     pub(crate) fn len(&self) -> usize {
-        self.table.load().by_name.len()
+        self.table.load().by_name.len() - self.skipped_names()
     }
 }
 
@@ -182,7 +216,7 @@ mod tests {
 
     #[test]
     fn route_table_caps_and_reuses_ids() {
-        let table = RouteTable::new(2);
+        let table = RouteTable::new(2, &[]);
         let a = table.intern("/a");
         assert_eq!(table.intern("/a"), a);
         let b = table.intern("/b");
@@ -197,7 +231,7 @@ mod tests {
     #[test]
     fn read_cache_and_snapshot_agree_for_many_names() {
         // More names than cache slots: some are found through the snapshot only.
-        let table = RouteTable::new(2000);
+        let table = RouteTable::new(2000, &[]);
         let ids: Vec<u32> = (0..1500).map(|i| table.intern(&format!("/r/{i}"))).collect();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(table.intern(&format!("/r/{i}")), *id);
@@ -213,15 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn skipped_names_take_no_place_under_the_cap() {
+        let skip = ["/healthz".to_owned(), "/metrics".to_owned(), "/healthz".to_owned()];
+        let table = RouteTable::new(1, &skip);
+        assert!(table.is_skipped(table.intern("/healthz")));
+        assert!(table.is_skipped(table.intern("/metrics")));
+        assert!(!table.is_skipped(UNMATCHED_ID));
+        let a = table.intern("/a");
+        assert!(!table.is_skipped(a) && a != OVERFLOW_ID);
+        assert_eq!(table.intern("/b"), OVERFLOW_ID);
+        assert!(!table.is_skipped(OVERFLOW_ID));
+        assert_eq!(table.len(), 1);
+        let table = RouteTable::new(4, &[UNMATCHED.to_owned()]);
+        assert!(table.is_skipped(UNMATCHED_ID));
+        assert!(table.is_skipped(table.intern(UNMATCHED)));
+    }
+
+    #[test]
     fn hostile_route_is_sanitised_once_and_stays_distinct() {
-        let table = RouteTable::new(8);
+        let table = RouteTable::new(8, &[]);
         let id = table.intern("/a|b,c#d:e\n");
         assert_eq!(&*table.value(id), "/a_b_c_d:e_");
     }
 
     #[test]
     fn long_route_names_are_stored_cut_to_the_tag_length() {
-        let table = RouteTable::new(4);
+        let table = RouteTable::new(4, &[]);
         let long_a = format!("/{}a", "é".repeat(100_000));
         let long_b = format!("/{}b", "é".repeat(100_000));
         let id = table.intern(&long_a);

@@ -9,18 +9,19 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::finish::Record;
+use crate::finish::{Record, RequestTags};
 use crate::future::ResponseFuture;
 use crate::labels;
 use crate::request_body::{RequestBodyMode, RequestContext};
 use crate::routes::{self, RouteName};
 use crate::shared::Shared;
+use crate::user_labels::{ValueIds, MAX_LABELS};
 
 /// The service made by [`VitalsLayer`](crate::VitalsLayer): measures each request of `S`.
 ///
 /// `M` says whether request bodies are measured ([`IgnoreRequestBody`](crate::IgnoreRequestBody)
 /// by default). Errors of `S` pass through unchanged.
-pub struct Vitals<S, M = crate::request_body::IgnoreRequestBody> {
+pub struct Vitals<S, M = crate::IgnoreRequestBody> {
     inner: S,
     shared: Arc<Shared>,
     mode: PhantomData<fn() -> M>,
@@ -74,20 +75,98 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if self.shared.needs_head {
+            return self.call_with_head(req);
+        }
+        // Without skip predicates and label functions the request is never split or moved
+        // before the inner service gets it.
+        let shared = &*self.shared;
+        let route = route_of(shared, req.extensions(), req.headers(), req.uri());
+        if shared.routes.is_skipped(route) {
+            return self.pass_through(req);
+        }
+        let mut labels: ValueIds = [0; MAX_LABELS];
+        if !shared.labels.is_empty() {
+            shared.labels.read_request_extensions(req.extensions(), &mut labels);
+        }
+        self.measure(req, route, labels)
+    }
+}
+
+impl<S, M> Vitals<S, M> {
+    /// `call` for a layer with skip predicates or label functions: they see the request head.
+    /// Out of line, so that `call` without them keeps the request where it is.
+    #[inline(never)]
+    fn call_with_head<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
+        let shared = &*self.shared;
+        let (head, body) = req.into_parts();
+        if shared.skip_by_head(&head) {
+            return self.pass_through(Request::from_parts(head, body));
+        }
+        let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
+        if shared.routes.is_skipped(route) {
+            return self.pass_through(Request::from_parts(head, body));
+        }
+        let mut labels: ValueIds = [0; MAX_LABELS];
+        shared.labels.read_request(&head, &mut labels);
+        self.measure(Request::from_parts(head, body), route, labels)
+    }
+
+    /// Starts measuring a request that no skip rule left out: `t0`, its record, the call.
+    #[inline(always)]
+    fn measure<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        route: u32,
+        labels: ValueIds,
+    ) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
         let t0 = self.shared.config.clock.raw();
         let method = labels::method_index(req.method());
-        let route = route_of(&self.shared, &req);
-        let record = Record::start(Arc::clone(&self.shared), t0, route, method);
-        let ctx = RequestContext { shared: &self.shared, route, method };
+        let tags = RequestTags {
+            route,
+            method,
+            protocol: labels::protocol_index(req.version()),
+            scheme: labels::scheme_index(req.uri()),
+            labels,
+        };
+        let record = Record::start(Arc::clone(&self.shared), t0, tags);
+        let ctx = RequestContext { shared: &self.shared, route, method, measured: true };
         let req = M::wrap(req, ctx);
         ResponseFuture::new(self.inner.call(req), record)
+    }
+
+    /// A request left out by a skip rule: passed to the inner service untouched, unmeasured.
+    #[cold]
+    fn pass_through<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future>
+    where
+        M: RequestBodyMode<ReqBody>,
+        S: Service<Request<M::Body>, Response = Response<ResBody>>,
+    {
+        let ctx = RequestContext { shared: &self.shared, route: 0, method: 0, measured: false };
+        ResponseFuture::unmeasured(self.inner.call(M::wrap(req, ctx)))
     }
 }
 
 /// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with
 /// `grpc_routes`) the gRPC method path, else `unmatched`.
-pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
-    let extensions = req.extensions();
+#[inline]
+pub(crate) fn route_of(
+    shared: &Shared,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> u32 {
     if let Some(name) = extensions.get::<RouteName>() {
         return shared.routes.intern(name.as_str());
     }
@@ -96,7 +175,7 @@ pub(crate) fn route_of<B>(shared: &Shared, req: &Request<B>) -> u32 {
         return shared.routes.intern(path.as_str());
     }
     if shared.config.grpc_routes {
-        if let Some(path) = crate::grpc::method_path(req) {
+        if let Some(path) = crate::grpc::method_path(headers, uri) {
             return shared.routes.intern(path);
         }
     }

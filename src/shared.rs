@@ -1,10 +1,13 @@
 //! What every service, future and body of one layer share: its settings and its state.
 
-use crate::handles::HandleCache;
+use std::sync::Arc;
+
+use crate::handles::{HandleCache, TagSources};
 use crate::in_flight::InFlight;
 use crate::names::MetricNames;
 use crate::routes::RouteTable;
 use crate::small_blocks::{SmallBlockWarning, SmallBlocks};
+use crate::user_labels::{LabelKey, LabelTables};
 use crate::utilization::{Utilization, UtilizationConfig};
 
 /// The default cap on distinct `http.route` values (see
@@ -19,6 +22,10 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) routes: RouteTable,
     pub(crate) handles: HandleCache,
+    /// The user's label keys and their capped value interners.
+    pub(crate) labels: LabelTables,
+    /// Whether `call` must look at the request head (a skip predicate or a label function).
+    pub(crate) needs_head: bool,
     pub(crate) in_flight: InFlight,
     pub(crate) utilization: Utilization,
     /// Per-route block sums for the small-block warning (`None`: turned off).
@@ -36,7 +43,19 @@ pub(crate) struct Config {
     pub(crate) utilization: UtilizationConfig,
     pub(crate) grpc_routes: bool,
     pub(crate) small_blocks: Option<SmallBlockWarning>,
+    /// Requests for which any of these is true are left out.
+    pub(crate) skip_if: Vec<SkipFn>,
+    /// Route names left out.
+    pub(crate) skip_routes: Vec<String>,
+    pub(crate) label_keys: Vec<LabelKey>,
+    pub(crate) label_value_cap: usize,
+    pub(crate) protocol_version: bool,
+    /// `url.scheme` of requests whose URI has none (`None`: the tag is off).
+    pub(crate) url_scheme: Option<String>,
 }
+
+/// A skip predicate over the request head.
+pub(crate) type SkipFn = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
@@ -50,9 +69,14 @@ impl Shared {
             names.utilization.clone(),
             epoch,
         );
+        let labels = LabelTables::new(&config.label_keys, config.label_value_cap);
+        // Room for the label sets the protocol and the user's labels multiply a route into.
+        let per_route = HANDLE_SETS_PER_ROUTE * 2 * (1 + 2 * config.label_keys.len());
         Shared {
-            routes: RouteTable::new(cap),
-            handles: HandleCache::new(names, (cap + 2).saturating_mul(HANDLE_SETS_PER_ROUTE)),
+            routes: RouteTable::new(cap, &config.skip_routes),
+            handles: HandleCache::new(names, (cap + 2).saturating_mul(per_route)),
+            needs_head: !config.skip_if.is_empty() || labels.has_request_functions(),
+            labels,
             in_flight,
             utilization,
             small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
@@ -68,5 +92,21 @@ impl Shared {
 
     pub(crate) fn names(&self) -> &MetricNames {
         self.handles.names()
+    }
+
+    /// What turns a label-set key into tags.
+    pub(crate) fn tag_sources(&self) -> TagSources<'_> {
+        TagSources {
+            routes: &self.routes,
+            protocol: self.config.protocol_version,
+            scheme: self.config.url_scheme.as_deref(),
+            user: &self.labels,
+        }
+    }
+
+    /// Whether any skip predicate leaves this request out.
+    #[inline]
+    pub(crate) fn skip_by_head(&self, head: &http::request::Parts) -> bool {
+        self.config.skip_if.iter().any(|skip| skip(head))
     }
 }

@@ -21,7 +21,7 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, Service};
-use tower_vitals::{RouteName, VitalsLayer};
+use tower_vitals::{Label, Labels, RouteName, VitalsLayer};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -112,7 +112,9 @@ fn router(shape: Shape) -> Router {
 fn requests(n: usize, route_name: bool) -> Vec<Req> {
     (0..n)
         .map(|_| {
+            // A header for the request-side labeller (built before counting, like the rest).
             let mut req = Request::get(Uri::from_static("/users/42"))
+                .header("x-api-version", "2")
                 .body(http_body_util::Empty::new())
                 .expect("request");
             if route_name {
@@ -287,5 +289,98 @@ fn axum_route_name_overrides_matched_path_without_allocating() {
         true,
         app(router(SINGLE).layer(PassBodyLayer)),
         || app(router(SINGLE).layer(VitalsLayer::new())),
+    );
+}
+
+// ---------------------------------------------------------------- skip rules and labels
+
+fn api_version(req: &http::request::Parts) -> Option<&str> {
+    req.headers.get("x-api-version")?.to_str().ok()
+}
+
+/// The plain service, whose responses carry handler labels (`Label`, or `Labels` for several):
+/// its own allocations (the extension map) are the same with and without the layer.
+fn labelled(
+    shape: Shape,
+    several: bool,
+) -> impl Service<Req, Response = Response<Chunks>, Error = Infallible> + Clone {
+    tower::service_fn(move |_req: Req| {
+        let mut res = Response::new(Chunks { left: shape.frames, exact: shape.exact });
+        if several {
+            res.extensions_mut()
+                .insert(Labels::from([Label::new("cache", "hit"), Label::new("path", "fast")]));
+        } else {
+            res.extensions_mut().insert(Label::new("cache", "hit"));
+        }
+        std::future::ready(Ok::<_, Infallible>(res))
+    })
+}
+
+#[test]
+fn request_label_allocates_nothing_more() {
+    assert_same("single frame, label from the request", false, plain(SINGLE), || {
+        VitalsLayer::new()
+            .label_from_request("api.version", api_version)
+            .expect("key")
+            .layer(plain(SINGLE))
+    });
+}
+
+#[test]
+fn handler_label_allocates_nothing_more() {
+    assert_same("streaming, label from the handler", true, labelled(STREAMING, false), || {
+        VitalsLayer::new().label("cache").expect("key").layer(labelled(STREAMING, false))
+    });
+}
+
+#[test]
+fn four_labels_from_both_sides_allocate_nothing_more() {
+    assert_same("single frame, four labels", true, labelled(SINGLE, true), || {
+        VitalsLayer::new()
+            .label_from_request("api.version", api_version)
+            .and_then(|l| l.label_from_request("client", |_: &http::request::Parts| Some("cli")))
+            .and_then(|l| l.label("cache"))
+            .and_then(|l| l.label("path"))
+            .expect("four keys")
+            .layer(labelled(SINGLE, true))
+    });
+}
+
+#[test]
+fn skipped_requests_allocate_nothing_more() {
+    assert_same("single frame, skipped by skip_if", false, plain(SINGLE), || {
+        VitalsLayer::new().skip_if(|_: &http::request::Parts| true).layer(plain(SINGLE))
+    });
+    assert_same("streaming, skipped by skip_routes", true, plain(STREAMING), || {
+        VitalsLayer::new().skip_routes(["/users/{id}"]).layer(plain(STREAMING))
+    });
+}
+
+#[test]
+fn axum_handler_label_allocates_nothing_more() {
+    let router = |shape: Shape| {
+        Router::new().route(
+            "/users/{id}",
+            get(move || async move {
+                let mut res = axum::response::Response::new(axum::body::Body::new(Chunks {
+                    left: shape.frames,
+                    exact: shape.exact,
+                }));
+                res.extensions_mut().insert(Label::new("cache", "hit"));
+                res
+            }),
+        )
+    };
+    assert_same(
+        "axum, labels from the request and the handler",
+        false,
+        app(router(SINGLE).layer(PassBodyLayer)),
+        || {
+            let layer = VitalsLayer::new()
+                .label_from_request("api.version", api_version)
+                .and_then(|l| l.label("cache"))
+                .expect("keys");
+            app(router(SINGLE).layer(layer))
+        },
     );
 }

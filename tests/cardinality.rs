@@ -17,7 +17,10 @@ use http_body_util::Full;
 use metrics_util::debugging::DebuggingRecorder;
 use support::*;
 use tower::{Layer, ServiceExt};
-use tower_vitals::labels::{ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED};
+use tower_vitals::labels::{
+    ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, PROTOCOL_VERSION, ROUTE, STATUS, UNMATCHED,
+    URL_SCHEME,
+};
 use tower_vitals::{RouteName, VitalsLayer, DEFAULT_ROUTE_CAP};
 
 const REQUESTS: &str = "http.server.requests";
@@ -44,7 +47,8 @@ fn assert_labels_are_ours(seen: &[Seen], carried: &HashSet<String>, routes: &BTr
     for s in seen {
         for (k, v) in &s.labels {
             assert!(
-                [ROUTE, METHOD, STATUS, ERROR_TYPE].contains(&k.as_str()),
+                [ROUTE, METHOD, STATUS, ERROR_TYPE, PROTOCOL_VERSION, URL_SCHEME]
+                    .contains(&k.as_str()),
                 "unexpected label key {k:?} on {}",
                 s.name
             );
@@ -55,6 +59,8 @@ fn assert_labels_are_ours(seen: &[Seen], carried: &HashSet<String>, routes: &BTr
                 STATUS => assert!(STATUSES.iter().any(|c| c.to_string() == *v), "status {v:?}"),
                 ERROR_TYPE => assert_eq!(v, "500"),
                 ROUTE => assert!(routes.contains(v), "route label {v:?} was never a route name"),
+                PROTOCOL_VERSION => assert_eq!(v, "1.1"),
+                URL_SCHEME => assert_eq!(v, "http"),
                 _ => {}
             }
         }
@@ -116,9 +122,9 @@ fn hundred_thousand_hostile_requests_yield_at_most_cap_plus_two_routes() {
     assert_eq!(layer.routes_seen(), DEFAULT_ROUTE_CAP);
     assert_labels_are_ours(&seen, &carried, &allowed_routes);
 
-    // Series: each response label set is (route, method, status [, error.type = status]); plus
-    // one active_requests gauge per method, and the utilization gauge (published at 0 when the
-    // layer wraps its service).
+    // Series: each response label set is (route, method, status [, error.type = status]; the
+    // protocol and scheme, one value each here); plus one active_requests gauge per method, and
+    // the utilization gauge (published at 0 when the layer wraps its service).
     let label_sets: HashSet<Vec<(String, String)>> =
         named(&seen, REQUESTS).iter().map(|s| s.labels.clone()).collect();
     let max_sets = (DEFAULT_ROUTE_CAP + 2) * STANDARD_METHODS.len() * STATUSES.len();
@@ -205,7 +211,8 @@ fn axum_router_maps_random_paths_to_templates_or_unmatched() {
     assert_eq!(layer.routes_seen(), 2, "only the router's templates were admitted");
     for s in &seen {
         for (k, v) in &s.labels {
-            assert!([ROUTE, METHOD, STATUS, ERROR_TYPE].contains(&k.as_str()), "{k}");
+            let ours = [ROUTE, METHOD, STATUS, ERROR_TYPE, PROTOCOL_VERSION, URL_SCHEME];
+            assert!(ours.contains(&k.as_str()), "{k}");
             assert!(!carried.contains(v), "a request-controlled string became a label: {k}={v:?}");
             if k == METHOD {
                 assert!(STANDARD_METHODS.contains(&v.as_str()), "method label {v:?}");

@@ -144,9 +144,16 @@ fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
             l.name == "http.server.requests" && l.tags.iter().any(|t| t == "http.route:/users/{id}")
         })
         .expect("users line");
+    // (The test client speaks HTTP/1.0.)
     assert_eq!(
         user_line.tags,
-        ["http.route:/users/{id}", "http.request.method:GET", "http.response.status_code:200"]
+        [
+            "http.route:/users/{id}",
+            "http.request.method:GET",
+            "http.response.status_code:200",
+            "network.protocol.version:1.0",
+            "url.scheme:http"
+        ]
     );
     let hostile = format!("http.route:{}", support::app::hostile_tag());
     assert_eq!(total(&lines, "http.server.requests", Some(&hostile)).1, 1.0);

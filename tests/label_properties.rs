@@ -200,7 +200,8 @@ proptest! {
             for (k, v) in &s.labels {
                 prop_assert!(
                     ["http_route", "http_request_method", "http_response_status_code",
-                     "error_type", "le"].contains(&k.as_str()),
+                     "error_type", "network_protocol_version", "url_scheme", "le"]
+                        .contains(&k.as_str()),
                     "label key {:?}", k
                 );
                 if k != "le" {

@@ -108,6 +108,8 @@ fn metrics_on_its_own_loopback_listener_reveal_templates_never_request_data() {
                     "http_request_method",
                     "http_response_status_code",
                     "error_type",
+                    "network_protocol_version",
+                    "url_scheme",
                     "le"
                 ]
                 .contains(&k.as_str()),

@@ -12,8 +12,9 @@ use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
 use support::components::{Flushed, Statsd};
 use tower_vitals::statsd::{self, HistogramType, Pipeline, StatsdHandle};
 
-const USERS_KEY: &str =
-    "http.route=/users/{id};http.request.method=GET;http.response.status_code=200";
+/// (The test client speaks HTTP/1.0.)
+const USERS_KEY: &str = "http.route=/users/{id};http.request.method=GET;\
+                         http.response.status_code=200;network.protocol.version=1.0;url.scheme=http";
 
 fn key(name: &str, tags: &str) -> String {
     format!("http.server.{name};{tags}")
@@ -54,7 +55,8 @@ fn check_flushed(statsd: &Statsd, flushed: &Flushed, timer_values_must_be_whole:
         flushed.counters.keys().filter(|k| k.contains("http.route=/a_b_c_d:e_")).collect();
     assert_eq!(hostile.len(), 3, "requests, output_bytes, output_blocks: {flushed:#?}");
     let hostile_requests = format!(
-        "http.server.requests;http.route={};http.request.method=GET;http.response.status_code=200",
+        "http.server.requests;http.route={};http.request.method=GET;http.response.status_code=200;\
+         network.protocol.version=1.0;url.scheme=http",
         support::app::hostile_tag()
     );
     assert_eq!(flushed.counters.get(&hostile_requests), Some(&1.0), "{hostile:?}");
@@ -127,7 +129,8 @@ fn real_statsd_gets_percentiles_of_sizes_when_asked() {
     assert_eq!(bytes, vec![(CHUNK * CHUNKS) as f64; BIG]);
     let blocks = flushed.timer_values("svc.http.server.output_blocks");
     assert_eq!(blocks, vec![CHUNKS as f64; BIG]);
-    let tagged = "svc.http.server.requests;env=test;http.route=/big;http.request.method=GET;http.response.status_code=200";
+    let tagged = "svc.http.server.requests;env=test;http.route=/big;http.request.method=GET;\
+                  http.response.status_code=200;network.protocol.version=1.0;url.scheme=http";
     assert_eq!(flushed.counters.get(tagged), Some(&(BIG as f64)), "{flushed:#?}");
 }
 

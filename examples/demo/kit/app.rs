@@ -12,7 +12,7 @@ use axum::Router;
 use futures_util::stream;
 use tower_vitals::live::Live;
 use tower_vitals::prometheus::PrometheusMetrics;
-use tower_vitals::VitalsLayer;
+use tower_vitals::{Label, VitalsLayer};
 
 /// Size of the downloadable file.
 pub const FILE_SIZE: usize = 1 << 20;
@@ -20,6 +20,9 @@ pub const FILE_SIZE: usize = 1 << 20;
 pub const BIG_BLOCK: usize = 8 * 1024;
 /// Block size of the pathological download (the same file).
 pub const SMALL_BLOCK: usize = 128;
+/// The label `/users/{id}` sets on its responses: `hit` (even ids) or `miss` (odd ids), as a
+/// cache would say (declared on the layer with `.label(CACHE)`).
+pub const CACHE: &str = "cache";
 /// Blocks sent by `/stream-error` before its stream fails.
 pub const BLOCKS_BEFORE_ERROR: usize = 4;
 
@@ -61,7 +64,10 @@ async fn slow() -> Response {
 }
 
 async fn user(Path(id): Path<u64>) -> Response {
-    json(format!(r#"{{"id":{id},"name":"user-{id}"}}"#))
+    let mut res = json(format!(r#"{{"id":{id},"name":"user-{id}"}}"#));
+    let cached = if id % 2 == 0 { "hit" } else { "miss" };
+    res.extensions_mut().insert(Label::new(CACHE, cached));
+    res
 }
 
 async fn fail() -> Response {

@@ -149,7 +149,7 @@ impl Server {
             Err(e) => return Err(e),
         };
         let addr = listener.local_addr()?;
-        let layer = VitalsLayer::new();
+        let layer = VitalsLayer::new().label(app::CACHE).map_err(io::Error::other)?;
         let app = app::router(layer.clone(), metrics, live);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -302,6 +302,7 @@ pub async fn run(
     )?;
     writeln!(out, "{}", table::render(live, &report.sent.requests))?;
     writeln!(out, "{}", render_time_split(live))?;
+    writeln!(out, "{}", render_label_split(&metrics.render()))?;
     if !settled {
         writeln!(out, "warning: requests still in flight after 5 s")?;
     }
@@ -341,6 +342,27 @@ pub async fn run(
     out.flush()?;
     server.stop().await;
     Ok(report)
+}
+
+/// Requests of `/users/{id}` per value of the `cache` label its handler sets, read from the
+/// Prometheus exposition (`/metrics`): the user's labels reach the backend.
+pub fn render_label_split(exposition: &str) -> String {
+    let mut split = BTreeMap::<String, f64>::new();
+    let route = format!("http_route=\"{}\"", app::routes::USER);
+    let key = format!("{}=\"", app::CACHE);
+    for line in exposition.lines().filter(|l| l.starts_with("http_server_requests_total{")) {
+        let (Some(at), true) = (line.find(&key), line.contains(&route)) else { continue };
+        let value = line[at + key.len()..].split('"').next().unwrap_or_default();
+        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *split.entry(value.to_owned()).or_default() += count;
+    }
+    let parts: Vec<String> = split.iter().map(|(value, n)| format!("{value} {n}")).collect();
+    format!(
+        "label {} on {} (set by its handler; from /metrics): {}",
+        app::CACHE,
+        app::routes::USER,
+        parts.join(", ")
+    )
 }
 
 /// "Where the time goes": per route, the mean total split into application (to the head),
