@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
-    sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_METHOD, OVERFLOW, ROUTE, STATUS,
-    UNMATCHED,
+    sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW,
+    ROUTE, STATUS, UNMATCHED,
 };
 use tower_vitals::{RouteName, VitalsLayer};
 
@@ -125,15 +125,12 @@ proptest! {
 
     #[test]
     fn any_grpc_status_value_becomes_a_known_code_or_other(
-        bytes in prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..40),
-            "[0-9]{1,3}".prop_map(String::into_bytes),
-        ],
+        value in grpc_status_value(),
         in_trailers in any::<bool>(),
     ) {
         // grpc-status comes from the response (an upstream, a proxy): whatever its bytes, the
-        // tag is one of the 17 codes or `_OTHER`.
-        let Ok(value) = http::HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+        // tag is one of the 17 codes or `_OTHER`. Every generated value is a valid header
+        // value, so every case reaches the layer.
         let label = one_request_grpc_label(value.clone(), in_trailers);
         // One or two ASCII digits naming a code 0..=16 are that code ("07" is 7); else _OTHER.
         let b = value.as_bytes();
@@ -146,14 +143,13 @@ proptest! {
         };
         match code {
             Some(c) if c <= 16 => prop_assert_eq!(label, c.to_string()),
-            _ => prop_assert_eq!(label, "_OTHER"),
+            _ => prop_assert_eq!(label, OTHER_GRPC_STATUS),
         }
     }
 
     #[test]
-    fn any_method_token_becomes_a_standard_method_or_other(bytes in proptest::collection::vec(any::<u8>(), 1..300)) {
-        // What the `http` crate accepts as a method is what can reach the layer.
-        let Ok(method) = Method::from_bytes(&bytes) else { return Ok(()) };
+    fn any_method_token_becomes_a_standard_method_or_other(method in method()) {
+        // Every generated method is a valid token, so every case reaches the layer.
         let label = one_request_method_label(method.clone());
         if STANDARD_METHODS.contains(&method.as_str()) {
             prop_assert_eq!(label, method.as_str());
@@ -161,6 +157,38 @@ proptest! {
             prop_assert_eq!(label, OTHER_METHOD);
         }
     }
+}
+
+/// Bytes a header value may hold (RFC 9110 field-value: HTAB, SP, VCHAR, obs-text).
+fn header_value_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![Just(b'\t'), 0x20u8..=0x7e, 0x80u8..=0xff]
+}
+
+/// Valid `grpc-status` header values: the known codes and their neighbours (digits, leading
+/// zeros, signs, spaces) often, arbitrary valid header bytes otherwise. Never rejected.
+fn grpc_status_value() -> impl Strategy<Value = http::HeaderValue> {
+    prop_oneof![
+        3 => (0u32..=20).prop_map(|c| c.to_string().into_bytes()),
+        2 => "[0-9]{1,4}".prop_map(String::into_bytes),
+        1 => "[ +\\-]?[0-9]{1,2}[ ]?".prop_map(String::into_bytes),
+        3 => proptest::collection::vec(header_value_byte(), 0..40),
+    ]
+    .prop_map(|bytes| {
+        http::HeaderValue::from_bytes(&bytes).expect("generated from header-value bytes only")
+    })
+}
+
+/// Valid methods: the nine standard names, their lower-case spellings (extension methods:
+/// methods are case-sensitive), and random RFC 9110 tokens of 1..300 characters. Never rejected.
+fn method() -> impl Strategy<Value = Method> {
+    let token = prop_oneof![
+        3 => prop::sample::select(STANDARD_METHODS.to_vec()).prop_map(str::to_owned),
+        1 => prop::sample::select(STANDARD_METHODS.to_vec()).prop_map(str::to_lowercase),
+        // tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`"
+        //       / "|" / "~" / DIGIT / ALPHA
+        4 => "[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,300}",
+    ];
+    token.prop_map(|t| Method::from_bytes(t.as_bytes()).expect("a token is a valid method"))
 }
 
 proptest! {
