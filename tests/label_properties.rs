@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
-    sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_GRPC_STATUS, OTHER_METHOD, OVERFLOW,
-    ROUTE, STATUS, UNMATCHED,
+    sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_GRPC_STATUS, OTHER_METHOD,
+    OVERFLOW, ROUTE, STATUS, UNMATCHED,
 };
 use tower_vitals::{RouteName, VitalsLayer};
 
