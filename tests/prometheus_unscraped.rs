@@ -6,13 +6,12 @@
 //! Heap bytes are counted by a global counting allocator (`stats_alloc`), so this binary holds a
 //! single test.
 
-#[path = "support/prom_text.rs"]
-mod prom_text;
 mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
 use std::time::Duration;
+use support::prom_text;
 
 use bytes::Bytes;
 use http::{Request, Response};

@@ -15,10 +15,6 @@
 //! tokio worker threads. Bounded: a fixed request count, every client operation under a
 //! timeout, the whole soak under 60 s.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-#[path = "support/prom_text.rs"]
-mod prom_text;
 mod support;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use support::{hostile, prom_text};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

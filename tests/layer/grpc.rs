@@ -3,17 +3,16 @@
 //! (trailers and trailers-only responses), the method path as the route, and streaming RPCs'
 //! frames and bytes.
 
-#[path = "../proto/demo.rs"]
+#[path = "../../proto/demo.rs"]
 mod demo;
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use demo::demo_client::DemoClient;
 use demo::demo_server::DemoServer;
 use demo::{chunk_wire_len, CountRequest, DemoService, HelloReply, HelloRequest};
-use support::*;
 use tower_vitals::VitalsLayer;
 
 const REQUESTS: &str = "http.server.requests";

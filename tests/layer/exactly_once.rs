@@ -5,15 +5,13 @@
 //! passed; and the application, output and total times equal, to the nanosecond, what the mock
 //! clock says they were.
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::support::*;
 use metrics_util::debugging::DebuggingRecorder;
 use proptest::prelude::*;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{ERROR_TYPE, GRPC_STATUS, METHOD, ROUTE, STATUS};
 use tower_vitals::{RouteName, VitalsLayer};

@@ -1,15 +1,12 @@
 //! The statsd exporter against a real Etsy statsd 0.9.0 daemon and on the wire: tags intact,
 //! counters and byte sums equal to the traffic, timers in milliseconds, hostile routes, a
 //! server that is down, and a full queue.
-#![cfg(feature = "statsd")]
-
-mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
-use support::components::{Flushed, Statsd};
+use crate::support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
+use crate::support::components::{Flushed, Statsd};
 use tower_vitals::statsd::{self, HistogramType, Pipeline, StatsdHandle};
 
 /// (The test client speaks HTTP/1.0.)
@@ -57,7 +54,7 @@ fn check_flushed(statsd: &Statsd, flushed: &Flushed, timer_values_must_be_whole:
     let hostile_requests = format!(
         "http.server.requests;http.route={};http.request.method=GET;http.response.status_code=200;\
          network.protocol.version=1.0;url.scheme=http",
-        support::app::hostile_tag()
+        crate::support::app::hostile_tag()
     );
     assert_eq!(flushed.counters.get(&hostile_requests), Some(&1.0), "{hostile:?}");
     assert_eq!(flushed.bad_lines, 0.0, "statsd refused lines; log:\n{}", statsd.log());
@@ -197,7 +194,10 @@ fn lines_on_the_wire_are_well_formed_for_hostile_routes_both_pipelines() {
             assert_eq!(tags[0], ("a_b".to_string(), "c_d_e_f".to_string()), "{line}");
             let route = tags.iter().find(|(k, _)| k == "http.route").map(|(_, v)| v.as_str());
             if let Some(route) = route {
-                assert!(route == "/users/{id}" || route == support::app::hostile_tag(), "{line}");
+                assert!(
+                    route == "/users/{id}" || route == crate::support::app::hostile_tag(),
+                    "{line}"
+                );
             }
             if name.ends_with("duration") || name.ends_with("_time") {
                 assert_eq!(kind, "ms", "{line}");

@@ -1,13 +1,11 @@
 //! `utilization` and busy time on a mock clock: exact expected values, no sleeps.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use http::Request;
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
 use tower::{Layer, Service};
 use tower_vitals::{ResponseBody, VitalsLayer};
 

@@ -2,16 +2,14 @@
 //! the body was consumed (`http.request.body.state`). Exact values on a mock clock, then a slow
 //! chunked upload from a real client over real hyper on 127.0.0.1.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::{RequestBody, RouteName, VitalsLayer};
 

@@ -4,18 +4,15 @@
 //! request. In-process (no network), through the layer and through an axum `Router`, on
 //! metrics-util's `DebuggingRecorder` (one per test, thread-local).
 
-#[path = "support/hostile.rs"]
-mod hostile;
-mod support;
-
+use crate::support::hostile;
 use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use metrics_util::debugging::DebuggingRecorder;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
     ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, PROTOCOL_VERSION, ROUTE, STATUS, UNMATCHED,

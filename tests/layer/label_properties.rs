@@ -4,20 +4,17 @@
 //! (rendered by metrics-exporter-prometheus, parsed back by a strict parser, and, for a hostile
 //! corpus, accepted by the real `promtool check metrics`).
 
-#[path = "support/prom_text.rs"]
-mod prom_text;
-mod support;
-
+use crate::support::prom_text;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use crate::support::{block_on, drain};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusRecorder;
 use proptest::prelude::*;
-use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
     sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_GRPC_STATUS, OTHER_METHOD,
@@ -263,8 +260,8 @@ fn one_request_method_label(method: Method) -> String {
     let req = Request::builder().method(method).body(String::new()).expect("request");
     let res = block_on(svc.oneshot(req)).expect("infallible");
     drain(&mut res.into_body());
-    let seen = support::snapshot(&snap);
-    let req = support::one(&seen, "http.server.requests");
+    let seen = crate::support::snapshot(&snap);
+    let req = crate::support::one(&seen, "http.server.requests");
     req.label(METHOD).expect("method label").to_owned()
 }
 
@@ -301,8 +298,8 @@ fn one_request_grpc_label(value: http::HeaderValue, in_trailers: bool) -> String
     }));
     let res = block_on(svc.oneshot(Request::new(String::new()))).expect("infallible");
     drain(&mut res.into_body());
-    let seen = support::snapshot(&snap);
-    let req = support::one(&seen, "http.server.requests");
+    let seen = crate::support::snapshot(&snap);
+    let req = crate::support::one(&seen, "http.server.requests");
     req.label(GRPC_STATUS).expect("grpc label").to_owned()
 }
 

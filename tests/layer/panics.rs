@@ -6,19 +6,17 @@
 //! In-process cases use a `DebuggingRecorder` set for the test thread; the real-hyper case runs
 //! a current-thread tokio runtime on that same thread, so the local recorder sees everything.
 
-mod support;
-
 use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::Full;
 use metrics_util::debugging::Snapshotter;
-use support::*;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_vitals::{RouteName, VitalsLayer};
@@ -48,7 +46,7 @@ fn quiet_intended_panics() {
 
 fn local_recorder() -> Local {
     quiet_intended_panics();
-    let (guard, snap) = support::local_recorder();
+    let (guard, snap) = crate::support::local_recorder();
     Local { _guard: guard, snap }
 }
 

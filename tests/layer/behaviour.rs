@@ -1,16 +1,14 @@
 //! One named test per body shape and end, on a mock clock (exact nanoseconds, no sleeps), with
 //! metrics-util's `DebuggingRecorder` set per test (the layer is built after it).
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::support::*;
 use http::Request;
 use http_body::Body as _;
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
 use tower::{Layer, Service, ServiceExt};
 use tower_vitals::{RouteName, VitalsLayer};
 

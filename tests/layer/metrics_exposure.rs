@@ -5,11 +5,7 @@
 //! A current-thread tokio runtime on the test thread, so the thread-local recorder set here sees
 //! the app's requests; both listeners on 127.0.0.1, port 0.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-#[path = "support/prom_text.rs"]
-mod prom_text;
-
+use crate::support::{hostile, prom_text};
 use std::net::SocketAddr;
 use std::time::Duration;
 

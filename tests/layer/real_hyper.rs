@@ -2,12 +2,11 @@
 //! reader, an exact Content-Length response. The server runs on this test's current-thread
 //! runtime, so the per-test local recorder sees everything it records.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -15,7 +14,6 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use metrics_util::debugging::DebuggingRecorder;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Layer;

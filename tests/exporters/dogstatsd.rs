@@ -1,15 +1,12 @@
 //! The DogStatsD exporter on the wire: datagrams captured on a local UDP socket are checked
 //! against the DogStatsD protocol (name, values, type, tags), and their totals against the
 //! traffic sent.
-#![cfg(feature = "dogstatsd")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
+use crate::support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
 
 /// One DogStatsD line, checked against the protocol:
 /// `<name>:<value>[:<value>…]|<type>[|@<rate>][|#<tag>[,<tag>…]][|T<ts>][|c:<container>]`.
@@ -155,7 +152,7 @@ fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
             "url.scheme:http"
         ]
     );
-    let hostile = format!("http.route:{}", support::app::hostile_tag());
+    let hostile = format!("http.route:{}", crate::support::app::hostile_tag());
     assert_eq!(total(&lines, "http.server.requests", Some(&hostile)).1, 1.0);
 }
 
