@@ -26,6 +26,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use support::{hostile, prom_text};
+use support::{prom_name, NAMES};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -518,8 +519,10 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
                             times.push(asked.elapsed());
                             match fetched.and_then(|text| prom_text::parse(&text)) {
                                 Ok(samples) => {
-                                    let total =
-                                        prom_text::total(&samples, "http_server_requests_total");
+                                    let total = prom_text::total(
+                                        &samples,
+                                        &prom_name(&NAMES.requests, "_total"),
+                                    );
                                     if total < last_total {
                                         failed.push(format!(
                                             "requests went down: {last_total} -> {total}"
@@ -568,7 +571,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     let saw = TRUTH.saw.lock().expect("lock").clone();
     let truth = TRUTH.outcomes.lock().expect("lock").clone();
     let mut measured: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for s in support::named(&seen, "http.server.requests") {
+    for s in support::named(&seen, &NAMES.requests) {
         let route = s.label("http.route").expect("route").to_owned();
         let kind = s.label("error.type").unwrap_or(NONE).to_owned();
         *measured.entry((route, kind)).or_default() += s.counter();
@@ -581,10 +584,10 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
         assert_eq!(by_layer, *n, "route {route}: requests the server saw");
     }
     assert_eq!(layer.active_requests(), 0, "in flight after the soak");
-    for gauge in support::named(&seen, "http.server.active_requests") {
+    for gauge in support::named(&seen, &NAMES.active_requests) {
         assert_eq!(gauge.gauge(), 0.0, "active_requests gauge {:?}", gauge.labels);
     }
-    let bytes = support::hist_sum(&seen, "http.server.output_bytes");
+    let bytes = support::hist_sum(&seen, &NAMES.output_bytes);
     assert_eq!(bytes, TRUTH.bytes.load(Ordering::SeqCst) as f64, "output_bytes vs bytes produced");
 
     // --- Prometheus saw the same.
@@ -597,7 +600,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     assert!(scrapes >= 10, "only {scrapes} scrapes during the soak");
     let samples = prom_text::parse(&metrics.render()).expect("final render parses");
     let mut prom: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == "http_server_requests_total") {
+    for s in samples.iter().filter(|s| s.name == prom_name(&NAMES.requests, "_total")) {
         let route = s.label("http_route").expect("route").to_owned();
         let kind = s.label("error_type").unwrap_or(NONE).to_owned();
         *prom.entry((route, kind)).or_default() += s.value as u64;

@@ -2,8 +2,10 @@
 //! counters and byte sums equal to the traffic, timers in milliseconds, hostile routes, a
 //! server that is down, and a full queue.
 
+use crate::support::NAMES;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+use tower_vitals::DEFAULT_PREFIX;
 
 use crate::support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
 use crate::support::components::{Flushed, Statsd};
@@ -14,7 +16,7 @@ const USERS_KEY: &str = "http.route=/users/{id};http.request.method=GET;\
                          http.response.status_code=200;network.protocol.version=1.0;url.scheme=http";
 
 fn key(name: &str, tags: &str) -> String {
-    format!("http.server.{name};{tags}")
+    format!("{DEFAULT_PREFIX}.{name};{tags}")
 }
 
 fn expected_bytes() -> f64 {
@@ -29,16 +31,13 @@ fn check_flushed(statsd: &Statsd, flushed: &Flushed, timer_values_must_be_whole:
         Some(&(USERS as f64)),
         "{flushed:#?}"
     );
-    assert_eq!(flushed.counter_total("http.server.requests"), requests as f64);
+    assert_eq!(flushed.counter_total(&NAMES.requests), requests as f64);
     // Byte and frame histograms (`|h`: Etsy statsd sums them) sum to what was sent.
-    assert_eq!(flushed.counter_total("http.server.output_bytes"), expected_bytes());
-    assert_eq!(
-        flushed.counter_total("http.server.output_blocks"),
-        (USERS + BIG * CHUNKS + 1) as f64
-    );
+    assert_eq!(flushed.counter_total(&NAMES.output_bytes), expected_bytes());
+    assert_eq!(flushed.counter_total(&NAMES.output_blocks), (USERS + BIG * CHUNKS + 1) as f64);
     // Time histograms arrive as timers in milliseconds, one value per request.
     for name in ["request.duration", "application_time", "output_time"] {
-        let values = flushed.timer_values(&format!("http.server.{name}"));
+        let values = flushed.timer_values(&format!("{DEFAULT_PREFIX}.{name}"));
         assert_eq!(values.len(), requests, "{name}: {values:?}");
         assert!(values.iter().all(|v| v.is_finite() && *v >= 0.0 && *v < 10_000.0), "{values:?}");
         if timer_values_must_be_whole {
@@ -52,8 +51,9 @@ fn check_flushed(statsd: &Statsd, flushed: &Flushed, timer_values_must_be_whole:
         flushed.counters.keys().filter(|k| k.contains("http.route=/a_b_c_d:e_")).collect();
     assert_eq!(hostile.len(), 3, "requests, output_bytes, output_blocks: {flushed:#?}");
     let hostile_requests = format!(
-        "http.server.requests;http.route={};http.request.method=GET;http.response.status_code=200;\
+        "{};http.route={};http.request.method=GET;http.response.status_code=200;\
          network.protocol.version=1.0;url.scheme=http",
+        NAMES.requests,
         crate::support::app::hostile_tag()
     );
     assert_eq!(flushed.counters.get(&hostile_requests), Some(&1.0), "{hostile:?}");
@@ -62,8 +62,8 @@ fn check_flushed(statsd: &Statsd, flushed: &Flushed, timer_values_must_be_whole:
 
 fn wait_for_traffic(statsd: &Statsd) -> Flushed {
     statsd.wait_for(Duration::from_secs(15), |f| {
-        f.counter_total("http.server.requests") >= (USERS + BIG + 1) as f64
-            && f.timer_values("http.server.output_time").len() > USERS + BIG
+        f.counter_total(&NAMES.requests) >= (USERS + BIG + 1) as f64
+            && f.timer_values(&NAMES.output_time).len() > USERS + BIG
     })
 }
 
@@ -80,7 +80,7 @@ fn real_statsd_receives_tags_counters_bytes_and_ms_timers_background() {
     let flushed = wait_for_traffic(&statsd);
     check_flushed(&statsd, &flushed, false);
     // Sub-millisecond times keep their fraction (no rounding to whole ms).
-    let values = flushed.timer_values("http.server.application_time");
+    let values = flushed.timer_values(&NAMES.application_time);
     assert!(values.iter().any(|v| v.fract() != 0.0), "{values:?}");
     assert_eq!(exporter.dropped(), 0);
     drop(app);
@@ -205,12 +205,12 @@ fn lines_on_the_wire_are_well_formed_for_hostile_routes_both_pipelines() {
             names.insert(name);
         }
         for expected in [
-            "http.server.requests",
-            "http.server.request.duration",
-            "http.server.application_time",
-            "http.server.output_time",
-            "http.server.output_blocks",
-            "http.server.output_bytes",
+            &NAMES.requests,
+            &NAMES.duration,
+            &NAMES.application_time,
+            &NAMES.output_time,
+            &NAMES.output_blocks,
+            &NAMES.output_bytes,
         ] {
             assert!(names.contains(expected), "{pipeline:?}: no {expected} in {lines:#?}");
         }

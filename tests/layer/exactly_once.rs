@@ -349,7 +349,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     prop_assert_eq!(body_saw, want.body, "what the body's consumer saw");
 
     let seen = snapshot(&recorder.snapshotter());
-    let requests = named(&seen, "http.server.requests");
+    let requests = named(&seen, &NAMES.requests);
     prop_assert_eq!(requests.len(), 1, "one label set of requests: {:#?}", seen);
     let request = requests[0];
     prop_assert_eq!(request.counter(), 1, "recorded exactly once");
@@ -362,31 +362,29 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         request.labels.len(),
         2 + [&want.status, &want.error_type, &want.grpc].iter().filter(|l| l.is_some()).count()
     );
-    prop_assert_eq!(one(&seen, "http.server.active_requests").gauge(), 0.0);
+    prop_assert_eq!(one(&seen, &NAMES.active_requests).gauge(), 0.0);
 
     let labels = &request.labels;
-    let duration = sample(&seen, "http.server.request.duration", labels)?;
+    let duration = sample(&seen, &NAMES.duration, labels)?;
     assert_seconds("request.duration", duration, want.duration_ns)?;
     match want.application_ns {
         Some(ns) => {
-            let application = sample(&seen, "http.server.application_time", labels)?;
+            let application = sample(&seen, &NAMES.application_time, labels)?;
             assert_seconds("application_time", application, ns)?;
         }
-        None => prop_assert!(named(&seen, "http.server.application_time").is_empty()),
+        None => prop_assert!(named(&seen, &NAMES.application_time).is_empty()),
     }
     match want.output {
         Some((held_ns, want_blocks, want_bytes)) => {
-            let output = sample(&seen, "http.server.output_time", labels)?;
+            let output = sample(&seen, &NAMES.output_time, labels)?;
             assert_seconds("output_time", output, held_ns)?;
             // What the layer counted is what passed through to the consumer, and the model.
-            prop_assert_eq!(sample(&seen, "http.server.output_blocks", labels)?, blocks as f64);
-            prop_assert_eq!(sample(&seen, "http.server.output_bytes", labels)?, bytes as f64);
+            prop_assert_eq!(sample(&seen, &NAMES.output_blocks, labels)?, blocks as f64);
+            prop_assert_eq!(sample(&seen, &NAMES.output_bytes, labels)?, bytes as f64);
             prop_assert_eq!((blocks, bytes), (want_blocks, want_bytes));
         }
         None => {
-            for name in
-                ["http.server.output_time", "http.server.output_blocks", "http.server.output_bytes"]
-            {
+            for name in [&NAMES.output_time, &NAMES.output_blocks, &NAMES.output_bytes] {
                 prop_assert!(named(&seen, name).is_empty(), "{} without a response", name);
             }
         }

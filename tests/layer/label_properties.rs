@@ -5,6 +5,7 @@
 //! corpus, accepted by the real `promtool check metrics`).
 
 use crate::support::prom_text;
+use crate::support::{prom_name, NAMES};
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -107,11 +108,11 @@ proptest! {
     ) {
         let (route, method) = (sanitize_tag_value(&route), sanitize_tag_value(&method));
         let line = dogstatsd_line(
-            "http.server.requests",
+            &NAMES.requests,
             &[(ROUTE, &route), (METHOD, &method), (STATUS, "200")],
         );
         let (name, tags) = parse_dogstatsd(&line).expect("one well-formed line");
-        prop_assert_eq!(name, "http.server.requests");
+        prop_assert_eq!(&name, &NAMES.requests);
         let want = vec![
             (ROUTE.to_owned(), route),
             (METHOD.to_owned(), method),
@@ -212,7 +213,7 @@ proptest! {
         }
         let text = handle.render();
         let samples = prom_text::parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-        let count = prom_text::total(&samples, "http_server_requests_total");
+        let count = prom_text::total(&samples, &prom_name(&NAMES.requests, "_total"));
         prop_assert_eq!(count, names.len() as f64);
 
         let allowed: Vec<String> = names
@@ -261,7 +262,7 @@ fn one_request_method_label(method: Method) -> String {
     let res = block_on(svc.oneshot(req)).expect("infallible");
     drain(&mut res.into_body());
     let seen = crate::support::snapshot(&snap);
-    let req = crate::support::one(&seen, "http.server.requests");
+    let req = crate::support::one(&seen, &NAMES.requests);
     req.label(METHOD).expect("method label").to_owned()
 }
 
@@ -299,7 +300,7 @@ fn one_request_grpc_label(value: http::HeaderValue, in_trailers: bool) -> String
     let res = block_on(svc.oneshot(Request::new(String::new()))).expect("infallible");
     drain(&mut res.into_body());
     let seen = crate::support::snapshot(&snap);
-    let req = crate::support::one(&seen, "http.server.requests");
+    let req = crate::support::one(&seen, &NAMES.requests);
     req.label(GRPC_STATUS).expect("grpc label").to_owned()
 }
 
@@ -362,7 +363,10 @@ fn hostile_route_values_pass_promtool_check_metrics() {
     }
     let text = handle.render();
     let samples = prom_text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(prom_text::total(&samples, "http_server_requests_total"), corpus.len() as f64);
+    assert_eq!(
+        prom_text::total(&samples, &prom_name(&NAMES.requests, "_total")),
+        corpus.len() as f64
+    );
 
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])

@@ -21,9 +21,6 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_vitals::{RouteName, VitalsLayer};
 
-const REQUESTS: &str = "http.server.requests";
-const ACTIVE: &str = "http.server.active_requests";
-
 struct Local {
     _guard: metrics::LocalRecorderGuard<'static>,
     snap: Snapshotter,
@@ -62,12 +59,12 @@ async fn panicking_handler(_req: Request<String>) -> Result<Response<Full<Bytes>
 
 /// Exactly one `requests` increment with this `error.type` and status, gauges back to 0.
 fn assert_once(seen: &[Seen], error_type: &str, status: Option<&str>) {
-    let req = one(seen, REQUESTS);
+    let req = one(seen, &NAMES.requests);
     assert_eq!(req.counter(), 1);
     assert_eq!(req.label("error.type"), Some(error_type), "{req:?}");
     assert_eq!(req.label("http.response.status_code"), status, "{req:?}");
     assert_eq!(req.label("http.route"), Some("/boom"));
-    for gauge in named(seen, ACTIVE) {
+    for gauge in named(seen, &NAMES.active_requests) {
         assert_eq!(gauge.gauge(), 0.0, "active_requests back to 0");
     }
 }
@@ -190,7 +187,7 @@ fn panic_in_the_body_is_recorded_once_as_panic_even_with_catch_panic_outside() {
     drop(body);
     let seen = snapshot(&local.snap);
     assert_once(&seen, "panic", Some("200"));
-    assert_eq!(hist_sum(&seen, "http.server.output_bytes"), 5.0, "the frame before the panic");
+    assert_eq!(hist_sum(&seen, &NAMES.output_bytes), 5.0, "the frame before the panic");
     assert_eq!(layer.active_requests(), 0);
 }
 
@@ -299,13 +296,13 @@ fn handler_panics_over_real_hyper_never_take_the_server_down() {
     }
     let seen = snapshot(&local.snap);
     let by_error = |e: Option<&str>| -> u64 {
-        named(&seen, REQUESTS)
+        named(&seen, &NAMES.requests)
             .iter()
             .filter(|s| s.label("error.type") == e)
             .map(|s| s.counter())
             .sum()
     };
-    assert_eq!(counter_total(&seen, REQUESTS), 6, "six requests, each counted once");
+    assert_eq!(counter_total(&seen, &NAMES.requests), 6, "six requests, each counted once");
     assert_eq!(by_error(Some("panic")), 2, "bare and CatchPanic-outside record the panic");
     assert_eq!(by_error(Some("500")), 1, "CatchPanic-inside shows us its 500");
     assert_eq!(by_error(None), 3);

@@ -29,7 +29,7 @@ pub static NAMES: LazyLock<MetricNames> = LazyLock::new(|| MetricNames::new(DEFA
 
 /// The Prometheus name of the metric `name` (dots become underscores) followed by `suffix`
 /// (`_total`, `_seconds_bucket`, ...), as metrics-exporter-prometheus renders it.
-pub fn prom(name: &str, suffix: &str) -> String {
+pub fn prom_name(name: &str, suffix: &str) -> String {
     format!("{}{suffix}", name.replace('.', "_"))
 }
 
