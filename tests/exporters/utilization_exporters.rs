@@ -85,7 +85,8 @@ fn statsd_receives_utilization_as_a_gauge_set() {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             lines.extend(text.lines().map(str::to_owned));
             let zero = format!("{}:0|g", NAMES.utilization);
-            if lines.iter().any(|l| l.starts_with(&format!("{}:", NAMES.utilization)) && *l != zero) {
+            if lines.iter().any(|l| l.starts_with(&format!("{}:", NAMES.utilization)) && *l != zero)
+            {
                 break;
             }
         }

@@ -126,6 +126,7 @@ fn hundred_thousand_hostile_requests_yield_at_most_cap_plus_two_routes() {
     let max_sets = (DEFAULT_ROUTE_CAP + 2) * STANDARD_METHODS.len() * STATUSES.len();
     assert!(label_sets.len() <= max_sets);
     let series = seen.len();
+    assert_eq!(named(&seen, &NAMES.utilization).len(), 1, "one layer-wide utilization series");
     assert!(series <= label_sets.len() * RESPONSE_METRICS + STANDARD_METHODS.len() + 1);
     assert_eq!(layer.cached_label_sets(), label_sets.len(), "one cached handle set per label set");
     println!(
