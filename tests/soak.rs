@@ -433,21 +433,9 @@ async fn scrape(addr: SocketAddr) -> Result<String, String> {
     Ok(body.to_owned())
 }
 
-/// Keeps the intended handler panics from printing a message and backtrace each; any other
-/// panic still reports as usual.
-fn quiet_intended_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
-        if !message.contains("(on purpose") {
-            default(info);
-        }
-    }));
-}
-
 #[test]
 fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
-    quiet_intended_panics();
+    support::quiet_intended_panics();
     let debugging = DebuggingRecorder::new();
     let snapshotter = debugging.snapshotter();
     let prometheus = tower_vitals::prometheus::builder().build_recorder();

@@ -392,29 +392,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Scripted panics are expected here: keep their messages out of the output, and only theirs.
-fn quiet_scripted_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let scripted = info
-                .payload()
-                .downcast_ref::<&str>()
-                .is_some_and(|m| m.starts_with("scripted panic"));
-            if !scripted {
-                default(info);
-            }
-        }));
-    });
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_request_is_recorded_exactly_once(case in case()) {
-        quiet_scripted_panics();
+        quiet_intended_panics();
         run_case(&case)?;
     }
 }

@@ -4,11 +4,10 @@
 //! (rendered by metrics-exporter-prometheus, parsed back by a strict parser, and, for a hostile
 //! corpus, accepted by the real `promtool check metrics`).
 
+use crate::support::components::promtool_check_metrics;
 use crate::support::prom_text;
 use crate::support::{prom_name, NAMES};
 use std::convert::Infallible;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use crate::support::{block_on, drain};
 use bytes::Bytes;
@@ -368,22 +367,8 @@ fn hostile_route_values_pass_promtool_check_metrics() {
         corpus.len() as f64
     );
 
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed (./scripts/install-components.sh installs it): {e}")
-        });
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool ran");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // rc 1 = parse error (what this test is about); rc 3 = lint findings, which we also refuse.
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}): {stderr}\n{text}",
-        out.status
-    );
+    // rc 1 = parse error (what this test is about); rc 3 = lint findings, also refused.
+    if let Err(e) = promtool_check_metrics(&text) {
+        panic!("{e}\n{text}");
+    }
 }

@@ -26,21 +26,6 @@ struct Local {
     snap: Snapshotter,
 }
 
-/// Keeps the intended panics from printing a message and backtrace each; any other panic
-/// still reports as usual.
-fn quiet_intended_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
-            if !message.contains("(on purpose") {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn local_recorder() -> Local {
     quiet_intended_panics();
     let (guard, snap) = crate::support::local_recorder();

@@ -188,6 +188,27 @@ pub fn scripted(
     })
 }
 
+/// Keeps the panics tests cause on purpose (messages starting with "scripted panic" or
+/// containing "(on purpose") from printing a message and backtrace each; any other panic still
+/// reports as usual. The hook is process-wide: installed once, whichever test comes first.
+pub fn quiet_intended_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !(message.starts_with("scripted panic") || message.contains("(on purpose")) {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Polls a future to completion on this thread (scripts wake at once; bounded).
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
