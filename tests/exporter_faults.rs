@@ -1,6 +1,7 @@
 //! Exporter faults: the statsd server or the Datadog agent is gone (nothing listens on the port:
-//! every send comes back refused, the loopback form of "host unreachable"), or its socket never
-//! reads (the kernel drops what overflows its buffer). Requests still succeed, every one, and
+//! sends from a connected socket come back refused, the loopback form of "host unreachable";
+//! from an unconnected one they vanish), or its socket never reads (the kernel drops what
+//! overflows its buffer). Requests still succeed, every one, and
 //! keep their latency: p99 with each fault is compared with p99 against a healthy sink **in the
 //! same run**, requests interleaved in small batches, as a ratio.
 //!
