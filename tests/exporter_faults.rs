@@ -13,7 +13,9 @@
 //! counted refused sends where it counts them: our background sender, metrics-exporter-dogstatsd's
 //! telemetry), and the kernel dropped datagrams for the socket that never reads.
 //!
-//! One test, running the three exporters one after the other, alone in its binary: the p99
+//! Last, the same for statsd down over real HTTP (axum apps on 127.0.0.1), by median.
+//!
+//! One test, running the cases one after the other, alone in its binary: the p99
 //! comparison must not share the two cores with other tests, and the dogstatsd exporter reports
 //! its telemetry to the global recorder, which this binary installs.
 
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use metrics::Recorder;
+use support::app::{AppThread, USER_BODY};
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::statsd::{self, Pipeline};
@@ -283,9 +286,7 @@ fn compare(exporter: &str, targets: &mut [Target]) -> Vec<(String, f64)> {
 
 /// The healthy sink, the faults, and the three targets of one statsd pipeline; the exporter
 /// handle of the "down" target.
-fn statsd_targets(
-    pipeline: Pipeline,
-) -> (Vec<Target>, DrainedSink, Faults, statsd::StatsdHandle) {
+fn statsd_targets(pipeline: Pipeline) -> (Vec<Target>, DrainedSink, Faults, statsd::StatsdHandle) {
     let build = |addr: SocketAddr| {
         statsd::builder(addr.to_string())
             .flush_interval(Duration::from_millis(20))
@@ -389,6 +390,60 @@ fn telemetry(name: &str) -> u64 {
     totals.iter().filter(|(n, _)| n == name).map(|(_, c)| c).sum()
 }
 
+/// Times `count` rounds of one request to each app, interleaved; returns each app's median.
+fn interleaved_medians(apps: &[&AppThread], count: usize) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(count); apps.len()];
+    for round in 0..count {
+        for (i, app) in apps.iter().enumerate() {
+            let started = Instant::now();
+            assert_eq!(app.get(&format!("/users/{round}")), (200, USER_BODY.len()));
+            times[i].push(started.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+/// Over real HTTP (axum apps on 127.0.0.1, each on its own thread and recorder): statsd down,
+/// background or inline, adds no latency a client sees (median of interleaved requests, as a
+/// ratio to a live sink's in the same run), and the background exporter counted its refusals.
+fn statsd_down_over_real_http() {
+    let live_sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let build = |addr: SocketAddr, pipeline| {
+        statsd::builder(addr.to_string())
+            .classic()
+            .flush_interval(Duration::from_millis(20))
+            .pipeline(pipeline)
+            .build()
+            .expect("build")
+    };
+    let (live, _) = build(live_sink.local_addr().expect("addr"), Pipeline::Background);
+    let (down, down_exporter) = build(closed_port(), Pipeline::Background);
+    let (down_inline, _) = build(closed_port(), Pipeline::Inline);
+    let live = AppThread::start(live);
+    let down = AppThread::start(down);
+    let down_inline = AppThread::start(down_inline);
+    // Warm up (connections, handle caches), then compare in one run.
+    interleaved_medians(&[&live, &down, &down_inline], 20);
+    let medians = interleaved_medians(&[&live, &down, &down_inline], 300);
+    let (live_m, down_m, inline_m) = (medians[0], medians[1], medians[2]);
+    println!(
+        "median request time: statsd up {live_m:?}, down {down_m:?}, down (inline) {inline_m:?}"
+    );
+    assert!(down_m <= live_m * 2, "statsd down: median {down_m:?} vs up {live_m:?}");
+    assert!(inline_m <= live_m * 2, "statsd down (inline): median {inline_m:?} vs up {live_m:?}");
+    // The exporter did try, and its failures stayed inside it.
+    assert!(
+        wait_positive(|| down_exporter.send_errors()) > 0,
+        "no send error seen: was the port closed?"
+    );
+}
+
 #[test]
 fn statsd_and_dogstatsd_down_or_deaf_keep_request_latency_and_never_fail_a_request() {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
@@ -397,4 +452,5 @@ fn statsd_and_dogstatsd_down_or_deaf_keep_request_latency_and_never_fail_a_reque
     statsd_background();
     statsd_inline();
     dogstatsd();
+    statsd_down_over_real_http();
 }
