@@ -13,7 +13,9 @@ use crate::support::*;
 use metrics_util::debugging::DebuggingRecorder;
 use proptest::prelude::*;
 use tower::{Layer, ServiceExt};
-use tower_vitals::labels::{ERROR_TYPE, GRPC_STATUS, METHOD, ROUTE, STATUS};
+use tower_vitals::labels::{
+    ERROR_TYPE, GRPC_STATUS, METHOD, PROTOCOL_VERSION, ROUTE, STATUS, URL_SCHEME,
+};
 use tower_vitals::{RouteName, VitalsLayer};
 
 #[derive(Debug, Clone)]
@@ -355,12 +357,15 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     prop_assert_eq!(request.counter(), 1, "recorded exactly once");
     prop_assert_eq!(request.label(ROUTE), Some("/p"));
     prop_assert_eq!(request.label(METHOD), Some("GET"));
+    // On by default: the request's HTTP version and scheme (`Request::new`: HTTP/1.1, no scheme).
+    prop_assert_eq!(request.label(PROTOCOL_VERSION), Some("1.1"));
+    prop_assert_eq!(request.label(URL_SCHEME), Some("http"));
     prop_assert_eq!(request.label(STATUS), want.status.as_deref(), "status label");
     prop_assert_eq!(request.label(ERROR_TYPE), want.error_type.as_deref(), "error.type");
     prop_assert_eq!(request.label(GRPC_STATUS), want.grpc.as_deref(), "grpc status label");
     prop_assert_eq!(
         request.labels.len(),
-        2 + [&want.status, &want.error_type, &want.grpc].iter().filter(|l| l.is_some()).count()
+        4 + [&want.status, &want.error_type, &want.grpc].iter().filter(|l| l.is_some()).count()
     );
     prop_assert_eq!(one(&seen, &NAMES.active_requests).gauge(), 0.0);
 
