@@ -1,4 +1,4 @@
-//! The demo gRPC service of `examples/tonic.rs` and `tests/grpc.rs`: the code generated from
+//! The demo gRPC service of `examples/tonic.rs` and `tests/layer/grpc.rs`: the code generated from
 //! `demo.proto` (by `scripts/gen-proto.sh`) and a small implementation of it.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates proto/vitals.demo.rs (the gRPC demo service of examples/tonic.rs and tests/grpc.rs)
+# Regenerates proto/vitals.demo.rs (the gRPC demo service of examples/tonic.rs and tests/layer/grpc.rs)
 # from proto/demo.proto with tonic-prost-build and the protoc that protoc-bin-vendored ships.
 # The generated file is committed, so the crate and its users never need protoc or a build script.
 set -euo pipefail

@@ -15,17 +15,29 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
 
+step "every integration test file is compiled by exactly one test binary"
+# tests/*.rs: one binary each (autotests); tests/<dir>/main.rs: one binary, whose other files
+# must be its modules (a file no `mod` names would never compile, and its tests never run).
+for main in tests/*/main.rs; do
+  dir=$(dirname "$main")
+  for file in "$dir"/*.rs; do
+    module=$(basename "$file" .rs)
+    [ "$module" = main ] && continue
+    grep -Eq "^mod $module;" "$main" || { echo "$file: not a module of $main (add \`mod $module;\`)" >&2; exit 1; }
+  done
+done
+
 # Includes tests/dashboards.rs (every panel on a classic and a native-histograms Prometheus) and
 # tests/fidelity.rs (panel percentiles and means vs exact values in both modes, 12 s of demo
 # traffic; Etsy statsd mean/upper_90 vs exact): scripts/fidelity.sh is the longer run.
 step "cargo test (unit, integration, real components incl. dashboards and fidelity, doctests)"
 log=$(mktemp)
 cargo test --all-features 2>&1 | tee "$log"
-passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+# Every test binary must pass at least its expected number of tests (scripts/check-test-counts.sh).
+passed=$(./scripts/check-test-counts.sh "$log") || { rm -f "$log"; exit 1; }
 # The live page's headless-Chromium test must have run (it fails, never skips, without chromium).
 browser_ran=$(grep -c '^test the_page_in_chromium_shows_what_vitals_json_says \.\.\. ok' "$log" || true)
 rm -f "$log"
-if [ "$passed" -eq 0 ]; then echo "no test ran: that is a failure here" >&2; exit 1; fi
 if [ "$browser_ran" -eq 0 ]; then echo "the Chromium test of /vitals did not run" >&2; exit 1; fi
 
 step "library without default features, and rustdoc -D warnings"

@@ -5,12 +5,11 @@
 //! single test: nothing else allocates while it measures. No recorder is installed (the `metrics`
 //! no-op recorder), so every retained byte measured belongs to the layer, not to a recorder.
 
-#[path = "support/hostile.rs"]
-mod hostile;
 mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
+use support::hostile;
 
 use bytes::Bytes;
 use http::Response;

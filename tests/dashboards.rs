@@ -399,12 +399,6 @@ fn unknown(kind: &str, used: &BTreeSet<String>, known: &BTreeSet<String>) -> Vec
     used.difference(known).map(|n| format!("{kind} {n:?}")).collect()
 }
 
-/// `http.server.utilization` is only published when the layer has a capacity (not in this
-/// crate version's default set-up); it must still be one of the crate's names.
-fn published_by_default(prometheus_or_statsd_name: &str) -> bool {
-    !prometheus_or_statsd_name.contains("utilization")
-}
-
 // ------------------------------------------------------------------------------------------
 // Tests against the real Prometheus.
 
@@ -662,8 +656,9 @@ fn grafana_names_exist_in_the_crate_constants_and_in_what_prometheus_scraped() {
             && !m.ends_with("_count")
             && scraped.iter().any(|s| s.strip_suffix("_bucket") == Some(m))
     };
+    // Every metric a panel queries, `utilization` included (published at 0 from the start).
     let required: BTreeSet<String> =
-        metrics.iter().filter(|m| published_by_default(m) && !is_native_name(m)).cloned().collect();
+        metrics.iter().filter(|m| !is_native_name(m)).cloned().collect();
     let native_required: BTreeSet<String> =
         metrics.iter().filter(|m| is_native_name(m)).cloned().collect();
     assert!(native_required.len() >= 4, "native forms on the dashboard: {native_required:?}");
@@ -768,9 +763,7 @@ fn datadog_names_exist_in_the_crate_constants_and_in_what_real_statsd_received()
         .iter()
         .flat_map(|k| k.split(';').skip(1).map(|t| t.split('=').next().unwrap_or(t).to_owned()))
         .collect();
-    let required: BTreeSet<String> =
-        metrics.iter().filter(|m| published_by_default(m)).cloned().collect();
-    let mut problems = unknown("metric", &required, &received);
+    let mut problems = unknown("metric", &metrics, &received);
     problems.extend(unknown("tag", &tags, &received_tags));
     assert!(problems.is_empty(), "not received by statsd: {problems:?}\nkeys: {keys:#?}");
     assert_eq!(flushed.bad_lines, 0.0, "statsd log:\n{}", statsd.log());
@@ -819,7 +812,7 @@ fn datadog_names_are_on_the_dogstatsd_wire_as_distributions() {
         }
     }
     let (metrics, dash_tags) = datadog_names(&datadog());
-    for m in metrics.iter().filter(|m| published_by_default(m)) {
+    for m in &metrics {
         assert!(types.contains_key(m), "{m} not on the wire: {types:?}");
     }
     let missing: Vec<&String> = dash_tags.difference(&tags).collect();

@@ -1,12 +1,23 @@
 //! Exporter faults: the statsd server or the Datadog agent is gone (nothing listens on the port:
-//! every send comes back refused, the loopback form of "host unreachable"), or its socket never
-//! reads (the kernel drops what overflows its buffer). Requests still succeed, every one, and
+//! sends from a connected socket come back refused, the loopback form of "host unreachable";
+//! from an unconnected one they vanish), or its socket never reads (the kernel drops what
+//! overflows its buffer). Requests still succeed, every one, and
 //! keep their latency: p99 with each fault is compared with p99 against a healthy sink **in the
 //! same run**, requests interleaved in small batches, as a ratio.
 //!
 //! In-process (the layer and a trivial handler, polled on this thread), so the comparison sees
 //! the request path and nothing else: where a blocking send, a DNS lookup or a full bounded
 //! channel would show up.
+//!
+//! Each fault is shown to have happened: nothing was bound on the "down" port (and the exporter
+//! counted refused sends where it counts them: our background sender, metrics-exporter-dogstatsd's
+//! telemetry), and the kernel dropped datagrams for the socket that never reads.
+//!
+//! Last, the same for statsd down over real HTTP (axum apps on 127.0.0.1), by median.
+//!
+//! One test, running the cases one after the other, alone in its binary: the p99
+//! comparison must not share the two cores with other tests, and the dogstatsd exporter reports
+//! its telemetry to the global recorder, which this binary installs.
 
 mod support;
 
@@ -20,6 +31,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use metrics::Recorder;
+use support::app::{AppThread, USER_BODY};
 use support::{block_on, drain};
 use tower::{Layer, ServiceExt};
 use tower_vitals::statsd::{self, Pipeline};
@@ -80,15 +92,77 @@ fn closed_port() -> SocketAddr {
     socket.local_addr().expect("addr")
 }
 
-/// Datagrams the kernel dropped for the socket bound at `port` (the `drops` column of
-/// /proc/net/udp), to show the never-reading socket really overflowed.
-fn kernel_drops(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+/// The row of /proc/net/udp for the socket bound at local `port`, split into fields.
+fn udp_socket_row(port: u16) -> Option<Vec<String>> {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp (Linux)");
     let wanted = format!(":{port:04X}");
     table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1)?.ends_with(&wanted)).then(|| fields.last()?.parse().ok())?
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        fields.get(1)?.ends_with(&wanted).then_some(fields)
     })
+}
+
+/// Datagrams the kernel dropped for the socket bound at `port` (the `drops` column of
+/// /proc/net/udp), to show the never-reading socket really overflowed.
+fn kernel_drops(port: u16) -> u64 {
+    let row = udp_socket_row(port).unwrap_or_else(|| panic!("no UDP socket bound at {port}"));
+    row.last().and_then(|d| d.parse().ok()).expect("drops column")
+}
+
+/// The kernel's count of UDP datagrams that arrived for a port with no socket (`NoPorts` in
+/// /proc/net/snmp, for this network namespace).
+fn udp_no_ports() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp (Linux)");
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().expect("Udp header"), udp.next().expect("Udp values"));
+    let column = names.split_whitespace().position(|n| n == "NoPorts").expect("NoPorts");
+    values.split_whitespace().nth(column).and_then(|v| v.parse().ok()).expect("NoPorts value")
+}
+
+/// The two faults of one exporter, and the checks that they really happened.
+struct Faults {
+    /// Where the "down" exporter sends: nothing is bound there.
+    closed: SocketAddr,
+    /// The socket that never reads.
+    deaf: UdpSocket,
+}
+
+impl Faults {
+    fn new() -> Faults {
+        Faults { closed: closed_port(), deaf: UdpSocket::bind("127.0.0.1:0").expect("bind") }
+    }
+
+    fn deaf_addr(&self) -> SocketAddr {
+        self.deaf.local_addr().expect("addr")
+    }
+
+    /// Nothing was bound on the "down" port (a healthy target would show a socket there), and
+    /// the never-reading socket overflowed: the kernel dropped datagrams sent to it.
+    fn assert_happened(&self, exporter: &str) {
+        assert!(
+            udp_socket_row(self.closed.port()).is_none(),
+            "{exporter}: a socket is bound at the 'down' target {}: the fault was not real",
+            self.closed
+        );
+        let port = self.deaf_addr().port();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kernel_drops(port) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20)); // let the exporter flush
+        }
+        assert!(
+            kernel_drops(port) > 0,
+            "{exporter}: the never-reading socket dropped nothing: did the exporter send to it?"
+        );
+    }
+}
+
+/// Polls `value` until it is above 0 (at most 5 s: exporters flush on their own schedule).
+fn wait_positive(value: impl Fn() -> u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while value() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    value()
 }
 
 /// One target of the comparison: a recorder, a layer whose handles were resolved through it,
@@ -210,9 +284,9 @@ fn compare(exporter: &str, targets: &mut [Target]) -> Vec<(String, f64)> {
     ratios
 }
 
-fn statsd_targets(
-    pipeline: Pipeline,
-) -> (Vec<Target>, DrainedSink, UdpSocket, statsd::StatsdHandle) {
+/// The healthy sink, the faults, and the three targets of one statsd pipeline; the exporter
+/// handle of the "down" target.
+fn statsd_targets(pipeline: Pipeline) -> (Vec<Target>, DrainedSink, Faults, statsd::StatsdHandle) {
     let build = |addr: SocketAddr| {
         statsd::builder(addr.to_string())
             .flush_interval(Duration::from_millis(20))
@@ -221,45 +295,48 @@ fn statsd_targets(
             .expect("build")
     };
     let sink = DrainedSink::start();
-    let deaf = UdpSocket::bind("127.0.0.1:0").expect("bind"); // never read
+    let faults = Faults::new();
     let (healthy, _) = build(sink.addr);
-    let (refused, refused_exporter) = build(closed_port());
-    let (never_read, _) = build(deaf.local_addr().expect("addr"));
+    let (refused, refused_exporter) = build(faults.closed);
+    let (never_read, _) = build(faults.deaf_addr());
     let targets = vec![
         Target::new("healthy (server reads)", healthy),
         Target::new("down (port closed)", refused),
         Target::new("socket never reads", never_read),
     ];
-    (targets, sink, deaf, refused_exporter)
+    (targets, sink, faults, refused_exporter)
 }
 
-#[test]
-fn statsd_down_or_deaf_keeps_request_latency_and_never_fails_a_request_background() {
-    let (mut targets, sink, deaf, refused) = statsd_targets(Pipeline::Background);
+fn statsd_background() {
+    let (mut targets, sink, faults, refused) = statsd_targets(Pipeline::Background);
     compare("statsd (background)", &mut targets);
-    // The faults were real: sends were refused, the deaf socket overflowed.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while refused.send_errors() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(refused.send_errors() > 0, "no send was refused: was the port really closed?");
+    drop(targets); // the senders flush what is left and stop
+    assert!(
+        wait_positive(|| refused.send_errors()) > 0,
+        "no send was refused: was the port really closed?"
+    );
     assert!(sink.received.load(Ordering::Relaxed) > 0, "the healthy sink got nothing");
-    let port = deaf.local_addr().expect("addr").port();
-    std::thread::sleep(Duration::from_millis(100)); // let the sender flush
-    assert!(kernel_drops(port).unwrap_or(0) > 0, "the never-read socket never overflowed");
+    faults.assert_happened("statsd (background)");
 }
 
-#[test]
-fn statsd_down_or_deaf_keeps_request_latency_and_never_fails_a_request_inline() {
+fn statsd_inline() {
     // metrics-exporter-statsd (cadence) formats and sends on the request thread: the path most
-    // exposed to a dead server.
-    let (mut targets, sink, _deaf, _) = statsd_targets(Pipeline::Inline);
+    // exposed to a dead server. It counts no send errors (its socket is not connected, so the
+    // kernel reports no refusal to it): datagrams reaching a port with no socket are counted by
+    // the kernel instead (per network namespace, so this only shows some arrived).
+    let no_ports = udp_no_ports();
+    let (mut targets, sink, faults, _) = statsd_targets(Pipeline::Inline);
     compare("statsd (inline)", &mut targets);
+    drop(targets);
     assert!(sink.received.load(Ordering::Relaxed) > 0, "the healthy sink got nothing");
+    assert!(
+        wait_positive(|| udp_no_ports() - no_ports) > 0,
+        "no datagram reached a closed port: did the 'down' exporter send?"
+    );
+    faults.assert_happened("statsd (inline)");
 }
 
-#[test]
-fn dogstatsd_agent_missing_or_deaf_keeps_request_latency_and_never_fails_a_request() {
+fn dogstatsd() {
     let build = |addr: SocketAddr| {
         tower_vitals::dogstatsd::builder(&addr.to_string())
             .expect("address")
@@ -268,16 +345,112 @@ fn dogstatsd_agent_missing_or_deaf_keeps_request_latency_and_never_fails_a_reque
             .expect("build")
     };
     let sink = DrainedSink::start();
-    let deaf = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let faults = Faults::new();
     let mut targets = vec![
         Target::new("healthy (agent reads)", build(sink.addr)),
-        Target::new("agent missing (port closed)", build(closed_port())),
-        Target::new("agent socket never reads", build(deaf.local_addr().expect("addr"))),
+        Target::new("agent missing (port closed)", build(faults.closed)),
+        Target::new("agent socket never reads", build(faults.deaf_addr())),
     ];
     compare("dogstatsd", &mut targets);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while sink.received.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let received = wait_positive(|| sink.received.load(Ordering::Relaxed));
+    assert!(received > 0, "the healthy agent got nothing");
+    // metrics-exporter-dogstatsd's telemetry (sent to the global recorder, from its forwarder
+    // threads): only the target with no agent can fail a send (the others' sends succeed; the
+    // deaf socket's kernel drops them on arrival).
+    let send_failures = wait_positive(|| telemetry(DOGSTATSD_SEND_FAILURES));
+    assert!(send_failures > 0, "no send failed: was the agent really missing?");
+    assert!(telemetry(DOGSTATSD_PACKETS_SENT) > 0, "the exporter sent nothing");
+    drop(targets);
+    faults.assert_happened("dogstatsd");
+}
+
+/// metrics-exporter-dogstatsd's telemetry: payloads its writer failed to send, payloads sent.
+const DOGSTATSD_SEND_FAILURES: &str = "datadog.dogstatsd.client.packets_dropped_writer";
+const DOGSTATSD_PACKETS_SENT: &str = "datadog.dogstatsd.client.packets_sent";
+
+/// The global recorder of this binary: it receives the dogstatsd exporter's telemetry (the
+/// layer under test records through each target's recorder, set for its thread).
+static GLOBAL: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+    std::sync::OnceLock::new();
+
+/// Running totals of the global recorder's counters (a snapshot drains them).
+static TOTALS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn telemetry(name: &str) -> u64 {
+    let snapshotter = GLOBAL.get().expect("global recorder installed");
+    let mut totals = TOTALS.lock().expect("totals");
+    for seen in support::snapshot(snapshotter) {
+        if let metrics_util::debugging::DebugValue::Counter(c) = seen.value {
+            match totals.iter_mut().find(|(n, _)| *n == seen.name) {
+                Some((_, total)) => *total += c,
+                None => totals.push((seen.name.clone(), c)),
+            }
+        }
     }
-    assert!(sink.received.load(Ordering::Relaxed) > 0, "the healthy agent got nothing");
+    totals.iter().filter(|(n, _)| n == name).map(|(_, c)| c).sum()
+}
+
+/// Times `count` rounds of one request to each app, interleaved; returns each app's median.
+fn interleaved_medians(apps: &[&AppThread], count: usize) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(count); apps.len()];
+    for round in 0..count {
+        for (i, app) in apps.iter().enumerate() {
+            let started = Instant::now();
+            assert_eq!(app.get(&format!("/users/{round}")), (200, USER_BODY.len()));
+            times[i].push(started.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+/// Over real HTTP (axum apps on 127.0.0.1, each on its own thread and recorder): statsd down,
+/// background or inline, adds no latency a client sees (median of interleaved requests, as a
+/// ratio to a live sink's in the same run), and the background exporter counted its refusals.
+fn statsd_down_over_real_http() {
+    let live_sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let build = |addr: SocketAddr, pipeline| {
+        statsd::builder(addr.to_string())
+            .classic()
+            .flush_interval(Duration::from_millis(20))
+            .pipeline(pipeline)
+            .build()
+            .expect("build")
+    };
+    let (live, _) = build(live_sink.local_addr().expect("addr"), Pipeline::Background);
+    let (down, down_exporter) = build(closed_port(), Pipeline::Background);
+    let (down_inline, _) = build(closed_port(), Pipeline::Inline);
+    let live = AppThread::start(live);
+    let down = AppThread::start(down);
+    let down_inline = AppThread::start(down_inline);
+    // Warm up (connections, handle caches), then compare in one run.
+    interleaved_medians(&[&live, &down, &down_inline], 20);
+    let medians = interleaved_medians(&[&live, &down, &down_inline], 300);
+    let (live_m, down_m, inline_m) = (medians[0], medians[1], medians[2]);
+    println!(
+        "median request time: statsd up {live_m:?}, down {down_m:?}, down (inline) {inline_m:?}"
+    );
+    assert!(down_m <= live_m * 2, "statsd down: median {down_m:?} vs up {live_m:?}");
+    assert!(inline_m <= live_m * 2, "statsd down (inline): median {inline_m:?} vs up {live_m:?}");
+    // The exporter did try, and its failures stayed inside it.
+    assert!(
+        wait_positive(|| down_exporter.send_errors()) > 0,
+        "no send error seen: was the port closed?"
+    );
+}
+
+#[test]
+fn statsd_and_dogstatsd_down_or_deaf_keep_request_latency_and_never_fail_a_request() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    GLOBAL.set(recorder.snapshotter()).expect("first and only test");
+    metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+    statsd_background();
+    statsd_inline();
+    dogstatsd();
+    statsd_down_over_real_http();
 }

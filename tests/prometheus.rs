@@ -8,6 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
+use support::{prom_name, NAMES};
 
 use axum::routing::get_service;
 use axum::Router;
@@ -102,9 +103,9 @@ fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
 
     // A finite p95 from the buckets (bucket counts are cumulative: no rate() needed).
     for metric in [
-        "http_server_request_duration_seconds_bucket",
-        "http_server_application_time_seconds_bucket",
-        "http_server_output_time_seconds_bucket",
+        &prom_name(&NAMES.duration, "_seconds_bucket"),
+        &prom_name(&NAMES.application_time, "_seconds_bucket"),
+        &prom_name(&NAMES.output_time, "_seconds_bucket"),
     ] {
         let p95 = one_value(
             &prom,
@@ -120,7 +121,10 @@ fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
             assert!(p95.is_finite() && p95 > 0.0 && p95 <= 10.0, "{metric} p95 = {p95}");
         }
     }
-    let buckets = prom.samples("http_server_request_duration_seconds_bucket{http_route=\"/big\"}");
+    let buckets = prom.samples(&format!(
+        "{}{{http_route=\"/big\"}}",
+        prom_name(&NAMES.duration, "_seconds_bucket")
+    ));
     assert_eq!(buckets.len(), prometheus::SECONDS_BUCKETS.len() + 1, "{buckets:?}");
 
     // Bytes and blocks of the streamed route.
@@ -145,7 +149,10 @@ fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
     );
 
     // The hostile route arrived as one well-formed series, separators replaced.
-    let hostile = prom.samples("http_server_requests_total{http_route=~\"/a_b_c_d:e_.*\"}");
+    let hostile = prom.samples(&format!(
+        "{}{{http_route=~\"/a_b_c_d:e_.*\"}}",
+        prom_name(&NAMES.requests, "_total")
+    ));
     assert_eq!(hostile.len(), 1, "{hostile:?}");
     assert_eq!(hostile[0].value, 1.0);
     assert_eq!(hostile[0].labels["http_route"], tower_vitals::labels::sanitize_tag_value(HOSTILE));
@@ -180,12 +187,14 @@ fn hostile_route_renders_as_one_escaped_prometheus_label() {
     let text = metrics().render();
     let lines: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("http_server_requests_total{http_route=\"/a_b"))
+        .filter(|l| {
+            l.starts_with(&format!("{}{{http_route=\"/a_b", prom_name(&NAMES.requests, "_total")))
+        })
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     let line = lines[0];
     let value = line
-        .strip_prefix("http_server_requests_total{http_route=\"")
+        .strip_prefix(&format!("{}{{http_route=\"", prom_name(&NAMES.requests, "_total")))
         .and_then(|rest| rest.split("\",http_request_method=").next())
         .expect("route label first");
     assert_eq!(

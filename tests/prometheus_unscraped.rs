@@ -6,13 +6,13 @@
 //! Heap bytes are counted by a global counting allocator (`stats_alloc`), so this binary holds a
 //! single test.
 
-#[path = "support/prom_text.rs"]
-mod prom_text;
 mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
 use std::time::Duration;
+use support::prom_text;
+use support::{prom_name, NAMES};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -99,8 +99,8 @@ fn unscraped_prometheus_memory_stays_flat_with_upkeep() {
 
     // Nothing was lost: the first scrape, much later, has every request and sample.
     let samples = prom_text::parse(&kept_metrics.render()).expect("render parses");
-    let total = prom_text::total(&samples, "http_server_requests_total");
+    let total = prom_text::total(&samples, &prom_name(&NAMES.requests, "_total"));
     assert_eq!(total, (FIRST + THEN) as f64);
-    let counted = prom_text::total(&samples, "http_server_request_duration_seconds_count");
+    let counted = prom_text::total(&samples, &prom_name(&NAMES.duration, "_seconds_count"));
     assert_eq!(counted, (FIRST + THEN) as f64);
 }

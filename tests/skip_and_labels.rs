@@ -7,8 +7,6 @@
 //! Servers run on the test's current-thread runtime, so the test's local recorder sees
 //! everything the layer records.
 
-#[path = "support/hostile.rs"]
-mod hostile;
 mod support;
 
 use std::collections::BTreeSet;
@@ -16,6 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::hostile;
 
 use axum::body::Body;
 use axum::extract::Path;

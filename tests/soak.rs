@@ -15,10 +15,6 @@
 //! tokio worker threads. Bounded: a fixed request count, every client operation under a
 //! timeout, the whole soak under 60 s.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-#[path = "support/prom_text.rs"]
-mod prom_text;
 mod support;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +25,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use support::{hostile, prom_text};
+use support::{prom_name, NAMES};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -435,21 +433,9 @@ async fn scrape(addr: SocketAddr) -> Result<String, String> {
     Ok(body.to_owned())
 }
 
-/// Keeps the intended handler panics from printing a message and backtrace each; any other
-/// panic still reports as usual.
-fn quiet_intended_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
-        if !message.contains("(on purpose") {
-            default(info);
-        }
-    }));
-}
-
 #[test]
 fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
-    quiet_intended_panics();
+    support::quiet_intended_panics();
     let debugging = DebuggingRecorder::new();
     let snapshotter = debugging.snapshotter();
     let prometheus = tower_vitals::prometheus::builder().build_recorder();
@@ -521,8 +507,10 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
                             times.push(asked.elapsed());
                             match fetched.and_then(|text| prom_text::parse(&text)) {
                                 Ok(samples) => {
-                                    let total =
-                                        prom_text::total(&samples, "http_server_requests_total");
+                                    let total = prom_text::total(
+                                        &samples,
+                                        &prom_name(&NAMES.requests, "_total"),
+                                    );
                                     if total < last_total {
                                         failed.push(format!(
                                             "requests went down: {last_total} -> {total}"
@@ -571,7 +559,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     let saw = TRUTH.saw.lock().expect("lock").clone();
     let truth = TRUTH.outcomes.lock().expect("lock").clone();
     let mut measured: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for s in support::named(&seen, "http.server.requests") {
+    for s in support::named(&seen, &NAMES.requests) {
         let route = s.label("http.route").expect("route").to_owned();
         let kind = s.label("error.type").unwrap_or(NONE).to_owned();
         *measured.entry((route, kind)).or_default() += s.counter();
@@ -584,10 +572,10 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
         assert_eq!(by_layer, *n, "route {route}: requests the server saw");
     }
     assert_eq!(layer.active_requests(), 0, "in flight after the soak");
-    for gauge in support::named(&seen, "http.server.active_requests") {
+    for gauge in support::named(&seen, &NAMES.active_requests) {
         assert_eq!(gauge.gauge(), 0.0, "active_requests gauge {:?}", gauge.labels);
     }
-    let bytes = support::hist_sum(&seen, "http.server.output_bytes");
+    let bytes = support::hist_sum(&seen, &NAMES.output_bytes);
     assert_eq!(bytes, TRUTH.bytes.load(Ordering::SeqCst) as f64, "output_bytes vs bytes produced");
 
     // --- Prometheus saw the same.
@@ -600,7 +588,7 @@ fn soak_over_real_hyper_counts_every_request_exactly_once_under_faults() {
     assert!(scrapes >= 10, "only {scrapes} scrapes during the soak");
     let samples = prom_text::parse(&metrics.render()).expect("final render parses");
     let mut prom: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == "http_server_requests_total") {
+    for s in samples.iter().filter(|s| s.name == prom_name(&NAMES.requests, "_total")) {
         let route = s.label("http_route").expect("route").to_owned();
         let kind = s.label("error_type").unwrap_or(NONE).to_owned();
         *prom.entry((route, kind)).or_default() += s.value as u64;

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Sample;
+
 const INSTALL: &str = "./scripts/install-components.sh";
 
 fn missing(what: &str) -> ! {
@@ -169,13 +171,6 @@ pub fn http_get(addr: SocketAddr, path_and_query: &str) -> std::io::Result<(u16,
     Ok((status, body.to_string()))
 }
 
-/// One sample of an instant-vector result: its labels and value.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
 /// A Prometheus 2.x server on 127.0.0.1 scraping `targets` every second.
 pub struct Prometheus {
     addr: SocketAddr,
@@ -294,21 +289,25 @@ fn samples(json: &Value) -> Vec<Sample> {
     let Some(result) = json["data"]["result"].as_array() else { return Vec::new() };
     result
         .iter()
-        .map(|r| Sample {
-            labels: r["metric"]
+        .map(|r| {
+            let mut labels: BTreeMap<String, String> = r["metric"]
                 .as_object()
                 .map(|m| {
                     m.iter()
                         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                         .collect()
                 })
-                .unwrap_or_default(),
-            // A native-histogram sample carries `histogram` instead of `value`: its count.
-            value: r["value"][1]
-                .as_str()
-                .or(r["histogram"][1]["count"].as_str())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN),
+                .unwrap_or_default();
+            Sample {
+                name: labels.remove("__name__").unwrap_or_default(),
+                labels,
+                // A native-histogram sample carries `histogram` instead of `value`: its count.
+                value: r["value"][1]
+                    .as_str()
+                    .or(r["histogram"][1]["count"].as_str())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN),
+            }
         })
         .collect()
 }

@@ -1,8 +1,5 @@
 //! Hostile request material for the reliability tests: a seeded PRNG and generators of random
 //! paths, queries, Host values, header names/values, extension methods and route names.
-//!
-//! Included with `#[path = "support/hostile.rs"] mod hostile;` by the tests that use it.
-#![allow(dead_code)]
 
 use http::{HeaderName, HeaderValue, Method, Request};
 

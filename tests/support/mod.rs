@@ -1,13 +1,19 @@
-//! Test support: a scripted body and service on a mock clock, and a readable metrics snapshot.
+//! Test support, one module for every test binary: a scripted body and service on a mock
+//! clock, a readable metrics snapshot, the metric names (from the crate, never spelled here),
+//! and the submodules: `app` (a known axum app for exporter tests), `components` (real
+//! Prometheus, statsd, promtool), `hostile` (hostile request material), `prom_text` (a strict
+//! parser of the Prometheus text format).
 #![allow(dead_code)]
 
 pub mod app;
 pub mod components;
+pub mod hostile;
+pub mod prom_text;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +22,32 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use quanta::Mock;
+use tower_vitals::{MetricNames, DEFAULT_PREFIX};
+
+/// The layer's metric names under the default prefix, as the crate defines them.
+pub static NAMES: LazyLock<MetricNames> = LazyLock::new(|| MetricNames::new(DEFAULT_PREFIX));
+
+/// The Prometheus name of the metric `name` (dots become underscores) followed by `suffix`
+/// (`_total`, `_seconds_bucket`, ...), as metrics-exporter-prometheus renders it.
+pub fn prom_name(name: &str, suffix: &str) -> String {
+    format!("{}{suffix}", name.replace('.', "_"))
+}
+
+/// One sample of Prometheus data: a line of an exposition ([`prom_text::parse`]) or an element
+/// of a PromQL instant-vector result ([`components::Prometheus::samples`]; `name` from
+/// `__name__`, empty for an aggregate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
 
 /// One step of a scripted response body. Each step first advances the mock clock by `advance`.
 #[derive(Debug, Clone)]
@@ -154,6 +186,27 @@ pub fn scripted(
         body: Some(body()),
         mock: Arc::clone(&mock),
     })
+}
+
+/// Keeps the panics tests cause on purpose (messages starting with "scripted panic" or
+/// containing "(on purpose") from printing a message and backtrace each; any other panic still
+/// reports as usual. The hook is process-wide: installed once, whichever test comes first.
+pub fn quiet_intended_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !(message.starts_with("scripted panic") || message.contains("(on purpose")) {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// Polls a future to completion on this thread (scripts wake at once; bounded).

@@ -1,23 +1,10 @@
 //! A strict parser of the Prometheus text exposition format (0.0.4), for tests: it refuses what
 //! a Prometheus server would refuse (bad metric or label names, bad escapes, unquoted values,
 //! trailing garbage, non-numeric values), and returns every sample with its unescaped labels.
-//!
-//! Included with `#[path = "support/prom_text.rs"] mod prom_text;` by the tests that use it.
-#![allow(dead_code)]
 
-/// One sample line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Labels,
-    pub value: f64,
-}
+use std::collections::BTreeMap;
 
-impl Sample {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
+use super::Sample;
 
 fn is_name(s: &str, colon: bool) -> bool {
     let mut chars = s.chars();
@@ -36,11 +23,11 @@ fn parse_value(s: &str) -> Result<f64, String> {
 }
 
 /// Label pairs, unescaped.
-pub type Labels = Vec<(String, String)>;
+type Labels = BTreeMap<String, String>;
 
 /// Parses `{k="v",...}` starting after the `{`; returns the labels and the rest after `}`.
 fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
-    let mut labels = Vec::new();
+    let mut labels = Labels::new();
     loop {
         if let Some(after) = rest.strip_prefix('}') {
             return Ok((labels, after));
@@ -67,10 +54,9 @@ fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
                 Some((_, c)) => value.push(c),
             }
         };
-        if labels.iter().any(|(k, _)| k == key) {
+        if labels.insert(key.to_owned(), value).is_some() {
             return Err(format!("duplicate label {key:?}"));
         }
-        labels.push((key.to_owned(), value));
         rest = &rest[end + 1..];
         rest = rest.strip_prefix(',').unwrap_or(rest);
     }
@@ -113,7 +99,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
         }
         let (labels, rest) = match line[name_end..].strip_prefix('{') {
             Some(after) => parse_labels(after).map_err(err)?,
-            None => (Vec::new(), &line[name_end..]),
+            None => (Labels::new(), &line[name_end..]),
         };
         let mut fields = rest.split_whitespace();
         let value =

@@ -2,22 +2,17 @@
 //! the body was consumed (`http.request.body.state`). Exact values on a mock clock, then a slow
 //! chunked upload from a real client over real hyper on 127.0.0.1.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
-use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
+use metrics_util::debugging::Snapshotter;
 use tower::{Layer, ServiceExt};
 use tower_vitals::{RequestBody, RouteName, VitalsLayer};
 
-const BLOCKS: &str = "http.server.input_blocks";
-const BYTES: &str = "http.server.input_bytes";
-const TIME: &str = "http.server.input_time";
 const STATE: &str = "http.request.body.state";
 
 struct Harness {
@@ -83,24 +78,24 @@ fn input_time_is_the_time_spent_waiting_on_the_client() {
         (1_000, Step::Trailers(None)), // trailers: waited for, not counted as a block
     ];
     let seen = upload(&h, steps, Read::All);
-    let blocks = one(&seen, BLOCKS);
+    let blocks = one(&seen, &NAMES.input_blocks);
     assert_eq!(blocks.values(), vec![3.0]);
     assert_eq!(blocks.label(STATE), Some("complete"));
     assert_eq!(blocks.label("http.route"), Some("/upload"));
     assert_eq!(blocks.label("http.request.method"), Some("GET"));
-    assert_eq!(one(&seen, BYTES).values(), vec![600.0]);
-    assert_eq!(one(&seen, TIME).values(), vec![secs(13_000)]);
+    assert_eq!(one(&seen, &NAMES.input_bytes).values(), vec![600.0]);
+    assert_eq!(one(&seen, &NAMES.input_time).values(), vec![secs(13_000)]);
 }
 
 #[test]
 fn a_body_the_handler_never_reads_is_recorded_as_unread() {
     let h = harness();
     let seen = upload(&h, vec![(0, Step::Data(1_000))], Read::Nothing);
-    let blocks = one(&seen, BLOCKS);
+    let blocks = one(&seen, &NAMES.input_blocks);
     assert_eq!(blocks.label(STATE), Some("unread"));
     assert_eq!(blocks.values(), vec![0.0]);
-    assert_eq!(one(&seen, BYTES).values(), vec![0.0]);
-    assert_eq!(one(&seen, TIME).values(), vec![0.0]);
+    assert_eq!(one(&seen, &NAMES.input_bytes).values(), vec![0.0]);
+    assert_eq!(one(&seen, &NAMES.input_time).values(), vec![0.0]);
 }
 
 #[test]
@@ -108,10 +103,10 @@ fn a_body_dropped_half_read_is_partial() {
     let h = harness();
     let steps = vec![(0, Step::Pending), (2_000, Step::Data(10)), (0, Step::Data(10))];
     let seen = upload(&h, steps, Read::FirstFrame);
-    let blocks = one(&seen, BLOCKS);
+    let blocks = one(&seen, &NAMES.input_blocks);
     assert_eq!(blocks.label(STATE), Some("partial"));
     assert_eq!(blocks.values(), vec![1.0]);
-    assert_eq!(one(&seen, TIME).values(), vec![secs(2_000)]);
+    assert_eq!(one(&seen, &NAMES.input_time).values(), vec![secs(2_000)]);
 }
 
 #[test]
@@ -119,10 +114,14 @@ fn a_failing_body_is_error() {
     let h = harness();
     let steps = vec![(0, Step::Data(10)), (0, Step::Pending), (3_000, Step::Error)];
     let seen = upload(&h, steps, Read::All);
-    let blocks = one(&seen, BLOCKS);
+    let blocks = one(&seen, &NAMES.input_blocks);
     assert_eq!(blocks.label(STATE), Some("error"));
     assert_eq!(blocks.values(), vec![1.0]);
-    assert_eq!(one(&seen, TIME).values(), vec![secs(3_000)], "waiting until the error counts");
+    assert_eq!(
+        one(&seen, &NAMES.input_time).values(),
+        vec![secs(3_000)],
+        "waiting until the error counts"
+    );
 }
 
 #[test]
@@ -133,8 +132,8 @@ fn an_empty_body_never_read_is_complete() {
     }));
     block_on(svc.oneshot(Request::new(Empty::<Bytes>::new()))).expect("response");
     let seen = snapshot(&h.snap);
-    assert_eq!(one(&seen, BLOCKS).label(STATE), Some("complete"));
-    assert_eq!(one(&seen, BLOCKS).values(), vec![0.0]);
+    assert_eq!(one(&seen, &NAMES.input_blocks).label(STATE), Some("complete"));
+    assert_eq!(one(&seen, &NAMES.input_blocks).values(), vec![0.0]);
 }
 
 #[test]
@@ -152,8 +151,8 @@ fn exact_length_body_completes_on_its_last_frame() {
     let req = Request::new(http_body_util::Full::new(Bytes::from_static(b"12345")));
     block_on(svc.oneshot(req)).expect("response");
     let seen = snapshot(&h.snap);
-    assert_eq!(one(&seen, BLOCKS).label(STATE), Some("complete"));
-    assert_eq!(one(&seen, BYTES).values(), vec![5.0]);
+    assert_eq!(one(&seen, &NAMES.input_blocks).label(STATE), Some("complete"));
+    assert_eq!(one(&seen, &NAMES.input_bytes).values(), vec![5.0]);
 }
 
 /// Over real hyper on 127.0.0.1: a client that sends a chunked upload in five 1 KiB chunks,
@@ -162,8 +161,7 @@ fn exact_length_body_completes_on_its_last_frame() {
 async fn slow_chunked_upload_over_real_hyper() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    let _guard = metrics::set_default_local_recorder(recorder);
+    let (_guard, snap) = local_recorder();
     let layer = VitalsLayer::new().measure_request_body();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -223,15 +221,19 @@ async fn slow_chunked_upload_over_real_hyper() {
         .expect("server task")
         .expect("connection");
 
-    let seen = snapshot(&recorder.snapshotter());
-    let blocks = one(&seen, BLOCKS);
+    let seen = snapshot(&snap);
+    let blocks = one(&seen, &NAMES.input_blocks);
     assert_eq!(blocks.label(STATE), Some("complete"));
     assert_eq!(blocks.label("http.route"), Some("/upload"));
     assert_eq!(blocks.label("http.request.method"), Some("POST"));
     assert_eq!(blocks.values(), vec![5.0], "one block per chunk, apart on the wire");
-    assert_eq!(one(&seen, BYTES).values(), vec![5120.0], "bytes read, not a Content-Length");
-    let waited = one(&seen, TIME).values()[0];
-    let duration = one(&seen, "http.server.request.duration").values()[0];
+    assert_eq!(
+        one(&seen, &NAMES.input_bytes).values(),
+        vec![5120.0],
+        "bytes read, not a Content-Length"
+    );
+    let waited = one(&seen, &NAMES.input_time).values()[0];
+    let duration = one(&seen, &NAMES.duration).values()[0];
     println!("input_time {waited:.4} s of request.duration {duration:.4} s");
     // The handler waited for chunks sent 30 ms apart: some of that is waiting (a loose lower
     // bound: a busy machine may deliver two chunks at once), and never more than the request.

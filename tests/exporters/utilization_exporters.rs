@@ -2,6 +2,7 @@
 //! exposition, and metrics-exporter-statsd's UDP lines received on a 127.0.0.1 socket. A window
 //! of exactly known busy time on a mock clock, so the values are exact.
 
+use crate::support::{prom_name, NAMES};
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +57,10 @@ fn prometheus_exposes_utilization_as_a_gauge() {
     }
     let text = handle.render();
     assert!(text.contains("# TYPE http_server_utilization gauge"), "{text}");
-    assert!(text.lines().any(|l| l == "http_server_utilization 0.35"), "{text}");
+    assert!(
+        text.lines().any(|l| *l == format!("{} 0.35", prom_name(&NAMES.utilization, ""))),
+        "{text}"
+    );
 }
 
 #[test]
@@ -80,18 +84,19 @@ fn statsd_receives_utilization_as_a_gauge_set() {
         if let Ok(n) = server.recv(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             lines.extend(text.lines().map(str::to_owned));
-            let zero = "http.server.utilization:0|g";
-            if lines.iter().any(|l| l.starts_with("http.server.utilization:") && l != zero) {
+            let zero = format!("{}:0|g", NAMES.utilization);
+            if lines.iter().any(|l| l.starts_with(&format!("{}:", NAMES.utilization)) && *l != zero)
+            {
                 break;
             }
         }
     }
     let sets: Vec<&String> =
-        lines.iter().filter(|l| l.starts_with("http.server.utilization:")).collect();
+        lines.iter().filter(|l| l.starts_with(&format!("{}:", NAMES.utilization))).collect();
     // 0 when the layer wrapped its service and at the first request, then the window's value.
     let (last, first) =
         sets.split_last().unwrap_or_else(|| panic!("no utilization line: {lines:#?}"));
     assert!(!first.is_empty(), "the gauge is published at 0 before the first window: {sets:?}");
-    assert!(first.iter().all(|l| *l == "http.server.utilization:0|g"), "{sets:?}");
-    assert_eq!(*last, "http.server.utilization:0.35|g");
+    assert!(first.iter().all(|l| **l == format!("{}:0|g", NAMES.utilization)), "{sets:?}");
+    assert_eq!(**last, format!("{}:0.35|g", NAMES.utilization));
 }

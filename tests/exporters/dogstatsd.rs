@@ -1,15 +1,13 @@
 //! The DogStatsD exporter on the wire: datagrams captured on a local UDP socket are checked
 //! against the DogStatsD protocol (name, values, type, tags), and their totals against the
 //! traffic sent.
-#![cfg(feature = "dogstatsd")]
 
-mod support;
-
+use crate::support::NAMES;
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
+use crate::support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
 
 /// One DogStatsD line, checked against the protocol:
 /// `<name>:<value>[:<value>…]|<type>[|@<rate>][|#<tag>[,<tag>…]][|T<ts>][|c:<container>]`.
@@ -103,21 +101,21 @@ fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
     // Wait for every histogram, not just some: one flush spans several datagrams, in the
     // exporter's hash-map order, which differs from process to process.
     let histograms = [
-        "http.server.request.duration",
-        "http.server.application_time",
-        "http.server.output_time",
-        "http.server.output_bytes",
-        "http.server.output_blocks",
+        NAMES.duration.as_str(),
+        NAMES.application_time.as_str(),
+        NAMES.output_time.as_str(),
+        NAMES.output_bytes.as_str(),
+        NAMES.output_blocks.as_str(),
     ];
     let lines = capture_until(&sink, |lines| {
-        total(lines, "http.server.requests", None).1 >= requests
+        total(lines, &NAMES.requests, None).1 >= requests
             && histograms.iter().all(|name| total(lines, name, None).0 > USERS + BIG)
     });
     drop(app);
 
     let users = Some("http.route:/users/{id}");
-    assert_eq!(total(&lines, "http.server.requests", None).1, requests);
-    assert_eq!(total(&lines, "http.server.requests", users).1, USERS as f64);
+    assert_eq!(total(&lines, &NAMES.requests, None).1, requests);
+    assert_eq!(total(&lines, &NAMES.requests, users).1, USERS as f64);
     // Histograms go out as distributions, one value per request, in seconds.
     let mut kinds = BTreeMap::new();
     for line in &lines {
@@ -127,22 +125,20 @@ fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
         assert_eq!(kinds.get(name), Some(&"d"), "{name}: {kinds:?}");
         assert_eq!(total(&lines, name, users).0, USERS, "{name}");
     }
-    assert_eq!(kinds.get("http.server.requests"), Some(&"c"));
-    let (n, seconds) = total(&lines, "http.server.request.duration", None);
+    assert_eq!(kinds.get(NAMES.requests.as_str()), Some(&"c"));
+    let (n, seconds) = total(&lines, &NAMES.duration, None);
     assert_eq!(n, USERS + BIG + 1);
     assert!(seconds > 0.0 && seconds < 10.0 * n as f64, "{seconds}");
     let bytes = (USERS * USER_BODY.len() + BIG * CHUNK * CHUNKS + 1) as f64;
-    assert_eq!(total(&lines, "http.server.output_bytes", None).1, bytes);
+    assert_eq!(total(&lines, &NAMES.output_bytes, None).1, bytes);
     assert_eq!(
-        total(&lines, "http.server.output_blocks", Some("http.route:/big")).1,
+        total(&lines, &NAMES.output_blocks, Some("http.route:/big")).1,
         (BIG * CHUNKS) as f64
     );
     // Tags: fixed keys, the route template intact, the hostile route safe.
     let user_line = lines
         .iter()
-        .find(|l| {
-            l.name == "http.server.requests" && l.tags.iter().any(|t| t == "http.route:/users/{id}")
-        })
+        .find(|l| l.name == NAMES.requests && l.tags.iter().any(|t| t == "http.route:/users/{id}"))
         .expect("users line");
     // (The test client speaks HTTP/1.0.)
     assert_eq!(
@@ -155,8 +151,8 @@ fn dogstatsd_datagrams_follow_the_protocol_and_add_up() {
             "url.scheme:http"
         ]
     );
-    let hostile = format!("http.route:{}", support::app::hostile_tag());
-    assert_eq!(total(&lines, "http.server.requests", Some(&hostile)).1, 1.0);
+    let hostile = format!("http.route:{}", crate::support::app::hostile_tag());
+    assert_eq!(total(&lines, &NAMES.requests, Some(&hostile)).1, 1.0);
 }
 
 #[test]

@@ -3,22 +3,18 @@
 //! (trailers and trailers-only responses), the method path as the route, and streaming RPCs'
 //! frames and bytes.
 
-#[path = "../proto/demo.rs"]
+#[path = "../../proto/demo.rs"]
 mod demo;
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use demo::demo_client::DemoClient;
 use demo::demo_server::DemoServer;
 use demo::{chunk_wire_len, CountRequest, DemoService, HelloReply, HelloRequest};
-use support::*;
 use tower_vitals::VitalsLayer;
 
-const REQUESTS: &str = "http.server.requests";
-const BLOCKS: &str = "http.server.output_blocks";
-const BYTES: &str = "http.server.output_bytes";
 const HELLO: &str = "/vitals.demo.Demo/Hello";
 const COUNT: &str = "/vitals.demo.Demo/Count";
 
@@ -118,31 +114,31 @@ async fn unary_calls_carry_the_grpc_status_and_method_route() {
 
     // OK: grpc-status 0 from the trailers frame, one data frame with the reply.
     let ok = [&base[..], &[("rpc.grpc.status_code", "0")]].concat();
-    let requests = only(&seen, REQUESTS, &ok);
+    let requests = only(&seen, &NAMES.requests, &ok);
     assert_eq!(requests.counter(), 1);
     assert_eq!(requests.label("http.response.status_code"), Some("200"));
     assert_eq!(requests.label("error.type"), None);
     let reply = HelloReply { message: "hello vitals".into() };
     let reply_len = (5 + prost::Message::encoded_len(&reply)) as f64;
-    assert_eq!(only(&seen, BYTES, &ok).values(), vec![reply_len]);
-    assert_eq!(only(&seen, BLOCKS, &ok).values(), vec![1.0]);
+    assert_eq!(only(&seen, &NAMES.output_bytes, &ok).values(), vec![reply_len]);
+    assert_eq!(only(&seen, &NAMES.output_blocks, &ok).values(), vec![1.0]);
 
     // NOT_FOUND: a failed call over HTTP 200 (trailers-only: grpc-status in the headers). The
     // caller's error, like a 4xx: no error.type.
     let not_found = [&base[..], &[("rpc.grpc.status_code", "5")]].concat();
-    let requests = only(&seen, REQUESTS, &not_found);
+    let requests = only(&seen, &NAMES.requests, &not_found);
     assert_eq!(requests.counter(), 1);
     assert_eq!(requests.label("http.response.status_code"), Some("200"));
     assert_eq!(requests.label("error.type"), None);
-    assert_eq!(only(&seen, BLOCKS, &not_found).values(), vec![0.0]);
+    assert_eq!(only(&seen, &NAMES.output_blocks, &not_found).values(), vec![0.0]);
 
     // INTERNAL: the server's failure: error.type names the code.
     let internal = [&base[..], &[("rpc.grpc.status_code", "13")]].concat();
-    let requests = only(&seen, REQUESTS, &internal);
+    let requests = only(&seen, &NAMES.requests, &internal);
     assert_eq!(requests.counter(), 1);
     assert_eq!(requests.label("error.type"), Some("INTERNAL"));
 
-    assert_eq!(counter_total(&seen, REQUESTS), 3);
+    assert_eq!(counter_total(&seen, &NAMES.requests), 3);
 }
 
 #[tokio::test]
@@ -164,11 +160,11 @@ async fn server_streaming_counts_frames_and_bytes() {
 
     let seen = snapshot(&snap);
     let labels = [("http.route", COUNT), ("rpc.grpc.status_code", "0")];
-    assert_eq!(only(&seen, REQUESTS, &labels).counter(), 1);
-    assert_eq!(only(&seen, REQUESTS, &labels).label("error.type"), None);
+    assert_eq!(only(&seen, &NAMES.requests, &labels).counter(), 1);
+    assert_eq!(only(&seen, &NAMES.requests, &labels).label("error.type"), None);
     let wire: u64 = (0..8).map(|i| chunk_wire_len(i, 40_000)).sum();
-    assert_eq!(only(&seen, BYTES, &labels).values(), vec![wire as f64]);
-    assert_eq!(only(&seen, BLOCKS, &labels).values(), vec![8.0]);
+    assert_eq!(only(&seen, &NAMES.output_bytes, &labels).values(), vec![wire as f64]);
+    assert_eq!(only(&seen, &NAMES.output_blocks, &labels).values(), vec![8.0]);
 }
 
 #[tokio::test]
@@ -189,10 +185,10 @@ async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
     let seen = snapshot(&snap);
     let labels = [("http.route", COUNT), ("rpc.grpc.status_code", "0")];
     let wire: u64 = (0..100).map(|i| chunk_wire_len(i, 10)).sum();
-    assert_eq!(only(&seen, BYTES, &labels).values(), vec![wire as f64]);
+    assert_eq!(only(&seen, &NAMES.output_bytes, &labels).values(), vec![wire as f64]);
     // Frames are what the body yields: tonic packs messages that are ready together into one
     // buffer, so 100 small messages leave in far fewer frames than 100.
-    let frames = only(&seen, BLOCKS, &labels).values()[0];
+    let frames = only(&seen, &NAMES.output_blocks, &labels).values()[0];
     println!("100 messages of 10 bytes: {frames} frame(s), {wire} bytes");
     assert!((1.0..100.0).contains(&frames), "{frames} frames");
 }
@@ -214,10 +210,10 @@ async fn a_stream_the_client_cancels_is_aborted() {
     server.settle().await;
 
     let seen = snapshot(&snap);
-    let requests = only(&seen, REQUESTS, &[("http.route", COUNT)]);
+    let requests = only(&seen, &NAMES.requests, &[("http.route", COUNT)]);
     assert_eq!(requests.label("error.type"), Some("aborted"));
     assert_eq!(requests.label("rpc.grpc.status_code"), None, "no trailers were sent");
-    let frames = only(&seen, BLOCKS, &[("http.route", COUNT)]).values()[0];
+    let frames = only(&seen, &NAMES.output_blocks, &[("http.route", COUNT)]).values()[0];
     assert!((2.0..10_000.0).contains(&frames), "{frames} frames before the cancel");
 }
 
@@ -230,7 +226,7 @@ async fn without_grpc_routes_the_path_is_never_a_route() {
     within("hello", client.hello(request)).await.expect("OK call");
     server.settle().await;
     let seen = snapshot(&snap);
-    let requests = only(&seen, REQUESTS, &[("rpc.grpc.status_code", "0")]);
+    let requests = only(&seen, &NAMES.requests, &[("rpc.grpc.status_code", "0")]);
     assert_eq!(requests.label("http.route"), Some("unmatched"));
 }
 
@@ -247,6 +243,6 @@ async fn grpc_routes_stay_under_the_route_cap() {
     while within("message", stream.message()).await.expect("message").is_some() {}
     server.settle().await;
     let seen = snapshot(&snap);
-    assert_eq!(only(&seen, REQUESTS, &[("http.route", HELLO)]).counter(), 1);
-    assert_eq!(only(&seen, REQUESTS, &[("http.route", "overflow")]).counter(), 1);
+    assert_eq!(only(&seen, &NAMES.requests, &[("http.route", HELLO)]).counter(), 1);
+    assert_eq!(only(&seen, &NAMES.requests, &[("http.route", "overflow")]).counter(), 1);
 }

@@ -1,17 +1,14 @@
 //! `utilization` and busy time on a mock clock: exact expected values, no sleeps.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use http::Request;
-use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
+use metrics_util::debugging::Snapshotter;
 use tower::{Layer, Service};
 use tower_vitals::{ResponseBody, VitalsLayer};
 
-const UTILIZATION: &str = "http.server.utilization";
 const SECOND: u64 = 1_000_000_000;
 
 struct Bench {
@@ -63,7 +60,7 @@ fn finish(mut body: ResponseBody<ScriptBody>) {
 /// The gauge's value if it was registered (DebuggingRecorder's snapshot resets gauges to 0, so
 /// read it once per publication).
 fn gauge(b: &Bench) -> Option<f64> {
-    named(&snapshot(&b.snap), UTILIZATION).first().map(|s| s.gauge())
+    named(&snapshot(&b.snap), &NAMES.utilization).first().map(|s| s.gauge())
 }
 
 fn at(b: &Bench, seconds: u64) {
@@ -121,7 +118,7 @@ fn without_a_capacity_utilization_is_average_concurrency() {
     first_window(&b, &layer);
     assert_eq!(gauge(&b), Some(1.4));
     let seen = snapshot(&b.snap);
-    let g = one(&seen, UTILIZATION);
+    let g = one(&seen, &NAMES.utilization);
     assert!(g.labels.is_empty(), "utilization is one layer-wide series: {:?}", g.labels);
 }
 
@@ -165,13 +162,8 @@ fn concurrent_starts_and_finishes_integrate_exactly() {
             let (layer, mock) = (layer.clone(), Arc::clone(&mock));
             let (started, advanced) = (Arc::clone(&started), Arc::clone(&advanced));
             std::thread::spawn(move || {
-                let b = Bench {
-                    _guard: metrics::set_default_local_recorder(Box::leak(Box::new(
-                        DebuggingRecorder::new(),
-                    ))),
-                    snap: DebuggingRecorder::new().snapshotter(),
-                    mock,
-                };
+                let (guard, snap) = local_recorder();
+                let b = Bench { _guard: guard, snap, mock };
                 let mut svc = service(&b, &layer);
                 let bodies: Vec<_> = (0..250).map(|_| start(&mut svc)).collect();
                 started.wait();

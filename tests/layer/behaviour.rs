@@ -1,26 +1,16 @@
 //! One named test per body shape and end, on a mock clock (exact nanoseconds, no sleeps), with
 //! metrics-util's `DebuggingRecorder` set per test (the layer is built after it).
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::support::*;
 use http::Request;
 use http_body::Body as _;
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use support::*;
 use tower::{Layer, Service, ServiceExt};
 use tower_vitals::{RouteName, VitalsLayer};
-
-const REQUESTS: &str = "http.server.requests";
-const DURATION: &str = "http.server.request.duration";
-const APP: &str = "http.server.application_time";
-const OUT_TIME: &str = "http.server.output_time";
-const BLOCKS: &str = "http.server.output_blocks";
-const BYTES: &str = "http.server.output_bytes";
-const ACTIVE: &str = "http.server.active_requests";
 
 struct Harness {
     _guard: metrics::LocalRecorderGuard<'static>,
@@ -69,10 +59,10 @@ fn ok(status: u16) -> Head {
 }
 
 fn assert_once(seen: &[Seen], error_type: Option<&str>) {
-    let req = one(seen, REQUESTS);
+    let req = one(seen, &NAMES.requests);
     assert_eq!(req.counter(), 1);
     assert_eq!(req.label("error.type"), error_type, "{req:?}");
-    assert_eq!(one(seen, ACTIVE).gauge(), 0.0);
+    assert_eq!(one(seen, &NAMES.active_requests).gauge(), 0.0);
 }
 
 #[test]
@@ -85,21 +75,24 @@ fn exact_content_length_finishes_on_the_last_frame() {
     let res = block_on(svc.oneshot(req(Some("/exact")))).expect("response");
     let mut body = res.into_body();
     assert!(poll_once(&mut body).is_ready());
-    assert!(named(&snapshot(&h.snap), REQUESTS).is_empty(), "not finished after frame 1");
+    assert!(named(&snapshot(&h.snap), &NAMES.requests).is_empty(), "not finished after frame 1");
     assert!(poll_once(&mut body).is_ready());
     assert!(body.is_end_stream());
     // Finished now, before any further poll and before the drop (hyper stops polling here).
     let seen = snapshot(&h.snap);
     assert_once(&seen, None);
-    let r = one(&seen, REQUESTS);
+    let r = one(&seen, &NAMES.requests);
     assert_eq!(r.label("http.route"), Some("/exact"));
     assert_eq!(r.label("http.request.method"), Some("GET"));
     assert_eq!(r.label("http.response.status_code"), Some("200"));
-    assert_eq!(one(&seen, BLOCKS).values(), vec![2.0]);
-    assert_eq!(one(&seen, BYTES).values(), vec![7.0]);
-    assert_close(one(&seen, DURATION).values()[0], secs(1_020));
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![2.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![7.0]);
+    assert_close(one(&seen, &NAMES.duration).values()[0], secs(1_020));
     drop(body);
-    assert!(named(&snapshot(&h.snap), REQUESTS).is_empty(), "drop after the end records nothing");
+    assert!(
+        named(&snapshot(&h.snap), &NAMES.requests).is_empty(),
+        "drop after the end records nothing"
+    );
 }
 
 #[test]
@@ -108,10 +101,10 @@ fn chunked_body_finishes_on_ready_none() {
     let seen =
         run(&h, ok(200), vec![(5, Step::Data(10)), (5, Step::Pending), (5, Step::Data(20))], false);
     assert_once(&seen, None);
-    assert_eq!(one(&seen, BLOCKS).values(), vec![2.0]);
-    assert_eq!(one(&seen, BYTES).values(), vec![30.0]);
-    assert_close(one(&seen, APP).values()[0], secs(1_000));
-    assert_close(one(&seen, DURATION).values()[0], secs(1_015));
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![2.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![30.0]);
+    assert_close(one(&seen, &NAMES.application_time).values()[0], secs(1_000));
+    assert_close(one(&seen, &NAMES.duration).values()[0], secs(1_015));
 }
 
 #[test]
@@ -119,8 +112,8 @@ fn trailers_are_read_not_counted() {
     let h = harness();
     let seen = run(&h, ok(200), vec![(0, Step::Data(5)), (0, Step::Trailers(Some(5)))], false);
     assert_once(&seen, None);
-    assert_eq!(one(&seen, BLOCKS).values(), vec![1.0]);
-    assert_eq!(one(&seen, REQUESTS).label("rpc.grpc.status_code"), Some("5"));
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![1.0]);
+    assert_eq!(one(&seen, &NAMES.requests).label("rpc.grpc.status_code"), Some("5"));
 }
 
 #[test]
@@ -132,10 +125,10 @@ fn empty_body_finishes_at_the_head() {
     let res = block_on(svc.oneshot(req(Some("/empty")))).expect("response");
     let seen = snapshot(&h.snap);
     assert_once(&seen, None);
-    assert_eq!(one(&seen, BLOCKS).values(), vec![0.0]);
-    assert_close(one(&seen, DURATION).values()[0], secs(1_000));
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![0.0]);
+    assert_close(one(&seen, &NAMES.duration).values()[0], secs(1_000));
     drop(res);
-    assert!(named(&snapshot(&h.snap), REQUESTS).is_empty());
+    assert!(named(&snapshot(&h.snap), &NAMES.requests).is_empty());
 }
 
 #[test]
@@ -143,7 +136,7 @@ fn error_frame_is_body_error() {
     let h = harness();
     let seen = run(&h, ok(200), vec![(0, Step::Data(8)), (0, Step::Error)], false);
     assert_once(&seen, Some("body_error"));
-    assert_eq!(one(&seen, BYTES).values(), vec![8.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![8.0]);
 }
 
 #[test]
@@ -160,9 +153,9 @@ fn drop_mid_body_is_aborted() {
     drop(body);
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("aborted"));
-    assert_eq!(one(&seen, BYTES).values(), vec![100.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![100.0]);
     // A frame out when the body drops counts as output time.
-    assert_close(one(&seen, OUT_TIME).values()[0], secs(500));
+    assert_close(one(&seen, &NAMES.output_time).values()[0], secs(500));
 }
 
 #[test]
@@ -181,10 +174,10 @@ fn drop_before_head_is_cancelled() {
     drop(fut);
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("cancelled"));
-    let r = one(&seen, REQUESTS);
+    let r = one(&seen, &NAMES.requests);
     assert_eq!(r.label("http.response.status_code"), None);
-    assert!(named(&seen, APP).is_empty(), "no head, no application time");
-    assert_close(one(&seen, DURATION).values()[0], secs(2_000));
+    assert!(named(&seen, &NAMES.application_time).is_empty(), "no head, no application time");
+    assert_close(one(&seen, &NAMES.duration).values()[0], secs(2_000));
 }
 
 #[test]
@@ -198,8 +191,8 @@ fn service_err_is_service_error_and_passes_through() {
     assert_eq!(err.to_string(), "scripted service error");
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("service_error"));
-    assert_close(one(&seen, APP).values()[0], secs(300));
-    assert!(named(&seen, BYTES).is_empty(), "no body, no output metrics");
+    assert_close(one(&seen, &NAMES.application_time).values()[0], secs(300));
+    assert!(named(&seen, &NAMES.output_bytes).is_empty(), "no body, no output metrics");
 }
 
 #[test]
@@ -231,7 +224,7 @@ fn panic_in_poll_frame_is_recorded_as_panic() {
     drop(body); // tokio and CatchPanic drop the body after catching the unwind
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("panic"));
-    assert_eq!(one(&seen, BYTES).values(), vec![1.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![1.0]);
 }
 
 #[test]
@@ -240,8 +233,8 @@ fn one_byte_frames_count_every_block() {
     let steps = (0..1000).map(|_| (1, Step::Data(1))).collect();
     let seen = run(&h, ok(200), steps, true);
     assert_once(&seen, None);
-    assert_eq!(one(&seen, BLOCKS).values(), vec![1000.0]);
-    assert_eq!(one(&seen, BYTES).values(), vec![1000.0]);
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![1000.0]);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![1000.0]);
 }
 
 #[test]
@@ -264,9 +257,9 @@ fn output_time_sums_the_time_frames_are_held_downstream() {
     assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
     let seen = snapshot(&h.snap);
     assert_once(&seen, None);
-    assert_close(one(&seen, OUT_TIME).values()[0], secs(600));
+    assert_close(one(&seen, &NAMES.output_time).values()[0], secs(600));
     // application 1000 + producing 3 × 7 + held 600
-    assert_close(one(&seen, DURATION).values()[0], secs(1_621));
+    assert_close(one(&seen, &NAMES.duration).values()[0], secs(1_621));
 }
 
 #[test]
@@ -274,7 +267,7 @@ fn server_error_status_is_tagged_with_its_code() {
     let h = harness();
     let seen = run(&h, ok(503), vec![(0, Step::Data(2))], false);
     assert_once(&seen, Some("503"));
-    assert_eq!(one(&seen, REQUESTS).label("http.response.status_code"), Some("503"));
+    assert_eq!(one(&seen, &NAMES.requests).label("http.response.status_code"), Some("503"));
     let h = harness();
     let seen = run(&h, ok(404), vec![(0, Step::Data(2))], false);
     assert_once(&seen, None);
@@ -293,7 +286,7 @@ fn head_request_dropped_unpolled_is_complete() {
     drop(res); // servers send no body for HEAD and drop it unpolled
     let seen = snapshot(&h.snap);
     assert_once(&seen, None);
-    assert_eq!(one(&seen, REQUESTS).label("http.request.method"), Some("HEAD"));
+    assert_eq!(one(&seen, &NAMES.requests).label("http.request.method"), Some("HEAD"));
 }
 
 #[test]
@@ -319,7 +312,7 @@ fn unknown_method_and_missing_route_use_fixed_values() {
     *r.method_mut() = http::Method::from_bytes(b"BREW").expect("token");
     block_on(svc.oneshot(r)).expect("response");
     let seen = snapshot(&h.snap);
-    let r = one(&seen, REQUESTS);
+    let r = one(&seen, &NAMES.requests);
     assert_eq!(r.label("http.request.method"), Some("_OTHER"));
     assert_eq!(r.label("http.route"), Some("unmatched"));
 }
@@ -336,7 +329,7 @@ fn route_cap_sends_new_names_to_overflow() {
         block_on(svc.clone().oneshot(r)).expect("response");
     }
     let seen = snapshot(&h.snap);
-    let mut routes: Vec<(String, u64)> = named(&seen, REQUESTS)
+    let mut routes: Vec<(String, u64)> = named(&seen, &NAMES.requests)
         .iter()
         .map(|s| (s.label("http.route").unwrap_or_default().to_owned(), s.counter()))
         .collect();
@@ -358,7 +351,7 @@ fn route_name_on_the_response_overrides_the_request() {
     let mut body = res.into_body();
     drain(&mut body);
     let seen = snapshot(&h.snap);
-    assert_eq!(one(&seen, REQUESTS).label("http.route"), Some("/from-handler"));
+    assert_eq!(one(&seen, &NAMES.requests).label("http.route"), Some("/from-handler"));
 }
 
 #[test]
@@ -371,15 +364,15 @@ fn active_requests_counts_in_flight_and_returns_to_zero() {
     let a = block_on(svc.call(req(Some("/a")))).expect("a");
     let b = block_on(svc.call(req(Some("/b")))).expect("b");
     assert_eq!(h.layer.active_requests(), 2);
-    assert_eq!(one(&snapshot(&h.snap), ACTIVE).gauge(), 2.0);
+    assert_eq!(one(&snapshot(&h.snap), &NAMES.active_requests).gauge(), 2.0);
     drop(a);
     let mut b = b.into_body();
     drain(&mut b);
     assert_eq!(h.layer.active_requests(), 0);
     let seen = snapshot(&h.snap);
-    assert_eq!(one(&seen, ACTIVE).gauge(), 0.0);
-    assert_eq!(one(&seen, ACTIVE).label("http.request.method"), Some("GET"));
-    assert_eq!(counter_total(&seen, REQUESTS), 2);
+    assert_eq!(one(&seen, &NAMES.active_requests).gauge(), 0.0);
+    assert_eq!(one(&seen, &NAMES.active_requests).label("http.request.method"), Some("GET"));
+    assert_eq!(counter_total(&seen, &NAMES.requests), 2);
 }
 
 #[test]
@@ -399,8 +392,8 @@ fn two_layers_with_two_recorders_never_mix() {
     run_one(&second, "/second");
     let a = snapshot(&first.snapshotter());
     let b = snapshot(&second.snapshotter());
-    assert_eq!(one(&a, REQUESTS).label("http.route"), Some("/first"));
-    assert_eq!(one(&b, REQUESTS).label("http.route"), Some("/second"));
+    assert_eq!(one(&a, &NAMES.requests).label("http.route"), Some("/first"));
+    assert_eq!(one(&b, &NAMES.requests).label("http.route"), Some("/second"));
 }
 
 #[test]
@@ -420,9 +413,9 @@ fn metrics_are_described_with_units() {
             *unit
         })
     };
-    assert_eq!(unit_of(DURATION), Some(metrics::Unit::Seconds));
-    assert_eq!(unit_of(BYTES), Some(metrics::Unit::Bytes));
-    assert_eq!(unit_of(BLOCKS), Some(metrics::Unit::Count));
+    assert_eq!(unit_of(&NAMES.duration), Some(metrics::Unit::Seconds));
+    assert_eq!(unit_of(&NAMES.output_bytes), Some(metrics::Unit::Bytes));
+    assert_eq!(unit_of(&NAMES.output_blocks), Some(metrics::Unit::Count));
 }
 
 #[test]
@@ -443,9 +436,9 @@ fn request_body_is_measured_when_asked() {
     r.extensions_mut().insert(RouteName::new("/upload"));
     block_on(svc.oneshot(r)).expect("response");
     let seen = snapshot(&h.snap);
-    assert_eq!(one(&seen, "http.server.input_bytes").values(), vec![11.0]);
-    assert_eq!(one(&seen, "http.server.input_blocks").values(), vec![1.0]);
-    assert_eq!(one(&seen, "http.server.input_bytes").label("http.route"), Some("/upload"));
+    assert_eq!(one(&seen, &NAMES.input_bytes).values(), vec![11.0]);
+    assert_eq!(one(&seen, &NAMES.input_blocks).values(), vec![1.0]);
+    assert_eq!(one(&seen, &NAMES.input_bytes).label("http.route"), Some("/upload"));
 }
 
 #[test]

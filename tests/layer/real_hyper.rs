@@ -2,12 +2,11 @@
 //! reader, an exact Content-Length response. The server runs on this test's current-thread
 //! runtime, so the per-test local recorder sees everything it records.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -15,7 +14,6 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use metrics_util::debugging::DebuggingRecorder;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Layer;
@@ -122,12 +120,12 @@ async fn client_disconnect_mid_body_is_aborted_and_recorded_once() {
         })
         .await;
     let seen = snapshot(&recorder.snapshotter());
-    let req = one(&seen, "http.server.requests");
+    let req = one(&seen, &NAMES.requests);
     assert_eq!(req.counter(), 1);
     assert_eq!(req.label("error.type"), Some("aborted"));
     assert_eq!(req.label("http.route"), Some("/big"));
-    assert_eq!(one(&seen, "http.server.active_requests").gauge(), 0.0);
-    let bytes = one(&seen, "http.server.output_bytes").values()[0];
+    assert_eq!(one(&seen, &NAMES.active_requests).gauge(), 0.0);
+    let bytes = one(&seen, &NAMES.output_bytes).values()[0];
     assert!(bytes >= (256 * 1024) as f64, "at least what the client read went out: {bytes}");
     assert!(bytes < (BIG_CHUNKS * CHUNK) as f64, "not the whole body: {bytes}");
 }
@@ -158,18 +156,16 @@ async fn slow_reader_shows_up_as_output_time() {
             .unwrap_or_else(|| panic!("{name} for {route}"))
             .values()[0]
     };
-    let (slow_out, slow_total) = (
-        by_route("http.server.output_time", "/slow"),
-        by_route("http.server.request.duration", "/slow"),
-    );
-    let fast_out = by_route("http.server.output_time", "/fast");
+    let (slow_out, slow_total) =
+        (by_route(&NAMES.output_time, "/slow"), by_route(&NAMES.duration, "/slow"));
+    let fast_out = by_route(&NAMES.output_time, "/fast");
     assert!(slow_out > fast_out, "slow reader {slow_out} s vs fast reader {fast_out} s");
     // The slow client, not the application, held the request: most of it is output time.
     assert!(slow_out > 0.5 * slow_total, "output {slow_out} s of {slow_total} s");
     assert!(slow_out <= slow_total);
-    assert_eq!(by_route("http.server.output_blocks", "/slow"), SLOW_CHUNKS as f64);
-    assert_eq!(by_route("http.server.output_bytes", "/slow"), (SLOW_CHUNKS * CHUNK) as f64);
-    for s in named(&seen, "http.server.requests") {
+    assert_eq!(by_route(&NAMES.output_blocks, "/slow"), SLOW_CHUNKS as f64);
+    assert_eq!(by_route(&NAMES.output_bytes, "/slow"), (SLOW_CHUNKS * CHUNK) as f64);
+    for s in named(&seen, &NAMES.requests) {
         assert_eq!(s.counter(), 1);
         assert_eq!(s.label("error.type"), None, "{s:?}");
     }
@@ -195,10 +191,10 @@ async fn exact_content_length_response_is_complete_once() {
         })
         .await;
     let seen = snapshot(&recorder.snapshotter());
-    let req = one(&seen, "http.server.requests");
+    let req = one(&seen, &NAMES.requests);
     assert_eq!((req.counter(), req.label("error.type")), (1, None));
     assert_eq!(req.label("http.response.status_code"), Some("200"));
-    assert_eq!(one(&seen, "http.server.output_bytes").values(), vec![19.0]);
-    assert_eq!(one(&seen, "http.server.output_blocks").values(), vec![1.0]);
-    assert_eq!(one(&seen, "http.server.active_requests").gauge(), 0.0);
+    assert_eq!(one(&seen, &NAMES.output_bytes).values(), vec![19.0]);
+    assert_eq!(one(&seen, &NAMES.output_blocks).values(), vec![1.0]);
+    assert_eq!(one(&seen, &NAMES.active_requests).gauge(), 0.0);
 }

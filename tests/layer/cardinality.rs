@@ -4,18 +4,15 @@
 //! request. In-process (no network), through the layer and through an axum `Router`, on
 //! metrics-util's `DebuggingRecorder` (one per test, thread-local).
 
-#[path = "support/hostile.rs"]
-mod hostile;
-mod support;
-
+use crate::support::hostile;
 use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use metrics_util::debugging::DebuggingRecorder;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
     ERROR_TYPE, METHOD, OTHER_METHOD, OVERFLOW, PROTOCOL_VERSION, ROUTE, STATUS, UNMATCHED,
@@ -23,7 +20,6 @@ use tower_vitals::labels::{
 };
 use tower_vitals::{RouteName, VitalsLayer, DEFAULT_ROUTE_CAP};
 
-const REQUESTS: &str = "http.server.requests";
 const SEED: u64 = 0x7e57_6a11;
 const STANDARD_METHODS: [&str; 10] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", OTHER_METHOD];
@@ -111,7 +107,7 @@ fn hundred_thousand_hostile_requests_yield_at_most_cap_plus_two_routes() {
     }
 
     let seen = snapshot(&snap);
-    assert_eq!(counter_total(&seen, REQUESTS), N as u64, "every request counted once");
+    assert_eq!(counter_total(&seen, &NAMES.requests), N as u64, "every request counted once");
     assert_eq!(layer.active_requests(), 0);
     assert!(fresh as usize > DEFAULT_ROUTE_CAP * 10, "the test must go far past the cap");
 
@@ -126,10 +122,11 @@ fn hundred_thousand_hostile_requests_yield_at_most_cap_plus_two_routes() {
     // protocol and scheme, one value each here); plus one active_requests gauge per method, and
     // the utilization gauge (published at 0 when the layer wraps its service).
     let label_sets: HashSet<Vec<(String, String)>> =
-        named(&seen, REQUESTS).iter().map(|s| s.labels.clone()).collect();
+        named(&seen, &NAMES.requests).iter().map(|s| s.labels.clone()).collect();
     let max_sets = (DEFAULT_ROUTE_CAP + 2) * STANDARD_METHODS.len() * STATUSES.len();
     assert!(label_sets.len() <= max_sets);
     let series = seen.len();
+    assert_eq!(named(&seen, &NAMES.utilization).len(), 1, "one layer-wide utilization series");
     assert!(series <= label_sets.len() * RESPONSE_METRICS + STANDARD_METHODS.len() + 1);
     assert_eq!(layer.cached_label_sets(), label_sets.len(), "one cached handle set per label set");
     println!(
@@ -163,7 +160,7 @@ fn route_cap_zero_and_one_still_bound_routes_at_cap_plus_two() {
         let routes = route_values(&seen);
         assert!(routes.len() <= cap + 2, "cap {cap}: {routes:?}");
         assert_eq!(layer.routes_seen(), cap);
-        assert_eq!(counter_total(&seen, REQUESTS), 2_000);
+        assert_eq!(counter_total(&seen, &NAMES.requests), 2_000);
     }
 }
 
@@ -202,7 +199,11 @@ fn axum_router_maps_random_paths_to_templates_or_unmatched() {
     }
 
     let seen = snapshot(&snap);
-    assert_eq!(counter_total(&seen, REQUESTS), N as u64, "fallback requests are counted too");
+    assert_eq!(
+        counter_total(&seen, &NAMES.requests),
+        N as u64,
+        "fallback requests are counted too"
+    );
     let routes = route_values(&seen);
     let allowed: BTreeSet<String> =
         ["/users/{id}", "/health", UNMATCHED].iter().map(|s| s.to_string()).collect();

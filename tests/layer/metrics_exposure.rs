@@ -5,11 +5,8 @@
 //! A current-thread tokio runtime on the test thread, so the thread-local recorder set here sees
 //! the app's requests; both listeners on 127.0.0.1, port 0.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-#[path = "support/prom_text.rs"]
-mod prom_text;
-
+use crate::support::{hostile, prom_text};
+use crate::support::{prom_name, NAMES};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -96,7 +93,7 @@ fn metrics_on_its_own_loopback_listener_reveal_templates_never_request_data() {
     assert_eq!(status, 200);
     let samples = prom_text::parse(&text).expect("exposition parses");
     // 200 hostile requests plus the /metrics probe on the app's port.
-    assert_eq!(prom_text::total(&samples, "http_server_requests_total"), 201.0);
+    assert_eq!(prom_text::total(&samples, &prom_name(&NAMES.requests, "_total")), 201.0);
 
     // What it reveals: these label keys, and route values that are templates.
     let mut routes = std::collections::BTreeSet::new();

@@ -6,49 +6,29 @@
 //! In-process cases use a `DebuggingRecorder` set for the test thread; the real-hyper case runs
 //! a current-thread tokio runtime on that same thread, so the local recorder sees everything.
 
-mod support;
-
 use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::Full;
 use metrics_util::debugging::Snapshotter;
-use support::*;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_vitals::{RouteName, VitalsLayer};
-
-const REQUESTS: &str = "http.server.requests";
-const ACTIVE: &str = "http.server.active_requests";
 
 struct Local {
     _guard: metrics::LocalRecorderGuard<'static>,
     snap: Snapshotter,
 }
 
-/// Keeps the intended panics from printing a message and backtrace each; any other panic
-/// still reports as usual.
-fn quiet_intended_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
-            if !message.contains("(on purpose") {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn local_recorder() -> Local {
     quiet_intended_panics();
-    let (guard, snap) = support::local_recorder();
+    let (guard, snap) = crate::support::local_recorder();
     Local { _guard: guard, snap }
 }
 
@@ -64,12 +44,12 @@ async fn panicking_handler(_req: Request<String>) -> Result<Response<Full<Bytes>
 
 /// Exactly one `requests` increment with this `error.type` and status, gauges back to 0.
 fn assert_once(seen: &[Seen], error_type: &str, status: Option<&str>) {
-    let req = one(seen, REQUESTS);
+    let req = one(seen, &NAMES.requests);
     assert_eq!(req.counter(), 1);
     assert_eq!(req.label("error.type"), Some(error_type), "{req:?}");
     assert_eq!(req.label("http.response.status_code"), status, "{req:?}");
     assert_eq!(req.label("http.route"), Some("/boom"));
-    for gauge in named(seen, ACTIVE) {
+    for gauge in named(seen, &NAMES.active_requests) {
         assert_eq!(gauge.gauge(), 0.0, "active_requests back to 0");
     }
 }
@@ -192,7 +172,7 @@ fn panic_in_the_body_is_recorded_once_as_panic_even_with_catch_panic_outside() {
     drop(body);
     let seen = snapshot(&local.snap);
     assert_once(&seen, "panic", Some("200"));
-    assert_eq!(hist_sum(&seen, "http.server.output_bytes"), 5.0, "the frame before the panic");
+    assert_eq!(hist_sum(&seen, &NAMES.output_bytes), 5.0, "the frame before the panic");
     assert_eq!(layer.active_requests(), 0);
 }
 
@@ -301,13 +281,13 @@ fn handler_panics_over_real_hyper_never_take_the_server_down() {
     }
     let seen = snapshot(&local.snap);
     let by_error = |e: Option<&str>| -> u64 {
-        named(&seen, REQUESTS)
+        named(&seen, &NAMES.requests)
             .iter()
             .filter(|s| s.label("error.type") == e)
             .map(|s| s.counter())
             .sum()
     };
-    assert_eq!(counter_total(&seen, REQUESTS), 6, "six requests, each counted once");
+    assert_eq!(counter_total(&seen, &NAMES.requests), 6, "six requests, each counted once");
     assert_eq!(by_error(Some("panic")), 2, "bare and CatchPanic-outside record the panic");
     assert_eq!(by_error(Some("500")), 1, "CatchPanic-inside shows us its 500");
     assert_eq!(by_error(None), 3);
