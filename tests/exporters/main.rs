@@ -11,5 +11,6 @@
 mod support;
 
 mod dogstatsd;
+mod labels_exporters;
 mod statsd;
 mod utilization_exporters;

@@ -7,6 +7,7 @@
 //! - `exactly_once`: the exactly-once property against a model of the layer
 //! - `label_properties`: sanitiser, method and `grpc-status` normalisation, route labels
 //! - `cardinality`: hostile traffic keeps the series count bounded
+//! - `skip_and_labels`, `exactly_once_skip_labels`: skip rules, user labels, protocol and scheme
 //! - `panics`, `request_body`, `small_blocks`, `utilization`: one concern each
 //! - `real_hyper`, `grpc`, `metrics_exposure`: over real hyper / tonic on 127.0.0.1
 
@@ -16,11 +17,13 @@ mod support;
 mod behaviour;
 mod cardinality;
 mod exactly_once;
+mod exactly_once_skip_labels;
 mod grpc;
 mod label_properties;
 mod metrics_exposure;
 mod panics;
 mod real_hyper;
 mod request_body;
+mod skip_and_labels;
 mod small_blocks;
 mod utilization;

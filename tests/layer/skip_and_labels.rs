@@ -7,15 +7,14 @@
 //! Servers run on the test's current-thread runtime, so the test's local recorder sees
 //! everything the layer records.
 
-mod support;
-
+use crate::support::hostile;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::hostile;
 
+use crate::support::*;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::get;
@@ -28,7 +27,6 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, ServiceExt};

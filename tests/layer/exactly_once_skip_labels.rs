@@ -5,17 +5,15 @@
 //! labels it was given, no skipped request is counted, `active_requests` returns to 0, and the
 //! bytes and blocks recorded are those that passed through the measured bodies.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::support::*;
 use http::request::Parts;
 use http::Response;
 use metrics_util::debugging::DebuggingRecorder;
 use proptest::prelude::*;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{sanitize_tag_value, NO_VALUE, ROUTE};
 use tower_vitals::{Label, RouteName, VitalsLayer};

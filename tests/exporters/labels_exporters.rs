@@ -3,18 +3,16 @@
 //! that `promtool check metrics` accepts, with the `none` default the same everywhere.
 #![cfg(all(feature = "prometheus", feature = "statsd", feature = "dogstatsd"))]
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use crate::support::components::promtool_check_metrics;
+use crate::support::*;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use http_body_util::Full;
-use support::components::promtool_check_metrics;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{sanitize_tag_value, NO_VALUE};
 use tower_vitals::statsd::{self, Pipeline};
