@@ -105,7 +105,16 @@ fn udp_socket_row(port: u16) -> Option<Vec<String>> {
 /// Datagrams the kernel dropped for the socket bound at `port` (the `drops` column of
 /// /proc/net/udp), to show the never-reading socket really overflowed.
 fn kernel_drops(port: u16) -> u64 {
-    let row = udp_socket_row(port).unwrap_or_else(|| panic!("no UDP socket bound at {port}"));
+    // /proc/net/udp is read in chunks: a socket opened or closed elsewhere between two chunks
+    // shifts the table and one row can be skipped in that read. Read again before concluding.
+    let row = (0..50)
+        .find_map(|attempt| {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            udp_socket_row(port)
+        })
+        .unwrap_or_else(|| panic!("no UDP socket bound at {port} in 50 reads of /proc/net/udp"));
     row.last().and_then(|d| d.parse().ok()).expect("drops column")
 }
 

@@ -80,8 +80,11 @@ fn unscraped_prometheus_memory_stays_flat_with_upkeep() {
     // test short; never rendered until the end.
     let kept = tower_vitals::prometheus::builder().build_recorder();
     let kept_metrics = PrometheusMetrics::from_handle(kept.handle());
-    kept_metrics.spawn_upkeep(Duration::from_millis(50)).expect("upkeep thread");
+    let upkeep_every = Duration::from_millis(50);
+    kept_metrics.spawn_upkeep(upkeep_every).expect("upkeep thread");
+    let started = std::time::Instant::now();
     let (base, growth) = unscraped_growth(&kept, Some(&kept_metrics));
+    let upkeep_passes = (started.elapsed().as_millis() / upkeep_every.as_millis()) as f64 + 1.0;
 
     // Control: the same traffic, no upkeep, no scrape.
     let control = tower_vitals::prometheus::builder().build_recorder();
@@ -97,10 +100,20 @@ fn unscraped_prometheus_memory_stays_flat_with_upkeep() {
     assert!(growth < 256 * 1024, "memory grew by {growth} B while never scraped");
     assert!(growth * 20 < control_growth, "upkeep {growth} B vs none {control_growth} B");
 
-    // Nothing was lost: the first scrape, much later, has every request and sample.
+    // Nothing was lost by the layer: the first scrape, much later, has every request.
     let samples = prom_text::parse(&kept_metrics.render()).expect("render parses");
     let total = prom_text::total(&samples, &prom_name(&NAMES.requests, "_total"));
     assert_eq!(total, (FIRST + THEN) as f64);
+    // Histogram samples: metrics-util's `AtomicBucket` (under the exporter's histograms) can lose
+    // a sample pushed while an upkeep pass detaches the bucket (the pusher loaded the old block
+    // before the swap and writes into it after the drain read it): seen here once in ~3 runs,
+    // 99,999 of 100,000. That is the exporter's, at most one sample per pass that overlaps a
+    // push; anything beyond it would be ours. See RELIABILITY.md.
     let counted = prom_text::total(&samples, &prom_name(&NAMES.duration, "_seconds_count"));
-    assert_eq!(counted, (FIRST + THEN) as f64);
+    let lost = (FIRST + THEN) as f64 - counted;
+    println!(
+        "prometheus unscraped: {lost} histogram samples lost in {upkeep_passes} upkeep passes"
+    );
+    assert!(lost >= 0.0, "more samples than requests: {counted}");
+    assert!(lost <= upkeep_passes, "{lost} samples lost in {upkeep_passes} upkeep passes");
 }
