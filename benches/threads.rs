@@ -74,9 +74,22 @@ fn plain() -> Plain {
     tower::service_fn(answer as fn(_) -> _)
 }
 
-/// ns per request of `threads` threads each sending `n` requests through clones of `svc` at
-/// once (the mean over threads of each thread's time / n).
-fn run<S, B>(svc: &S, threads: usize, n: usize, recorder: &(dyn metrics::Recorder + Sync)) -> f64
+/// CPU time of this thread in ns (`/proc/thread-self/schedstat`: time on a CPU), so that a
+/// thread that waits for a core (the machine is shared) is not charged for the wait.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// One run: ns of CPU per request (mean over threads), and how much of the time both threads
+/// were on a CPU at once (sum of CPU times / (threads × wall time); 1.0 = fully concurrent).
+struct Run {
+    ns: f64,
+    overlap: f64,
+}
+
+/// `threads` threads each send `n` requests through clones of `svc` at once.
+fn run<S, B>(svc: &S, threads: usize, n: usize, recorder: &(dyn metrics::Recorder + Sync)) -> Run
 where
     S: Service<Request<ReqBody>, Response = Response<B>> + Clone + Send,
     B: Body,
@@ -92,17 +105,24 @@ where
                             drive(&mut svc); // warm-up
                         }
                         barrier.wait();
-                        let t = Instant::now();
+                        let (t, cpu) = (Instant::now(), thread_cpu_ns());
                         for _ in 0..n {
                             drive(&mut svc);
                         }
-                        t.elapsed().as_nanos() as f64 / n as f64
+                        let wall = t.elapsed().as_nanos() as f64;
+                        let cpu = match (cpu, thread_cpu_ns()) {
+                            (Some(a), Some(b)) => (b - a) as f64,
+                            _ => wall,
+                        };
+                        (cpu, wall)
                     })
                 })
             })
             .collect();
-        let per: Vec<f64> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
-        per.iter().sum::<f64>() / per.len() as f64
+        let per: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+        let cpu: f64 = per.iter().map(|p| p.0).sum();
+        let wall = per.iter().map(|p| p.1).fold(0.0, f64::max);
+        Run { ns: cpu / (threads * n) as f64, overlap: cpu / (threads as f64 * wall) }
     })
 }
 
@@ -133,20 +153,34 @@ fn main() {
     });
     let names = ["bare", "vitals_noop", "floor_noop", "vitals_prometheus", "floor_prometheus"];
     let mut results = vec![[Vec::new(), Vec::new()]; names.len()];
+    let mut overlap = Vec::new();
     for _ in 0..rounds {
         for (threads_i, threads) in [1usize, 2].into_iter().enumerate() {
-            results[0][threads_i].push(run(&plain(), threads, n, &noop));
-            results[1][threads_i].push(run(&vitals_noop, threads, n, &noop));
-            results[2][threads_i].push(run(&floor_noop, threads, n, &noop));
-            results[3][threads_i].push(run(&vitals_prom, threads, n, &prometheus));
-            results[4][threads_i].push(run(&floor_prom, threads, n, &prometheus));
+            let runs = [
+                run(&plain(), threads, n, &noop),
+                run(&vitals_noop, threads, n, &noop),
+                run(&floor_noop, threads, n, &noop),
+                run(&vitals_prom, threads, n, &prometheus),
+                run(&floor_prom, threads, n, &prometheus),
+            ];
+            for (i, r) in runs.iter().enumerate() {
+                results[i][threads_i].push(r.ns);
+                if threads == 2 {
+                    overlap.push(r.overlap);
+                }
+            }
         }
     }
     println!(
         "threads: {rounds} rounds x {n} requests per thread, plain service, 1 frame of 12 B; \
-         medians (ns/request per thread); ratio = 2 threads / 1 thread, per round, median"
+         medians of CPU ns/request (thread CPU time, not wall time); ratio = 2 threads / 1 \
+         thread, per round, median. Two threads were on a CPU at once {:.0}% of the time \
+         (median; 100% = a core each throughout).",
+        median(overlap) * 100.0
     );
-    println!("| variant | 1 thread | 2 threads | ratio 2/1 | over bare: 1 thread | 2 threads | ratio |");
+    println!(
+        "| variant | 1 thread | 2 threads | ratio 2/1 | over bare: 1 thread | 2 threads | ratio |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (i, name) in names.iter().enumerate() {
         let [one, two] = &results[i];
