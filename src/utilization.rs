@@ -28,7 +28,7 @@
 //! window's busy time must stay under 2^43 request-µs (about 100 request-days: a 10 s window
 //! with fewer than 880 000 requests in flight on average).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 
@@ -127,15 +127,46 @@ impl Utilization {
     }
 }
 
-/// The busy-time integral: `∫ n(t) dt` in request-microseconds, lock-free, in one word.
+/// Shards of the busy-time word: each thread adds to one (its own cache line), a window sums
+/// them. A power of two.
+const SHARDS: usize = 16;
+
+/// The busy-time integral: `∫ n(t) dt` in request-microseconds, lock-free.
+///
+/// The word is a plain sum of the adds of every start and finish, so it can be split: each
+/// thread adds to its own shard (a request may start on one thread and finish on another: a
+/// shard's own count can go "negative", but only the sum of all shards is ever unpacked, and
+/// that sum is exactly the single word's). So a start or finish writes a line that stays in
+/// its thread's core cache, instead of one line that every core takes in turn; reading (once
+/// per window) sums the shards.
 struct Busy {
-    /// `(Σ ends − Σ starts) mod 2^44 << 20 | in flight (20 bits)`, times in µs since the epoch.
-    word: OwnLine<AtomicU64>,
+    /// `(Σ ends − Σ starts) mod 2^44 << 20 | in flight (20 bits)`, times in µs since the epoch,
+    /// split over shards.
+    shards: [OwnLine<AtomicU64>; SHARDS],
+}
+
+thread_local! {
+    /// This thread's shard index, given out in turn at its first request.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// The shard of the calling thread.
+#[inline]
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
 }
 
 impl Busy {
     fn new() -> Self {
-        Busy { word: OwnLine(AtomicU64::new(0)) }
+        Busy { shards: std::array::from_fn(|_| OwnLine(AtomicU64::new(0))) }
     }
 
     /// A request starts (`delta` 1) or finishes (`delta` −1) at `now` µs: one atomic add.
@@ -147,14 +178,17 @@ impl Busy {
             (now << COUNT_BITS).wrapping_sub(1)
         };
         // Relaxed: the word is its own sum; nothing else is published through it.
-        self.word.0.fetch_add(add, Ordering::Relaxed);
+        if let Some(word) = self.shards.get(shard()) {
+            word.0.fetch_add(add, Ordering::Relaxed);
+        }
     }
 
     /// Busy time up to `now`, modulo 2^44 µs (only differences are used). A thread whose clock
     /// reading is later than `now` may already have landed its add: a transient deficit of at
     /// most that difference, which [`Publisher::close_window`] waits out.
     fn at(&self, now: u64) -> u64 {
-        let word = self.word.0.load(Ordering::Relaxed);
+        let word =
+            self.shards.iter().fold(0u64, |sum, w| sum.wrapping_add(w.0.load(Ordering::Relaxed)));
         let (sum, n) = (word >> COUNT_BITS, word & COUNT_MASK);
         sum.wrapping_add(n.wrapping_mul(now)) & TIME_MASK
     }
@@ -280,6 +314,22 @@ mod tests {
         busy.event(near, 1);
         busy.event(near + 30, -1); // crosses 2^44
         assert_eq!(busy.at(near + 100).wrapping_sub(before) & TIME_MASK, 30);
+    }
+
+    #[test]
+    fn a_request_may_start_on_one_thread_and_finish_on_another() {
+        let busy = std::sync::Arc::new(Busy::new());
+        let on_thread = |f: Box<dyn FnOnce(&Busy) + Send>| {
+            let busy = std::sync::Arc::clone(&busy);
+            std::thread::spawn(move || f(&busy)).join().expect("thread");
+        };
+        // Each event on a new thread: new shards, the starts and finishes on different ones.
+        on_thread(Box::new(|b| b.event(1_000, 1)));
+        on_thread(Box::new(|b| b.event(1_500, 1)));
+        on_thread(Box::new(|b| b.event(4_000, -1)));
+        assert_eq!(busy.at(5_000), 3_000 + 3_500, "one still in flight");
+        on_thread(Box::new(|b| b.event(6_000, -1)));
+        assert_eq!(busy.at(9_000), 3_000 + 4_500);
     }
 
     #[test]
