@@ -1,7 +1,8 @@
 //! Busy time, and the `utilization` gauge computed from it once per window.
 //!
 //! Busy time is the area under the in-flight curve: `∫ n(t) dt`, in request-seconds. It is kept
-//! exactly, without a lock, in ONE word, changed by one atomic add per start and per finish:
+//! exactly, without a lock, in one word (split in per-thread shards, see `Busy`), changed by
+//! one atomic add per start and per finish:
 //! the area up to `now` is the sum over requests of `min(end, now) − start`, that is
 //! `(Σ ends − Σ starts) + n × now`, with `n` the number in flight. The word holds
 //! `Σ ends − Σ starts` (microseconds since the layer was built, modulo 2^44) in its high 44 bits
