@@ -27,11 +27,13 @@ use tower_vitals::VitalsLayer;
 /// Series in the registry.
 const SERIES: usize = 10_000;
 /// Pairs of blocks (without scrapes, with scrapes), the fewest timed pings per block, and their
-/// interval. A block lasts at least 10 renders (more pings when rendering is slow), so the two
-/// renders of a block take a fifth of it: a stall of the worker shows in the p99 (a tenth of
-/// the pings would wait), and the rendering thread leaves the worker most of a core.
-const BLOCKS: usize = 9;
-const MIN_PINGS: usize = 400;
+/// interval. A block lasts at least 1000 pings and 30 renders, so the two renders of a block
+/// take at most a fifteenth of it: rendered on the worker, they would hold up more than 1 % of
+/// the pings (the p99 shows it); off the worker, what stays on it per scrape (writing the
+/// answer, ~400 KB, to the socket: under a millisecond) holds up fewer than 1 %, and the
+/// rendering thread leaves the worker most of a core.
+const BLOCKS: usize = 7;
+const MIN_PINGS: usize = 1_000;
 const INTERVAL: Duration = Duration::from_millis(1);
 /// When, after a block's pings start, its first scrape starts (and the second, after the first).
 const SCRAPE_AT: Duration = Duration::from_millis(100);
@@ -133,15 +135,7 @@ fn scrapes_of_a_large_registry_do_not_stall_requests_on_the_same_runtime() {
     let metrics = PrometheusMetrics::from_handle(recorder.handle());
     metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
     for i in 0..SERIES {
-        // Label sets like a real service's (route, method, status, tenant): rendering is
-        // proportional to the text, and this is what a large registry's text looks like.
-        let labels = [
-            ("http.route", format!("/api/v1/tenants/{{tenant}}/items/{}", i % 100)),
-            ("http.request.method", ["GET", "POST", "PUT", "DELETE"][i % 4].to_owned()),
-            ("http.response.status_code", ["200", "201", "404", "500"][(i / 4) % 4].to_owned()),
-            ("tenant", format!("tenant-{:05}", i / 16)),
-        ];
-        metrics::counter!("app.items", &labels).increment(1);
+        metrics::counter!("app.items", "id" => i.to_string()).increment(1);
     }
     let mut render_time = Duration::MAX;
     for _ in 0..2 {
@@ -151,7 +145,7 @@ fn scrapes_of_a_large_registry_do_not_stall_requests_on_the_same_runtime() {
         assert!(text.lines().filter(|l| l.starts_with("app_items")).count() >= SERIES);
     }
     let pings =
-        MIN_PINGS.max((render_time * 10).as_micros() as usize / INTERVAL.as_micros() as usize);
+        MIN_PINGS.max((render_time * 30).as_micros() as usize / INTERVAL.as_micros() as usize);
 
     // The server: one runtime, one worker thread, both listeners on it.
     let (addrs_tx, addrs_rx) = std::sync::mpsc::channel();
