@@ -22,6 +22,7 @@ expected=(
   "tests/live_browser.rs=1"
   "tests/prometheus.rs=6"
   "tests/prometheus_unscraped.rs=1"
+  "tests/scrape_latency.rs=1"
   "tests/soak.rs=1"
   "Doc-tests tower_vitals=35"
 )

@@ -212,10 +212,20 @@ impl Record {
 }
 
 impl Drop for Record {
+    #[inline]
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        if !self.finished {
+            self.drop_unfinished();
         }
+    }
+}
+
+impl Record {
+    /// A record dropped before its end (cancellation, client gone, unwinding): the rare path,
+    /// out of line so that the drop of a finished record is a flag test.
+    #[cold]
+    #[inline(never)]
+    fn drop_unfinished(&mut self) {
         let outcome = if self.in_poll || std::thread::panicking() {
             Outcome::Panic
         } else if self.head_at.is_some() {

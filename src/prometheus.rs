@@ -91,8 +91,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{ready, Ready};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -354,7 +355,8 @@ impl PrometheusMetrics {
 
     /// A Tower service answering every request with the exposition (`200`; text with
     /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, or protobuf when native
-    /// histograms are on and the request's `Accept` asks for it).
+    /// histograms are on and the request's `Accept` asks for it). Inside a tokio runtime it
+    /// renders on the blocking pool, not on the async worker that serves the scrape.
     ///
     /// With axum, route it after the layer: `.route("/metrics", get_service(metrics.service()))`
     /// (`axum::routing::get_service`: `405` for methods other than `GET` and `HEAD`). But prefer
@@ -477,6 +479,24 @@ impl http_body::Body for MetricsBody {
     }
 }
 
+/// Runs `render` where it cannot stall requests: on tokio's blocking pool inside a tokio runtime
+/// (a registry of 10,000 series takes milliseconds to render; on an async worker that would
+/// delay every request the worker serves meanwhile), on the calling thread outside one. `500`
+/// if the rendering thread failed.
+pub(crate) async fn off_workers<F>(render: F) -> Response<MetricsBody>
+where
+    F: FnOnce() -> Response<MetricsBody> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn_blocking(render).await.unwrap_or_else(|_| {
+            let mut response = Response::new(MetricsBody::default());
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }),
+        Err(_) => render(),
+    }
+}
+
 /// The answer of the standalone listener: `/metrics` only, `GET` or `HEAD`.
 pub(crate) fn answer<B>(
     metrics: &PrometheusMetrics,
@@ -504,14 +524,17 @@ pub struct MetricsService {
 impl<B> tower_service::Service<Request<B>> for MetricsService {
     type Response = Response<MetricsBody>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<MetricsBody>, Infallible>>;
+    /// Boxed: rendering runs on tokio's blocking pool (see [`PrometheusMetrics::service`]).
+    type Future = Pin<Box<dyn Future<Output = Result<Response<MetricsBody>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        ready(Ok(self.metrics.exposition(request.headers().get(header::ACCEPT))))
+        let metrics = self.metrics.clone();
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        Box::pin(async move { Ok(off_workers(move || metrics.exposition(accept.as_ref())).await) })
     }
 }
 
@@ -613,8 +636,15 @@ mod tests {
         let metrics = PrometheusMetrics::from_handle(rec.handle());
         let mut svc = metrics.service();
         let fut = tower_service::Service::call(&mut svc, Request::new(()));
-        let response = futures_now(fut);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let response = runtime.block_on(fut).unwrap_or_else(|never| match never {});
         assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        // Outside a runtime, the render runs inline: the first poll completes.
+        let fut = tower_service::Service::call(&mut svc, Request::new(()));
+        let response = futures_util::FutureExt::now_or_never(fut)
+            .expect("renders inline without a runtime")
+            .unwrap_or_else(|never| match never {});
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
     }
 
@@ -629,12 +659,5 @@ mod tests {
         assert_eq!(get("/metrics", Method::HEAD), StatusCode::OK);
         assert_eq!(get("/other", Method::GET), StatusCode::NOT_FOUND);
         assert_eq!(get("/metrics", Method::POST), StatusCode::METHOD_NOT_ALLOWED);
-    }
-
-    fn futures_now<T>(fut: Ready<Result<T, Infallible>>) -> T {
-        match fut.into_inner() {
-            Ok(v) => v,
-            Err(never) => match never {},
-        }
     }
 }

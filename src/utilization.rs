@@ -1,10 +1,14 @@
 //! Busy time, and the `utilization` gauge computed from it once per window.
 //!
 //! Busy time is the area under the in-flight curve: `∫ n(t) dt`, in request-seconds. It is kept
-//! exactly, without a lock, in two words: `state` packs the time of the last start or finish
-//! (microseconds since the layer was built, 44 bits) with the number in flight (20 bits), and
-//! `busy` sums `n × (t − last)` at each start and finish. A start or finish is one
-//! compare-and-swap of `state` and one atomic add; `busy(now) = busy + n × (now − last)`.
+//! exactly, without a lock, in one word (split in per-thread shards, see `Busy`), changed by
+//! one atomic add per start and per finish:
+//! the area up to `now` is the sum over requests of `min(end, now) − start`, that is
+//! `(Σ ends − Σ starts) + n × now`, with `n` the number in flight. The word holds
+//! `Σ ends − Σ starts` (microseconds since the layer was built, modulo 2^44) in its high 44 bits
+//! and `n` in its low 20 bits: a start adds `−t·2^20 + 1`, a finish `t·2^20 − 1`. No
+//! compare-and-swap loop (which would retry under contention), no second word to keep in step,
+//! and the order in which threads land their adds does not matter: the sum is the same.
 //!
 //! The `utilization` gauge is published per *window*: a window closes at the first *tick* at
 //! least `window` after the previous close, and its value is
@@ -21,14 +25,17 @@
 //! handler or a timer of yours to see idle periods promptly).
 //!
 //! Limits, documented rather than checked on the hot path: times have 1 µs resolution; at most
-//! 2^20 − 1 (1 048 575) requests in flight per layer are counted (starts beyond that are not);
-//! requests in flight while no request starts or finishes for 2^43 µs (101 days) lose that span.
+//! 2^20 − 1 (1 048 575) requests in flight per layer (more would carry into the time sum); one
+//! window's busy time must stay under 2^43 request-µs (about 100 request-days: a 10 s window
+//! with fewer than 880 000 requests in flight on average).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use metrics::Gauge;
+
+use crate::in_flight::OwnLine;
 
 /// Default length of a `utilization` window.
 pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -108,7 +115,7 @@ impl Utilization {
         self.publisher.tick(&self.busy, now, false);
     }
 
-    /// Busy time so far, in microseconds of request time (wrapping).
+    /// Busy time so far, in microseconds of request time (modulo 2^44).
     pub(crate) fn busy_micros(&self, at: u64) -> u64 {
         self.busy.at(self.publisher.micros(at))
     }
@@ -121,77 +128,70 @@ impl Utilization {
     }
 }
 
+/// Shards of the busy-time word: each thread adds to one (its own cache line), a window sums
+/// them. A power of two.
+const SHARDS: usize = 16;
+
 /// The busy-time integral: `∫ n(t) dt` in request-microseconds, lock-free.
+///
+/// The word is a plain sum of the adds of every start and finish, so it can be split: each
+/// thread adds to its own shard (a request may start on one thread and finish on another: a
+/// shard's own count can go "negative", but only the sum of all shards is ever unpacked, and
+/// that sum is exactly the single word's). So a start or finish writes a line that stays in
+/// its thread's core cache, instead of one line that every core takes in turn; reading (once
+/// per window) sums the shards.
 struct Busy {
-    /// `last event time (µs, 44 bits) << 20 | in flight (20 bits)`.
-    state: AtomicU64,
-    /// Request-microseconds up to the last event (wrapping; only differences are used).
-    busy: AtomicU64,
+    /// `(Σ ends − Σ starts) mod 2^44 << 20 | in flight (20 bits)`, times in µs since the epoch,
+    /// split over shards.
+    shards: [OwnLine<AtomicU64>; SHARDS],
+}
+
+thread_local! {
+    /// This thread's shard index, given out in turn at its first request.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// The shard of the calling thread.
+#[inline]
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
 }
 
 impl Busy {
     fn new() -> Self {
-        Busy { state: AtomicU64::new(0), busy: AtomicU64::new(0) }
+        Busy { shards: std::array::from_fn(|_| OwnLine(AtomicU64::new(0))) }
     }
 
-    /// Moves the integral to `now` and changes the in-flight count by `delta` (+1, −1 or 0).
+    /// A request starts (`delta` 1) or finishes (`delta` −1) at `now` µs: one atomic add.
     #[inline]
     fn event(&self, now: u64, delta: i8) {
-        let mut current = self.state.load(Ordering::Acquire);
-        loop {
-            let (last, n) = unpack(current);
-            let (elapsed, at) = advance(last, now, n);
-            let next_n = match delta {
-                1 if n < COUNT_MASK => n + 1,
-                -1 => n.saturating_sub(1),
-                _ => n,
-            };
-            match self.state.compare_exchange_weak(
-                current,
-                pack(at, next_n),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    if n != 0 && elapsed != 0 {
-                        self.busy.fetch_add(n.wrapping_mul(elapsed), Ordering::AcqRel);
-                    }
-                    return;
-                }
-                Err(seen) => current = seen,
-            }
+        let add = if delta > 0 {
+            (now.wrapping_neg() << COUNT_BITS).wrapping_add(1)
+        } else {
+            (now << COUNT_BITS).wrapping_sub(1)
+        };
+        // Relaxed: the word is its own sum; nothing else is published through it.
+        if let Some(word) = self.shards.get(shard()) {
+            word.0.fetch_add(add, Ordering::Relaxed);
         }
     }
 
-    /// Busy time up to `now` (a read between another thread's swap and add misses that thread's
-    /// last slice until its add lands: a transient error, corrected in the next window).
+    /// Busy time up to `now`, modulo 2^44 µs (only differences are used). A thread whose clock
+    /// reading is later than `now` may already have landed its add: a transient deficit of at
+    /// most that difference, which [`Publisher::close_window`] waits out.
     fn at(&self, now: u64) -> u64 {
-        let (last, n) = unpack(self.state.load(Ordering::Acquire));
-        let (elapsed, _) = advance(last, now, n);
-        self.busy.load(Ordering::Acquire).wrapping_add(n.wrapping_mul(elapsed))
-    }
-}
-
-fn pack(time: u64, n: u64) -> u64 {
-    ((time & TIME_MASK) << COUNT_BITS) | (n & COUNT_MASK)
-}
-
-fn unpack(state: u64) -> (u64, u64) {
-    (state >> COUNT_BITS, state & COUNT_MASK)
-}
-
-/// Microseconds from `last` to `now` modulo 2^44, and the new last time. With requests in
-/// flight, a `now` slightly before `last` (another thread's later reading landed first) counts as
-/// no time passing; with none, no area is at stake and `now` is taken as is (so an idle gap of
-/// any length is fine).
-fn advance(last: u64, now: u64, in_flight: u64) -> (u64, u64) {
-    let elapsed = now.wrapping_sub(last) & TIME_MASK;
-    if in_flight == 0 {
-        (0, now & TIME_MASK)
-    } else if elapsed > TIME_MASK / 2 {
-        (0, last)
-    } else {
-        (elapsed, now & TIME_MASK)
+        let word =
+            self.shards.iter().fold(0u64, |sum, w| sum.wrapping_add(w.0.load(Ordering::Relaxed)));
+        let (sum, n) = (word >> COUNT_BITS, word & COUNT_MASK);
+        sum.wrapping_add(n.wrapping_mul(now)) & TIME_MASK
     }
 }
 
@@ -221,8 +221,8 @@ impl Publisher {
         self.clock.delta_as_nanos(self.epoch, raw) / 1_000
     }
 
-    /// Publishes the window ending at `now` if one is due. `force_event` moves the integral to
-    /// `now` first (a read: it keeps the 44-bit clock of the integral fresh while idle).
+    /// Publishes the window ending at `now` if one is due. `force_event`: a read
+    /// ([`Utilization::publish`]), which publishes the first window too.
     #[inline]
     fn tick(&self, busy: &Busy, now: u64, force_event: bool) -> Option<f64> {
         if now < self.due_at_us.load(Ordering::Relaxed) {
@@ -235,9 +235,6 @@ impl Publisher {
     #[cold]
     #[inline(never)]
     fn close_window(&self, busy: &Busy, now: u64, force_event: bool) -> Option<f64> {
-        if force_event {
-            busy.event(now, 0);
-        }
         // Never wait: if another thread is publishing this window, it will have published it.
         let mut last = self.last.try_lock().ok()?;
         if self.gauge.get().is_none() {
@@ -251,7 +248,12 @@ impl Publisher {
         }
         let span = now.checked_sub(last.at_us).filter(|span| *span >= self.window_us)?;
         let busy_now = busy.at(now);
-        let spent = busy_now.wrapping_sub(last.busy_us);
+        let spent = busy_now.wrapping_sub(last.busy_us) & TIME_MASK;
+        if spent > TIME_MASK / 2 {
+            // Negative: another thread's later clock reading landed first (see `Busy::at`).
+            // Leave the window open; the next tick closes it.
+            return None;
+        }
         let concurrency = spent as f64 / span as f64;
         let value = match self.capacity {
             Some(capacity) => concurrency / f64::from(capacity.max(1)),
@@ -283,28 +285,72 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_before_the_last_event_counts_no_time() {
+    fn the_order_in_which_threads_land_their_events_does_not_matter() {
         let busy = Busy::new();
         busy.event(1_000, 1);
         busy.event(900, 1); // a thread that read the clock earlier lands later
-        assert_eq!(busy.at(1_000), 0);
-        assert_eq!(busy.at(2_000), 2_000);
+        assert_eq!(busy.at(1_000), 100, "the second request started at 900");
+        assert_eq!(busy.at(2_000), 2_100);
+        busy.event(2_500, -1);
+        busy.event(2_400, -1); // again out of order
+        assert_eq!(busy.at(3_000), 1_500 + 1_500);
     }
 
     #[test]
     fn an_idle_gap_of_any_length_is_fine() {
         let busy = Busy::new();
-        busy.event(TIME_MASK - 5, 1); // more than half the time field after time 0, idle
-        busy.event(TIME_MASK + 5, -1);
-        assert_eq!(busy.at(TIME_MASK + 100), 10);
+        busy.event(5, 1);
+        busy.event(15, -1);
+        let later = TIME_MASK * 3 + 12_345; // many wraps of the time field later
+        busy.event(later, 1);
+        busy.event(later + 7, -1);
+        assert_eq!(busy.at(later + 100), 17);
     }
 
     #[test]
     fn the_time_field_wraps_without_losing_differences() {
         let busy = Busy::new();
         let near = TIME_MASK - 10;
+        let before = busy.at(near);
         busy.event(near, 1);
         busy.event(near + 30, -1); // crosses 2^44
-        assert_eq!(busy.at(near + 100), 30);
+        assert_eq!(busy.at(near + 100).wrapping_sub(before) & TIME_MASK, 30);
+    }
+
+    #[test]
+    fn a_request_may_start_on_one_thread_and_finish_on_another() {
+        let busy = std::sync::Arc::new(Busy::new());
+        let on_thread = |f: Box<dyn FnOnce(&Busy) + Send>| {
+            let busy = std::sync::Arc::clone(&busy);
+            std::thread::spawn(move || f(&busy)).join().expect("thread");
+        };
+        // Each event on a new thread: new shards, the starts and finishes on different ones.
+        on_thread(Box::new(|b| b.event(1_000, 1)));
+        on_thread(Box::new(|b| b.event(1_500, 1)));
+        on_thread(Box::new(|b| b.event(4_000, -1)));
+        assert_eq!(busy.at(5_000), 3_000 + 3_500, "one still in flight");
+        on_thread(Box::new(|b| b.event(6_000, -1)));
+        assert_eq!(busy.at(9_000), 3_000 + 4_500);
+    }
+
+    #[test]
+    fn threads_adding_at_once_lose_nothing() {
+        let busy = std::sync::Arc::new(Busy::new());
+        let threads: Vec<_> = (0..4)
+            .map(|k| {
+                let busy = std::sync::Arc::clone(&busy);
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        let t = k * 1_000_000 + i * 10;
+                        busy.event(t, 1);
+                        busy.event(t + 3, -1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(busy.at(123), 40_000 * 3, "4 threads x 10,000 requests of 3 us");
     }
 }

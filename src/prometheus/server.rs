@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::ready;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -108,8 +108,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let metrics = metrics.clone();
-                    let service = hyper::service::service_fn(move |request| {
-                        ready(Ok::<_, Infallible>(super::answer(&metrics, &request)))
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        // Rendered on tokio's blocking pool, not on this async worker.
+                        let metrics = metrics.clone();
+                        let request = http::Request::from_parts(request.into_parts().0, ());
+                        let answer = super::off_workers(move || super::answer(&metrics, &request));
+                        async move { Ok::<_, Infallible>(answer.await) }
                     });
                     // A timer, so hyper enforces the request-head timeout: a client that never
                     // finishes its request head (or an idle keep-alive) cannot hold a connection

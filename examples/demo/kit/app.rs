@@ -98,6 +98,16 @@ fn stream_error(file: &Bytes) -> Response {
 /// reachable from outside serves them on a listener of their own instead
 /// (`Live::serve` / `PrometheusMetrics::serve`, see the README).
 pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics, live: &Live) -> Router {
+    routes()
+        .layer(layer)
+        .route("/metrics", get_service(metrics.service()))
+        .route("/vitals", get_service(live.service()))
+        .route("/vitals.json", get_service(live.service()))
+}
+
+/// The app's routes without a layer and without `/metrics` or `/vitals` (also served bare by
+/// `examples/bench_server.rs`, to measure the layer on this app).
+pub fn routes() -> Router {
     let file: Bytes = (0..FILE_SIZE).map(|i| b"tower-vitals "[i % 13]).collect::<Vec<u8>>().into();
     let (f1, f2, f3) = (file.clone(), file.clone(), file);
     Router::new()
@@ -108,8 +118,4 @@ pub fn router(layer: VitalsLayer, metrics: &PrometheusMetrics, live: &Live) -> R
         .route(routes::DOWNLOAD_SMALL, get(move || async move { download(&f2, SMALL_BLOCK) }))
         .route(routes::FAIL, get(fail))
         .route(routes::STREAM_ERROR, get(move || async move { stream_error(&f3) }))
-        .layer(layer)
-        .route("/metrics", get_service(metrics.service()))
-        .route("/vitals", get_service(live.service()))
-        .route("/vitals.json", get_service(live.service()))
 }
