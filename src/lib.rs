@@ -128,8 +128,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-// Modules bottom-up: each imports only modules listed above it (see ARCHITECTURE.md; checked
-// by the `layering` unit test below).
+// Modules (rustfmt keeps them sorted by name). Their dependency order, bottom-up, is the
+// `ORDER` list of the `layering` unit test below and the table of ARCHITECTURE.md: each module
+// imports only modules before it there.
 mod body;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
@@ -243,6 +244,27 @@ mod layering {
             }
         }
         assert!(checked >= ORDER.len());
+    }
+
+    #[test]
+    fn every_module_of_src_has_a_place_in_the_order() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut modules: Vec<String> = std::fs::read_dir(&src)
+            .expect("src/")
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let module = name.strip_suffix(".rs").unwrap_or(&name).to_owned();
+                let is_module = name.ends_with(".rs") || entry.path().is_dir();
+                (is_module && module != "lib").then_some(module)
+            })
+            .collect();
+        modules.sort();
+        modules.dedup();
+        for module in &modules {
+            assert!(ORDER.contains(&module.as_str()), "src/{module}: not in the layering ORDER");
+        }
+        assert_eq!(modules.len(), ORDER.len(), "{modules:?}");
     }
 }
 
