@@ -141,6 +141,8 @@ mod handles;
 mod in_flight;
 pub mod labels;
 mod layer;
+#[cfg(feature = "prometheus")]
+mod listener;
 #[cfg(feature = "live")]
 pub mod live;
 mod names;
@@ -190,6 +192,7 @@ mod layering {
         "future",
         "service",
         "layer",
+        "listener",
         "prometheus",
         "statsd",
         "dogstatsd",

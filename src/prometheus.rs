@@ -189,7 +189,7 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 /// How long the [`serve`](PrometheusMetrics::serve) listener waits for a request head (and
 /// keeps an idle connection) before closing the connection. A scrape sends its head at once;
 /// Prometheus reconnects when its kept-alive connection was closed between scrapes.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEADER_READ_TIMEOUT: Duration = crate::listener::HEADER_READ_TIMEOUT;
 
 /// How often [`install`] runs the exporter's upkeep (draining histograms into buckets).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -449,7 +449,7 @@ pub struct MetricsBody {
 }
 
 impl MetricsBody {
-    fn new(data: bytes::Bytes) -> Self {
+    pub(crate) fn new(data: bytes::Bytes) -> Self {
         MetricsBody { data: (!data.is_empty()).then_some(data) }
     }
 

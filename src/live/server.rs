@@ -1,26 +1,19 @@
-//! A private listener for `/vitals`, `/vitals.json` and (optionally) `/metrics`: hyper 1
-//! (HTTP/1.1) over tokio, graceful stop. The same rules as the Prometheus listener: bind
-//! loopback, head-read timeout, other paths `404`.
+//! A private listener for `/vitals`, `/vitals.json` and (optionally) `/metrics`: the crate's
+//! private listener (as for [`MetricsServer`](crate::prometheus::MetricsServer): bind loopback,
+//! head-read timeout, other paths `404`), with `/metrics` rendered off the async workers.
 
-use std::convert::Infallible;
 use std::fmt;
-use std::future::ready;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use http::{Request, Response, StatusCode};
+use tokio::net::ToSocketAddrs;
 
 use super::recorder::Inner;
-use crate::prometheus::{PrometheusMetrics, HEADER_READ_TIMEOUT};
-
-/// How long a stop waits for open requests to finish before closing their connections.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::listener::{self, Listener};
+use crate::prometheus::{MetricsBody, PrometheusMetrics};
 
 /// A running listener, from [`Live::serve`](super::Live::serve).
 ///
@@ -31,75 +24,48 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`detach`](Self::detach) it.
 #[derive(Debug)]
 #[must_use = "dropping the LiveServer closes the /vitals listener: keep it, or call .detach()"]
-pub struct LiveServer {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+pub struct LiveServer(Listener);
 
 impl LiveServer {
     /// The address actually bound (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Lets the listener run on its own until the tokio runtime it was started on shuts down.
     /// Returns the address it listens on.
-    pub fn detach(mut self) -> SocketAddr {
-        // Dropping the sender without sending is not a stop (see `accept_loop`); dropping the
-        // task's `JoinHandle` detaches the task.
-        self.stop.take();
-        self.task.take();
-        self.local_addr
+    pub fn detach(self) -> SocketAddr {
+        self.0.detach()
     }
 
     /// Stops accepting, lets open requests finish (at most 5 s), and returns when done.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.0.shutdown().await
     }
 }
 
-impl Drop for LiveServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+type Answer = Pin<Box<dyn Future<Output = Response<MetricsBody>> + Send>>;
 
-/// The answer of the listener: `/vitals`, `/vitals.json`, and `/metrics` when given.
-fn answer<B>(
-    inner: &Inner,
-    metrics: Option<&PrometheusMetrics>,
-    request: &Request<B>,
-) -> Response<String> {
+/// The answer of the listener: `/vitals`, `/vitals.json`, and `/metrics` when given (the same
+/// answer as the `/metrics` listener's: text or protobuf by `Accept`, rendered off the workers).
+fn answer(inner: &Inner, metrics: Option<&PrometheusMetrics>, request: Request<()>) -> Answer {
     let path = request.uri().path();
     match (path, metrics) {
-        ("/vitals" | "/vitals.json", _) => super::page::answer(inner, request.method(), path),
-        ("/metrics", Some(m))
-            if request.method() == Method::GET || request.method() == Method::HEAD =>
-        {
-            let mut r = Response::new(m.render());
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(crate::prometheus::CONTENT_TYPE),
-            );
-            r
+        ("/vitals" | "/vitals.json", _) => {
+            let page = super::page::answer(inner, request.method(), path);
+            let page = page.map(|text| MetricsBody::new(bytes::Bytes::from(text)));
+            Box::pin(std::future::ready(page))
         }
-        ("/metrics", Some(_)) => {
-            let mut r = Response::new(String::new());
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            r
+        ("/metrics", Some(metrics)) => {
+            let metrics = metrics.clone();
+            Box::pin(crate::prometheus::off_workers(move || {
+                crate::prometheus::answer(&metrics, &request)
+            }))
         }
         _ => {
-            let mut r = Response::new(String::new());
+            let mut r = Response::new(MetricsBody::default());
             *r.status_mut() = StatusCode::NOT_FOUND;
-            r
+            Box::pin(std::future::ready(r))
         }
     }
 }
@@ -109,56 +75,8 @@ pub(super) async fn serve(
     metrics: Option<PrometheusMetrics>,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<LiveServer> {
-    let listener = TcpListener::bind(&addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for /vitals on {addr:?}: {e}"))
-    })?;
-    let local_addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, inner, metrics, stopped));
-    Ok(LiveServer { local_addr, stop: Some(stop), task: Some(task) })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    inner: Arc<Inner>,
-    metrics: Option<PrometheusMetrics>,
-    stopped: oneshot::Receiver<()>,
-) {
-    // A stop is a message: the sender dropped without sending (`detach`) never stops us.
-    let stopped = async move {
-        if stopped.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(stopped);
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let (inner, metrics) = (Arc::clone(&inner), metrics.clone());
-                    let service = hyper::service::service_fn(move |request| {
-                        ready(Ok::<_, Infallible>(answer(&inner, metrics.as_ref(), &request)))
-                    });
-                    // A head-read timeout: a client that never finishes its request head (or an
-                    // idle keep-alive) cannot hold a connection for ever.
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            _ = &mut stopped => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    let answer = move |request: Request<()>| answer(&inner, metrics.as_ref(), request);
+    listener::serve(addr, "/vitals", answer).await.map(LiveServer)
 }
 
 #[cfg(test)]

@@ -1,19 +1,11 @@
-//! The standalone `/metrics` listener: hyper 1 (HTTP/1.1) over tokio, graceful stop.
+//! The standalone `/metrics` listener (the crate's private listener, answering `/metrics` only).
 
-use std::convert::Infallible;
 use std::fmt;
-
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::ToSocketAddrs;
 
-/// How long a stop waits for open scrapes to finish before closing their connections.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::listener::{self, Listener};
 
 /// A running `/metrics` listener, from [`PrometheusMetrics::serve`](super::PrometheusMetrics::serve).
 ///
@@ -25,16 +17,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// runtime stops.
 #[derive(Debug)]
 #[must_use = "dropping the MetricsServer closes the /metrics listener: keep it, or call .detach()"]
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+pub struct MetricsServer(Listener);
 
 impl MetricsServer {
     /// The address actually bound (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Lets the listener run on its own, with no handle to stop it: it serves until the tokio
@@ -50,30 +38,13 @@ impl MetricsServer {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn detach(mut self) -> SocketAddr {
-        // Dropping the sender without sending is not a stop: see `accept_loop`. Dropping the
-        // task's `JoinHandle` detaches the task.
-        self.stop.take();
-        self.task.take();
-        self.local_addr
+    pub fn detach(self) -> SocketAddr {
+        self.0.detach()
     }
 
     /// Stops accepting, lets open scrapes finish (at most 5 s), and returns when done.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) {
+        self.0.shutdown().await
     }
 }
 
@@ -81,66 +52,18 @@ pub(super) async fn serve(
     metrics: super::PrometheusMetrics,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<MetricsServer> {
-    let listener = TcpListener::bind(&addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for /metrics on {addr:?}: {e}"))
-    })?;
-    let local_addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, metrics, stopped));
-    Ok(MetricsServer { local_addr, stop: Some(stop), task: Some(task) })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    metrics: super::PrometheusMetrics,
-    stopped: oneshot::Receiver<()>,
-) {
-    // A stop is a message: the sender dropped without sending (`detach`) never stops us.
-    let stopped = async move {
-        if stopped.await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    let answer = move |request: http::Request<()>| {
+        // Rendered on tokio's blocking pool, not on an async worker.
+        let metrics = metrics.clone();
+        super::off_workers(move || super::answer(&metrics, &request))
     };
-    tokio::pin!(stopped);
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let metrics = metrics.clone();
-                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                        // Rendered on tokio's blocking pool, not on this async worker.
-                        let metrics = metrics.clone();
-                        let request = http::Request::from_parts(request.into_parts().0, ());
-                        let answer = super::off_workers(move || super::answer(&metrics, &request));
-                        async move { Ok::<_, Infallible>(answer.await) }
-                    });
-                    // A timer, so hyper enforces the request-head timeout: a client that never
-                    // finishes its request head (or an idle keep-alive) cannot hold a connection
-                    // and its file descriptor for ever.
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(super::HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        // A client that goes away mid-scrape is not our error to report.
-                        let _ = connection.await;
-                    });
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            _ = &mut stopped => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    listener::serve(addr, "/metrics", answer).await.map(MetricsServer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> String {
