@@ -1,4 +1,4 @@
-//! The private listener behind [`MetricsServer`](crate::prometheus::MetricsServer) and
+//! The private listener behind `prometheus::MetricsServer` and
 //! `LiveServer`: HTTP/1.1 with hyper over tokio, bound with an error that names the address, a
 //! request-head timeout, a graceful stop, and a way to let it run on its own.
 

@@ -1,5 +1,5 @@
 //! A fixed table of write-once slots: the read cache in front of both interners (route names
-//! in [`routes`](crate::routes), label sets in [`handles`](crate::handles)).
+//! in `routes`, label sets in `handles`).
 //!
 //! A slot is set at most once, under its owner's write lock, and never emptied, so a reader
 //! finds an entry with a hash and plain loads: no lock, no atomic read-modify-write, no reference
