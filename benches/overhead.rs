@@ -42,11 +42,9 @@ mod common;
 mod floor;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::routing::get;
@@ -60,41 +58,10 @@ use metrics::Recorder;
 use tower::{Layer, Service};
 use tower_vitals::VitalsLayer;
 
-use common::{Frames, Shape, SMALL, STREAM};
+use common::{drive, Frames, Shape, SMALL, STREAM};
 use floor::FloorLayer;
 
 // ---------------------------------------------------------------- driving one request
-
-/// One request as hyper would run it: `poll_ready`, `call`, poll the future to the head, then
-/// poll frames until the body says it ended. Every future here is ready at once. Never inlined:
-/// scripts/bench-callgrind.sh counts the instructions executed inside it.
-#[inline(never)]
-fn drive<S, R, B>(svc: &mut S, req: Request<R>)
-where
-    S: Service<Request<R>, Response = Response<B>>,
-    B: Body,
-{
-    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "service not ready");
-    let mut fut = std::pin::pin!(svc.call(req));
-    let res = loop {
-        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
-            break res;
-        }
-    };
-    let Ok(res) = res else { panic!("service error") };
-    let mut body = std::pin::pin!(res.into_body());
-    while !body.is_end_stream() {
-        match body.as_mut().poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                std::hint::black_box(frame);
-            }
-            Poll::Ready(None) => break,
-            Poll::Ready(Some(Err(_))) => panic!("body error"),
-            Poll::Pending => {}
-        }
-    }
-}
 
 type ReqBody = http_body_util::Empty<Bytes>;
 

@@ -17,9 +17,7 @@ mod common;
 mod floor;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Barrier;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,8 +30,8 @@ use common::{Frames, SMALL};
 
 type ReqBody = http_body_util::Empty<Bytes>;
 
-/// One request as hyper runs it: `poll_ready`, `call`, poll to the head, drain the body.
-fn drive<S, B>(svc: &mut S)
+/// One request as hyper runs it (see `common::drive`), to `/users/42`.
+fn drive_one<S, B>(svc: &mut S)
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     B: Body,
@@ -41,26 +39,7 @@ where
     let req = Request::get(Uri::from_static("/users/42"))
         .body(http_body_util::Empty::new())
         .expect("request");
-    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "service not ready");
-    let mut fut = std::pin::pin!(svc.call(req));
-    let res = loop {
-        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
-            break res;
-        }
-    };
-    let Ok(res) = res else { panic!("service error") };
-    let mut body = std::pin::pin!(res.into_body());
-    while !body.is_end_stream() {
-        match body.as_mut().poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                std::hint::black_box(frame);
-            }
-            Poll::Ready(None) => break,
-            Poll::Ready(Some(Err(_))) => panic!("body error"),
-            Poll::Pending => {}
-        }
-    }
+    common::drive(svc, req);
 }
 
 type Plain = tower::util::ServiceFn<
@@ -102,12 +81,12 @@ where
                 scope.spawn(move || {
                     metrics::with_local_recorder(recorder, || {
                         for _ in 0..1_000 {
-                            drive(&mut svc); // warm-up
+                            drive_one(&mut svc); // warm-up
                         }
                         barrier.wait();
                         let (t, cpu) = (Instant::now(), thread_cpu_ns());
                         for _ in 0..n {
-                            drive(&mut svc);
+                            drive_one(&mut svc);
                         }
                         let wall = t.elapsed().as_nanos() as f64;
                         let cpu = match (cpu, thread_cpu_ns()) {

@@ -32,7 +32,7 @@ for s in "${scenarios[@]}"; do
   case $s in *1000x*) n1=200; n2=1200 ;; *) n1=2000; n2=12000 ;; esac
   for v in "${variants[@]}"; do
     for n in $n1 $n2; do
-      OVERHEAD_ONLY="$s/$v" OVERHEAD_ITERS=$n timeout 300 valgrind --tool=callgrind --toggle-collect='overhead::drive*' \
+      OVERHEAD_ONLY="$s/$v" OVERHEAD_ITERS=$n timeout 300 valgrind --tool=callgrind --toggle-collect='overhead::common::drive*' \
         --callgrind-out-file="$out/$s.$v.$n" "$bin" >/dev/null 2>&1
       callgrind_annotate --inclusive=no "$out/$s.$v.$n" 2>/dev/null \
         | grep -E '^ *[0-9,]+ \(' | sed -E 's/ \([0-9. %]+\)//; s/ \[.*//' > "$out/$s.$v.$n.txt"

@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tower::Service;
 
 /// Seconds buckets: the crate's default (`tower_vitals::prometheus::SECONDS_BUCKETS`).
 pub const SECONDS: &[f64] = tower_vitals::prometheus::SECONDS_BUCKETS;
@@ -85,5 +88,39 @@ impl Body for Frames {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact((self.left * self.chunk.len()) as u64)
+    }
+}
+
+// ---------------------------------------------------------------- driving one request
+
+/// One request as hyper would run it: `poll_ready`, `call`, poll the future to the head, then
+/// poll frames until the body says it ended. Every future here is ready at once. Never inlined:
+/// scripts/bench-callgrind.sh counts the instructions executed inside it
+/// (`overhead::common::drive`). Shared by `overhead` and `threads`.
+#[inline(never)]
+pub fn drive<S, R, B>(svc: &mut S, req: Request<R>)
+where
+    S: Service<Request<R>, Response = Response<B>>,
+    B: Body,
+{
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "service not ready");
+    let mut fut = std::pin::pin!(svc.call(req));
+    let res = loop {
+        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
+            break res;
+        }
+    };
+    let Ok(res) = res else { panic!("service error") };
+    let mut body = std::pin::pin!(res.into_body());
+    while !body.is_end_stream() {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                std::hint::black_box(frame);
+            }
+            Poll::Ready(None) => break,
+            Poll::Ready(Some(Err(_))) => panic!("body error"),
+            Poll::Pending => {}
+        }
     }
 }
