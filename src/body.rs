@@ -7,7 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::finish::Record;
+use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
 
@@ -81,16 +81,13 @@ impl<B: Body> Body for ResponseBody<B> {
             return this.inner.poll_frame(cx);
         };
         record.polled();
-        record.set_in_poll(true);
-        // The record stays in place (no move per frame). If the inner body panics, `guard` is
-        // dropped by the unwinding while the record is still `in_poll`: it drops the record
-        // right there, which finishes it as `panic` (as if it had sat on this stack frame).
-        let mut guard = InPoll(this.record);
+        // The record stays in place (no move per frame); if the inner body panics, the guard
+        // finishes it as `panic`.
+        let mut guard = Polling::start(this.record);
         let polled = this.inner.as_mut().poll_frame(cx);
-        let Some(record) = guard.0.as_mut() else {
+        let Some(record) = guard.done() else {
             return polled;
         };
-        record.set_in_poll(false);
         match &polled {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
@@ -119,28 +116,5 @@ impl<B: Body> Body for ResponseBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The record of a body while its inner body is polled. Dropped in the normal way, it does
-/// nothing (the record is no longer `in_poll`); dropped by a panic's unwinding, it drops the
-/// record, which then finishes as `panic`.
-struct InPoll<'a>(&'a mut Option<Record>);
-
-impl InPoll<'_> {
-    /// Ends the request with `outcome`; the body passes frames through from now on.
-    fn finish(&mut self, outcome: Outcome) {
-        if let Some(record) = self.0.take() {
-            record.finish(outcome);
-        }
-    }
-}
-
-impl Drop for InPoll<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.0.as_ref().is_some_and(Record::in_poll) {
-            drop(self.0.take());
-        }
     }
 }

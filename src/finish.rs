@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::grpc::StatusKey;
-use crate::handles::ResponseKey;
+use crate::handles::{ResponseHandles, ResponseKey};
 use crate::labels::{self, Outcome};
 use crate::shared::Shared;
 use crate::user_labels::ValueIds;
@@ -56,8 +56,9 @@ pub(crate) struct Record {
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
     pub(crate) fn start(shared: Arc<Shared>, t0: u64, tags: RequestTags) -> Self {
-        shared.in_flight.start(tags.method);
-        shared.utilization.start(t0);
+        let now = shared.utilization.micros(t0);
+        shared.in_flight.start(tags.method, now);
+        shared.utilization.tick(&shared.in_flight, now);
         Record {
             shared,
             t0,
@@ -80,6 +81,11 @@ impl Record {
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.shared.config.clock.raw()
+    }
+
+    /// The request's method index.
+    pub(crate) fn method(&self) -> u8 {
+        self.method
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -108,11 +114,11 @@ impl Record {
 
     /// Leaves the request out after all (its response named a skipped route): it leaves
     /// `active_requests` and `utilization` now, and nothing is recorded.
-    pub(crate) fn discard(mut self) {
+    #[cold]
+    fn discard(&mut self) {
         self.finished = true;
         let end = self.now();
-        self.shared.in_flight.finish(self.method);
-        self.shared.utilization.finish(end);
+        self.shared.leave(self.method, end);
     }
 
     /// `grpc-status` as read from headers or trailers (see `grpc::status`).
@@ -163,7 +169,9 @@ impl Record {
         self.record(outcome);
     }
 
-    fn record(&mut self, outcome: Outcome) {
+    /// Ends the request with `outcome` in place (no move of the record): a later drop of the
+    /// record does nothing but release its `Shared`.
+    pub(crate) fn record(&mut self, outcome: Outcome) {
         if self.finished {
             return;
         }
@@ -173,8 +181,7 @@ impl Record {
             self.held += end.saturating_sub(since);
         }
         let shared = &*self.shared;
-        shared.in_flight.finish(self.method);
-        shared.utilization.finish(end);
+        shared.leave(self.method, end);
 
         let key = ResponseKey {
             route: self.route,
@@ -186,27 +193,54 @@ impl Record {
             scheme: self.net >> 4,
             labels: self.labels,
         };
-        let clock = &shared.config.clock;
-        let seconds = |raw: u64| clock.delta_as_nanos(0, raw) as f64 * 1e-9;
-        let (t0, head_at, status) = (self.t0, self.head_at, self.status);
-        let (held, blocks, bytes) = (self.held, self.blocks, self.bytes);
-        shared.handles.with_response(key, &shared.tag_sources(), |handles| {
-            handles.requests.increment(1);
-            handles.duration.record(seconds(end.saturating_sub(t0)));
-            if let Some(head_at) = head_at {
-                handles.application_time.record(seconds(head_at.saturating_sub(t0)));
-            }
-            if status != 0 {
-                handles.output_time.record(seconds(held));
-                handles.output_blocks.record(blocks as f64);
-                handles.output_bytes.record(bytes as f64);
-            }
-        });
+        let (status, blocks, bytes) = (self.status, self.blocks, self.bytes);
+        let times = Times { end, t0: self.t0, head_at: self.head_at, held: self.held };
+        // The common case straight from the slot table; the first request of a label set (or a
+        // crowded table) through the cache's slow path.
+        match shared.handles.response(key) {
+            Some(handles) => times.record(handles, &shared.config.clock, status, blocks, bytes),
+            None => shared.handles.with_response(key, &shared.tag_sources(), |handles| {
+                times.record(handles, &shared.config.clock, status, blocks, bytes)
+            }),
+        }
         if status != 0 && blocks >= 2 {
             if let Some(small_blocks) = &shared.small_blocks {
                 let now_ns = shared.nanos_since_epoch(end);
                 small_blocks.add(self.route, blocks, bytes, now_ns, &shared.routes);
             }
+        }
+    }
+}
+
+/// The raw clock readings of a finished request.
+struct Times {
+    end: u64,
+    t0: u64,
+    head_at: Option<u64>,
+    held: u64,
+}
+
+impl Times {
+    /// One recording per metric of the request's label set.
+    #[inline]
+    fn record(
+        &self,
+        handles: &ResponseHandles,
+        clock: &quanta::Clock,
+        status: u16,
+        blocks: u64,
+        bytes: u64,
+    ) {
+        let seconds = |raw: u64| clock.delta_as_nanos(0, raw) as f64 * 1e-9;
+        handles.requests.increment(1);
+        handles.duration.record(seconds(self.end.saturating_sub(self.t0)));
+        if let Some(head_at) = self.head_at {
+            handles.application_time.record(seconds(head_at.saturating_sub(self.t0)));
+        }
+        if status != 0 {
+            handles.output_time.record(seconds(self.held));
+            handles.output_blocks.record(blocks as f64);
+            handles.output_bytes.record(bytes as f64);
         }
     }
 }
@@ -239,6 +273,57 @@ impl Record {
             Outcome::Cancelled
         };
         self.record(outcome);
+    }
+}
+
+/// The record of a future or body while its inner future or body is polled, kept in place (no
+/// move per poll). Dropped in the normal way, it does nothing (the record is no longer
+/// `in_poll`); dropped by a panic's unwinding, it drops the record right there, which finishes
+/// it as `panic` (as if the record had sat on the panicking stack frame).
+pub(crate) struct Polling<'a>(pub(crate) &'a mut Option<Record>);
+
+impl Polling<'_> {
+    /// Marks the record polled and guards it for the duration of the inner poll.
+    #[inline]
+    pub(crate) fn start(slot: &mut Option<Record>) -> Polling<'_> {
+        if let Some(record) = slot.as_mut() {
+            record.set_in_poll(true);
+        }
+        Polling(slot)
+    }
+
+    /// The inner poll returned: the record, no longer `in_poll`.
+    #[inline]
+    pub(crate) fn done(&mut self) -> Option<&mut Record> {
+        let record = self.0.as_mut()?;
+        record.set_in_poll(false);
+        Some(record)
+    }
+
+    /// Leaves the request out after all (see [`Record::discard`]); the slot is empty afterwards.
+    pub(crate) fn discard(&mut self) {
+        if let Some(record) = self.0.as_mut() {
+            record.discard();
+        }
+        *self.0 = None;
+    }
+
+    /// Ends the request with `outcome` in place; the slot is empty afterwards.
+    #[inline]
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if let Some(record) = self.0.as_mut() {
+            record.record(outcome);
+        }
+        *self.0 = None;
+    }
+}
+
+impl Drop for Polling<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.as_ref().is_some_and(Record::in_poll) {
+            *self.0 = None;
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
-use crate::finish::Record;
+use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
 use crate::routes::RouteName;
@@ -54,18 +54,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(mut record) = this.record.take() else {
-            // Polled after completion: pass through, measuring nothing more.
+        if this.record.is_none() {
+            // Unmeasured, or polled after completion: pass through, measuring nothing more.
             let result = ready!(this.inner.poll(cx));
             return Poll::Ready(result.map(|res| res.map(ResponseBody::unmeasured)));
-        };
-        // The record sits on this stack frame while the inner future runs: if that panics, the
-        // unwinding drops it with `in_poll` still set, and it finishes as `panic`.
-        record.set_in_poll(true);
+        }
+        // The record stays in place while the inner future runs (no move per poll); if that
+        // panics, the guard finishes it as `panic`.
+        let mut guard = Polling::start(this.record);
         let result = this.inner.poll(cx);
-        record.set_in_poll(false);
-        let Poll::Ready(result) = result else {
-            *this.record = Some(record);
+        let (Some(record), Poll::Ready(result)) = (guard.done(), result) else {
             return Poll::Pending;
         };
         let now = record.now();
@@ -75,7 +73,7 @@ where
                 if let Some(name) = res.extensions().get::<RouteName>() {
                     let route = record.shared().routes.intern(name.as_str());
                     if record.shared().routes.is_skipped(route) {
-                        record.discard();
+                        guard.discard();
                         return Poll::Ready(Ok(res.map(ResponseBody::unmeasured)));
                     }
                     record.set_route(route);
@@ -84,11 +82,16 @@ where
                 if let Some(code) = grpc::status(res.headers()) {
                     record.set_grpc_status(code);
                 }
-                Poll::Ready(Ok(res.map(|body| ResponseBody::new(body, record))))
+                match guard.0.take() {
+                    Some(record) => {
+                        Poll::Ready(Ok(res.map(|body| ResponseBody::new(body, record))))
+                    }
+                    None => Poll::Ready(Ok(res.map(ResponseBody::unmeasured))),
+                }
             }
             Err(err) => {
                 record.head(now, 0);
-                record.finish(Outcome::ServiceError);
+                guard.finish(Outcome::ServiceError);
                 Poll::Ready(Err(err))
             }
         }

@@ -193,6 +193,16 @@ impl<V> Cache<V> {
         self.miss(key, resolve, f)
     }
 
+    /// The cached value of `key` if it sits in the slot table (the common case: no call, no
+    /// closure); `None` sends the caller to [`with`](Self::with).
+    #[inline]
+    fn get(&self, key: u128) -> Option<&V> {
+        match self.probe(key) {
+            Probe::Found(entry) => Some(&entry.1),
+            Probe::Free(_) | Probe::Full => None,
+        }
+    }
+
     #[inline]
     fn probe(&self, key: u128) -> Probe<'_, (u128, V)> {
         self.slots.probe(KeyHasher(fold(key)).finish() as usize, |entry| entry.0 == key)
@@ -259,8 +269,16 @@ impl HandleCache {
         self.described.call_once(|| self.names.describe());
     }
 
+    /// The handles of `key` if they are cached in the slot table (every label set after its
+    /// first request, unless the table is crowded); else [`with_response`](Self::with_response).
+    #[inline]
+    pub(crate) fn response(&self, key: ResponseKey) -> Option<&ResponseHandles> {
+        self.responses.get(key.pack())
+    }
+
     /// Calls `f` with the handles of `key` (resolved through the current recorder the first
     /// time the label set is seen).
+    #[cold]
     pub(crate) fn with_response<R>(
         &self,
         key: ResponseKey,

@@ -137,13 +137,16 @@ impl<M> VitalsLayer<M> {
     /// publishing it). Call it where you read metrics (a `/metrics` handler, a timer) so that
     /// idle periods show up without waiting for the next request.
     pub fn publish_utilization(&self) -> Option<f64> {
-        self.shared.utilization.publish(self.shared.config.clock.raw())
+        self.shared.utilization.publish(&self.shared.in_flight, self.shared.config.clock.raw())
     }
 
     /// Busy time so far (the integral of requests in flight over time), through this layer and
     /// its clones, at 1 µs resolution.
     pub fn busy_time(&self) -> std::time::Duration {
-        let micros = self.shared.utilization.busy_micros(self.shared.config.clock.raw());
+        let micros = self
+            .shared
+            .utilization
+            .busy_micros(&self.shared.in_flight, self.shared.config.clock.raw());
         std::time::Duration::from_micros(micros)
     }
 

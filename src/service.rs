@@ -89,7 +89,12 @@ where
         if !shared.labels.is_empty() {
             shared.labels.read_request_extensions(req.extensions(), &mut labels);
         }
-        self.measure(req, route, labels)
+        // The request goes straight to the inner service (no move through a helper: each is a
+        // copy of the whole head).
+        let record = start(&self.shared, &req, route, labels);
+        let ctx =
+            RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
+        ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
     }
 }
 
@@ -116,34 +121,11 @@ impl<S, M> Vitals<S, M> {
         }
         let mut labels: ValueIds = [0; MAX_LABELS];
         shared.labels.read_request(&head, &mut labels);
-        self.measure(Request::from_parts(head, body), route, labels)
-    }
-
-    /// Starts measuring a request that no skip rule left out: `t0`, its record, the call.
-    #[inline(always)]
-    fn measure<ReqBody, ResBody>(
-        &mut self,
-        req: Request<ReqBody>,
-        route: u32,
-        labels: ValueIds,
-    ) -> ResponseFuture<S::Future>
-    where
-        M: RequestBodyMode<ReqBody>,
-        S: Service<Request<M::Body>, Response = Response<ResBody>>,
-    {
-        let t0 = self.shared.config.clock.raw();
-        let method = labels::method_index(req.method());
-        let tags = RequestTags {
-            route,
-            method,
-            protocol: labels::protocol_index(req.version()),
-            scheme: labels::scheme_index(req.uri()),
-            labels,
-        };
-        let record = Record::start(Arc::clone(&self.shared), t0, tags);
-        let ctx = RequestContext { shared: &self.shared, route, method, measured: true };
-        let req = M::wrap(req, ctx);
-        ResponseFuture::new(self.inner.call(req), record)
+        let req = Request::from_parts(head, body);
+        let record = start(&self.shared, &req, route, labels);
+        let ctx =
+            RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
+        ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
     }
 
     /// A request left out by a skip rule: passed to the inner service untouched, unmeasured.
@@ -156,6 +138,20 @@ impl<S, M> Vitals<S, M> {
         let ctx = RequestContext { shared: &self.shared, route: 0, method: 0, measured: false };
         ResponseFuture::unmeasured(self.inner.call(M::wrap(req, ctx)))
     }
+}
+
+/// Starts measuring a request that no skip rule left out: `t0`, its tags, its record.
+#[inline(always)]
+fn start<B>(shared: &Arc<Shared>, req: &Request<B>, route: u32, labels: ValueIds) -> Record {
+    let t0 = shared.config.clock.raw();
+    let tags = RequestTags {
+        route,
+        method: labels::method_index(req.method()),
+        protocol: labels::protocol_index(req.version()),
+        scheme: labels::scheme_index(req.uri()),
+        labels,
+    };
+    Record::start(Arc::clone(shared), t0, tags)
 }
 
 /// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with

@@ -90,6 +90,14 @@ impl Shared {
         }
     }
 
+    /// A request of `method` leaves `active_requests` and the busy time at raw reading `end`.
+    #[inline]
+    pub(crate) fn leave(&self, method: u8, end: u64) {
+        let now = self.utilization.micros(end);
+        self.in_flight.finish(method, now);
+        self.utilization.tick(&self.in_flight, now);
+    }
+
     /// Nanoseconds on the layer's clock from its epoch to the raw reading `raw`.
     pub(crate) fn nanos_since_epoch(&self, raw: u64) -> u64 {
         self.config.clock.delta_as_nanos(self.epoch, raw)
