@@ -69,10 +69,17 @@ const GRPC_STATUS_HEADER: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The `grpc-status` of a header or trailer map, if it has one: its code, or `u8::MAX` for a
 /// value that is not one or two digits.
+#[inline]
 pub(crate) fn status(headers: &HeaderMap) -> Option<u8> {
     if headers.is_empty() {
         return None;
     }
+    status_in(headers)
+}
+
+/// [`status`] of a map with headers: out of line (most responses are not gRPC).
+#[inline(never)]
+fn status_in(headers: &HeaderMap) -> Option<u8> {
     let value = headers.get(&GRPC_STATUS_HEADER)?.as_bytes();
     match value {
         [d] if d.is_ascii_digit() => Some(d - b'0'),

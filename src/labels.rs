@@ -175,6 +175,7 @@ const METHODS: [&str; METHOD_COUNT] =
 pub(crate) const HEAD_METHOD: u8 = 1;
 
 /// The method index of `method`. Extension methods collapse into `_OTHER`.
+#[inline]
 pub(crate) fn method_index(method: &Method) -> u8 {
     match *method {
         Method::GET => 0,
@@ -196,6 +197,7 @@ pub(crate) fn method_label(index: u8) -> &'static str {
 }
 
 /// Index of an HTTP version: 0 `0.9`, 1 `1.0`, 2 `1.1`, 3 `2`, 4 `3`.
+#[inline]
 pub(crate) fn protocol_index(version: http::Version) -> u8 {
     match version {
         http::Version::HTTP_09 => 0,
@@ -214,6 +216,7 @@ pub(crate) fn protocol_label(index: u8) -> &'static str {
 
 /// Index of a request's URI scheme: 1 `http`, 2 `https`, 0 none or another (the layer's
 /// configured scheme is used).
+#[inline]
 pub(crate) fn scheme_index(uri: &http::Uri) -> u8 {
     match uri.scheme_str() {
         Some("http") => 1,

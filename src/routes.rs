@@ -53,6 +53,33 @@ fn route_key(name: &str) -> &str {
     name.get(..end).unwrap_or_default()
 }
 
+/// `a == b`, inline for the short names routes are (word compares, the last word overlapping
+/// the one before; `==` on slices calls `memcmp`, which costs more than the hash here).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8).and_then(|w| w.try_into().ok()).map(u64::from_le_bytes)
+    };
+    if n > 32 {
+        return a == b;
+    }
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        return word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
+
 /// Route ids 0 and 1 are reserved for these two.
 pub(crate) const UNMATCHED_ID: u32 = 0;
 pub(crate) const OVERFLOW_ID: u32 = 1;
@@ -81,20 +108,30 @@ const ROUTE_SLOTS: usize = 512;
 /// Slots probed for one name.
 const ROUTE_PROBES: usize = 8;
 
-/// A fast, non-cryptographic hash of a route name (FNV-1a over 8-byte words, then a final mix).
-/// The names it sees are bounded by the cap, so collisions can only cost probes, never memory.
+/// A fast, non-cryptographic hash of a route name: every byte, read 8 (or 4) at a time with
+/// the last word overlapping the one before (no byte loop), then a final mix. The names it sees
+/// are bounded by the cap, so collisions can only cost probes, never memory.
 fn route_hash(name: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = name.as_bytes().chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let b = name.as_bytes();
+    let n = b.len();
+    let word =
+        |i: usize| b.get(i..i + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes);
+    let half =
+        |i: usize| b.get(i..i + 4).and_then(|w| w.try_into().ok()).map_or(0, u32::from_le_bytes);
+    let mut h = (n as u64).wrapping_mul(K);
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            h = (h ^ word(i)).wrapping_mul(K).rotate_left(29);
+            i += 8;
+        }
+        h = (h ^ word(n - 8)).wrapping_mul(K);
+    } else if n >= 4 {
+        h = (h ^ (u64::from(half(0)) << 32 | u64::from(half(n - 4)))).wrapping_mul(K);
+    } else if let (Some(&first), Some(&mid), Some(&last)) = (b.first(), b.get(n / 2), b.last()) {
+        h = (h ^ (u64::from(first) << 16 | u64::from(mid) << 8 | u64::from(last))).wrapping_mul(K);
     }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= name.len() as u64;
     h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (h ^ (h >> 32)) as usize
 }
@@ -155,7 +192,9 @@ impl RouteTable {
         // Names are keyed by what their tag value keeps (the first MAX_ROUTE_LEN bytes).
         let name = route_key(name);
         let start = route_hash(name);
-        if let Probe::Found(entry) = self.fast.probe(start, |e| &*e.0 == name) {
+        if let Probe::Found(entry) =
+            self.fast.probe(start, |e| same(e.0.as_bytes(), name.as_bytes()))
+        {
             return entry.1;
         }
         self.intern_slow(name, start)
@@ -192,7 +231,8 @@ impl RouteTable {
         next.values.push(Arc::from(sanitize_tag_value(name)));
         self.table.store(Arc::new(next));
         // Admitted once, under the lock: cache it in the first free slot of its probe sequence.
-        if let Probe::Free(slot) = self.fast.probe(start, |e| &*e.0 == name) {
+        if let Probe::Free(slot) = self.fast.probe(start, |e| same(e.0.as_bytes(), name.as_bytes()))
+        {
             let _ = slot.set(Box::new((Box::from(name), id)));
         }
         id

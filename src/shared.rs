@@ -37,6 +37,17 @@ pub(crate) struct Shared {
     pub(crate) small_blocks: Option<SmallBlocks>,
     /// Raw clock reading when the layer was built: time 0 of the utilisation and warning clocks.
     pub(crate) epoch: u64,
+    /// Seconds per raw clock tick (see [`seconds_per_tick`]).
+    pub(crate) seconds_per_tick: f64,
+}
+
+/// Seconds per raw tick of `clock`: quanta scales raw readings linearly (a TSC by its calibrated
+/// factor, other clocks by 1 ns), so a duration is `ticks × this` (one multiply instead of
+/// quanta's 128-bit scaling per conversion; exact for nanosecond clocks, within 1e-12 of quanta's
+/// integer nanoseconds for a TSC).
+pub(crate) fn seconds_per_tick(clock: &quanta::Clock) -> f64 {
+    const SPAN: u64 = 1 << 40;
+    clock.delta_as_nanos(0, SPAN) as f64 / SPAN as f64 * 1e-9
 }
 
 /// The layer's settings.
@@ -86,6 +97,7 @@ impl Shared {
             utilization,
             small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
             epoch,
+            seconds_per_tick: seconds_per_tick(&config.clock),
             config,
         }
     }
