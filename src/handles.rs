@@ -145,6 +145,13 @@ fn fold(key: u128) -> u64 {
     (key as u64) ^ ((key >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The slot of a key: one multiply (Fibonacci hashing), the product's high half. Keys are
+/// packed small integers; a collision costs only a probe.
+#[inline]
+fn slot_hash(key: u128) -> usize {
+    (fold(key).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
+}
+
 type KeyMap<V> = HashMap<u128, Arc<V>, BuildHasherDefault<KeyHasher>>;
 
 /// Slots in the write-once table of each cache (a power of two; 16 bytes each, per layer).
@@ -205,7 +212,7 @@ impl<V> Cache<V> {
 
     #[inline]
     fn probe(&self, key: u128) -> Probe<'_, (u128, V)> {
-        self.slots.probe(KeyHasher(fold(key)).finish() as usize, |entry| entry.0 == key)
+        self.slots.probe(slot_hash(key), |entry| entry.0 == key)
     }
 
     #[cold]
