@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::grpc::StatusKey;
 use crate::handles::{ResponseHandles, ResponseKey};
 use crate::labels::{self, Outcome};
+use crate::routes::RouteName;
 use crate::shared::Shared;
 use crate::user_labels::ValueIds;
 
@@ -95,10 +96,6 @@ impl Record {
         self.method
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// The response head arrived (or the service failed) at `now`.
     pub(crate) fn head(&mut self, now: u64, status: u16) {
         self.head_at = now;
@@ -106,18 +103,23 @@ impl Record {
         self.status = status;
     }
 
-    /// A route name found on the response overrides the one found on the request.
-    pub(crate) fn set_route(&mut self, route: u32) {
-        self.route = route;
-    }
-
-    /// Label values set on the response override the request's.
-    #[inline]
-    pub(crate) fn response_labels(&mut self, extensions: &http::Extensions) {
+    /// What the response's extensions say (out of line: most responses carry none). A
+    /// [`RouteName`] overrides the route found on the request, [`Label`](crate::Label) values
+    /// override the request's. Returns `false` when the response names a route to leave out.
+    #[inline(never)]
+    pub(crate) fn response_extensions(&mut self, extensions: &http::Extensions) -> bool {
+        if let Some(name) = extensions.get::<RouteName>() {
+            let route = self.shared.routes.intern(name.as_str());
+            if self.shared.routes.is_skipped(route) {
+                return false;
+            }
+            self.route = route;
+        }
         let labels = &self.shared.labels;
         if !labels.is_empty() {
             labels.read_response(extensions, &mut self.labels);
         }
+        true
     }
 
     /// Leaves the request out after all (its response named a skipped route): it leaves

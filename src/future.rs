@@ -11,7 +11,6 @@ use crate::body::ResponseBody;
 use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
-use crate::routes::RouteName;
 
 pin_project! {
     /// The future of [`Vitals`](crate::Vitals): the inner future, timed until the head.
@@ -70,15 +69,10 @@ where
         match result {
             Ok(res) => {
                 record.head(now, res.status().as_u16());
-                if let Some(name) = res.extensions().get::<RouteName>() {
-                    let route = record.shared().routes.intern(name.as_str());
-                    if record.shared().routes.is_skipped(route) {
-                        guard.discard();
-                        return Poll::Ready(Ok(res.map(ResponseBody::unmeasured)));
-                    }
-                    record.set_route(route);
+                if !res.extensions().is_empty() && !record.response_extensions(res.extensions()) {
+                    guard.discard();
+                    return Poll::Ready(Ok(res.map(ResponseBody::unmeasured)));
                 }
-                record.response_labels(res.extensions());
                 if let Some(code) = grpc::status(res.headers()) {
                     record.set_grpc_status(code);
                 }

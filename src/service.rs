@@ -163,6 +163,21 @@ pub(crate) fn route_of(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> u32 {
+    if extensions.is_empty() && !shared.config.grpc_routes {
+        return routes::UNMATCHED_ID;
+    }
+    find_route(shared, extensions, headers, uri)
+}
+
+/// [`route_of`] for a request that carries extensions (or with `grpc_routes`): one
+/// non-generic copy, out of line.
+#[inline(never)]
+fn find_route(
+    shared: &Shared,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> u32 {
     if let Some(name) = extensions.get::<RouteName>() {
         return shared.routes.intern(name.as_str());
     }

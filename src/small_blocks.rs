@@ -118,7 +118,7 @@ impl SmallBlocks {
     /// A response of `route` finished with `blocks` data frames and `bytes` bytes, `now_ns`
     /// after the layer was built. Warns (naming the route from `routes`) if this completes a run
     /// of small blocks.
-    #[inline]
+    #[inline(never)]
     pub(crate) fn add(
         &self,
         route: u32,
