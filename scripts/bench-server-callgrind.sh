@@ -82,6 +82,17 @@ for v in variants:
     n, f = data[v]
     t = f.get("PROGRAM TOTALS", [0] * 5)
     print(f"| {v} | {n} | {t[0]:.0f} | {t[1]:.0f} | {t[2] + t[3]:.1f} | {t[4]:.2f} |")
+for prefix in ("plain_", ""):
+    bare, floor, vitals = prefix + "bare", prefix + "floor", prefix + "vitals"
+    if not all(x in data for x in (bare, floor, vitals)): continue
+    t = {x: data[x][1]["PROGRAM TOTALS"] for x in (bare, floor, vitals)}
+    over = lambda x, i: t[x][i] - t[bare][i]
+    ir = over(vitals, 0) / over(floor, 0)
+    i1 = over(vitals, 1) / over(floor, 1) if over(floor, 1) > 0 else float("nan")
+    print(f"{'plain service' if prefix else 'axum Router'}: VitalsLayer {over(vitals, 0):+.0f} Ir over bare, "
+          f"the floor {over(floor, 0):+.0f}: {ir:.2f}x ({'within' if ir <= 1.3 else 'ABOVE'} issue 13's 1.3x); "
+          f"I1 misses {over(vitals, 1):+.0f} vs {over(floor, 1):+.0f} ({i1:.2f}x); "
+          f"atomics {over(vitals, 4):+.1f} vs {over(floor, 4):+.1f}")
 for v in variants if top else ():
     if not v.endswith("vitals"): continue
     base = v[: -len("vitals")] + "floor"

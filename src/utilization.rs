@@ -64,7 +64,7 @@ impl Utilization {
         Utilization {
             announced: Once::new(),
             publisher: Publisher {
-                clock,
+                micros_per_tick: micros_per_tick(&clock),
                 epoch,
                 capacity: config.capacity,
                 window_us: u64::try_from(config.window.as_micros()).unwrap_or(u64::MAX).max(1),
@@ -109,6 +109,21 @@ impl Utilization {
     }
 }
 
+/// Microseconds per raw tick of `clock`, as `ceil(2^64 × µs per tick)`, so that
+/// `ticks × factor >> 64` is a tick count in whole microseconds with one multiply (quanta's own
+/// conversion is a 128-bit multiply to nanoseconds, then a division by 1000). quanta scales raw
+/// readings linearly (a TSC by its calibrated factor, other clocks by 1 ns), and the factor is
+/// read off a span of 2^40 ticks. For nanosecond clocks (the monotonic and mock clocks) the
+/// result is exactly `ns / 1000` rounded down, for any span under 555 days: the rounding up of
+/// the factor adds less than 0.39 × 2^-64 µs per tick.
+fn micros_per_tick(clock: &quanta::Clock) -> u64 {
+    const SPAN_BITS: u32 = 40;
+    let nanos = u128::from(clock.delta_as_nanos(0, 1 << SPAN_BITS));
+    // 2^64 × (nanos / 2^40) / 1000, rounded up.
+    let factor = (nanos << (64 - SPAN_BITS)).div_ceil(1_000);
+    u64::try_from(factor).unwrap_or(u64::MAX)
+}
+
 /// The end of the last published window.
 struct Window {
     at_us: u64,
@@ -117,7 +132,8 @@ struct Window {
 
 /// Publishes `utilization` once per window.
 struct Publisher {
-    clock: quanta::Clock,
+    /// Microseconds per raw tick as a 0.64 fixed-point factor (see [`micros_per_tick`]).
+    micros_per_tick: u64,
     epoch: u64,
     capacity: Option<u32>,
     window_us: u64,
@@ -130,9 +146,11 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Whole microseconds from the epoch to raw reading `raw` (0 before it): one multiply.
     #[inline]
     fn micros(&self, raw: u64) -> u64 {
-        self.clock.delta_as_nanos(self.epoch, raw) / 1_000
+        let ticks = raw.saturating_sub(self.epoch);
+        ((u128::from(ticks) * u128::from(self.micros_per_tick)) >> 64) as u64
     }
 
     /// Publishes the window ending at `now` if one is due. `force_event`: a read
@@ -179,5 +197,44 @@ impl Publisher {
         let gauge = self.gauge.get_or_init(|| metrics::gauge!(self.name.clone()));
         gauge.set(value);
         Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micros_are_whole_microseconds_of_a_nanosecond_clock() {
+        let (clock, _mock) = quanta::Clock::mock();
+        let utilization =
+            Utilization::new(clock, &UtilizationConfig::default(), "u".into(), 1_000_000);
+        let at = |ns: u64| utilization.micros(1_000_000 + ns);
+        assert_eq!(at(0), 0);
+        assert_eq!(at(999), 0);
+        assert_eq!(at(1_000), 1);
+        assert_eq!(at(2_999), 2);
+        assert_eq!(at(3_000), 3);
+        let day = 86_400_000_000_000u64;
+        for ns in [day - 1, day, 500 * day - 1, 500 * day, 500 * day + 123_456_789] {
+            assert_eq!(at(ns), ns / 1_000, "{ns} ns");
+        }
+        assert_eq!(utilization.micros(5), 0, "before the epoch");
+    }
+
+    #[test]
+    fn micros_of_the_real_clock_follow_quantas_nanoseconds() {
+        let clock = quanta::Clock::new();
+        let epoch = clock.raw();
+        let utilization =
+            Utilization::new(clock.clone(), &UtilizationConfig::default(), "u".into(), epoch);
+        for ticks in [1_000u64, 1 << 20, 1 << 30, 1 << 36] {
+            let quanta_us = clock.delta_as_nanos(epoch, epoch + ticks) / 1_000;
+            let ours = utilization.micros(epoch + ticks);
+            assert!(
+                ours.abs_diff(quanta_us) <= 1,
+                "{ticks} ticks: {ours} us vs quanta's {quanta_us}"
+            );
+        }
     }
 }
