@@ -64,6 +64,7 @@ const OUT: u8 = 8;
 
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
+    #[inline(always)]
     pub(crate) fn start(shared: Arc<Shared>, t0: u64, tags: RequestTags) -> Self {
         let now = shared.utilization.micros(t0);
         shared.in_flight.start(tags.method, now);
