@@ -133,6 +133,74 @@ mod tests {
     const GET: u8 = 0;
     const POST: u8 = 2;
 
+    /// A gauge that keeps the last value set (as every recorder does), and often yields inside
+    /// `set`, so that other threads change the count between a thread's add and its set.
+    #[derive(Default)]
+    struct LastSet {
+        bits: AtomicU64,
+        sets: AtomicU64,
+    }
+
+    impl metrics::GaugeFn for LastSet {
+        fn increment(&self, _: f64) {
+            unreachable!("the layer only sets")
+        }
+        fn decrement(&self, _: f64) {
+            unreachable!("the layer only sets")
+        }
+        fn set(&self, value: f64) {
+            if self.sets.fetch_add(1, Ordering::Relaxed) % 4 == 0 {
+                std::thread::yield_now();
+            }
+            self.bits.store(value.to_bits(), Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_gauge_ends_at_the_count_however_threads_race_to_set_it() {
+        // Rounds of racing threads: in each, every thread starts and finishes requests at once,
+        // then all stop and the gauge must show the count (0). A set that lands after a later
+        // count's set would leave a stale value (what the re-read after each set prevents).
+        const THREADS: usize = 3;
+        const ROUNDS: usize = 2_000;
+        let in_flight = std::sync::Arc::new(InFlight::new("t".into()));
+        let last = std::sync::Arc::new(LastSet::default());
+        let gauge = Gauge::from_arc(std::sync::Arc::clone(&last));
+        assert!(in_flight.gauges[usize::from(GET)].set(gauge).is_ok());
+        let go = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let done = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (in_flight, go, done) = (in_flight.clone(), go.clone(), done.clone());
+                std::thread::spawn(move || {
+                    for round in 0..ROUNDS as u64 {
+                        go.wait();
+                        in_flight.start(GET, round * 10);
+                        in_flight.start(GET, round * 10 + 1);
+                        in_flight.finish(GET, round * 10 + 2);
+                        in_flight.finish(GET, round * 10 + 3);
+                        done.wait();
+                    }
+                })
+            })
+            .collect();
+        let mut stale = 0;
+        for _ in 0..ROUNDS {
+            go.wait();
+            done.wait();
+            assert_eq!(in_flight.total(), 0);
+            if f64::from_bits(last.bits.load(Ordering::SeqCst)) != 0.0 {
+                stale += 1;
+                // Put the gauge right for the next round.
+                last.bits.store(0f64.to_bits(), Ordering::SeqCst);
+            }
+        }
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(stale, 0, "rounds that left the gauge at a stale count: {stale} of {ROUNDS}");
+    }
+
     #[test]
     fn busy_time_is_the_area_under_the_in_flight_curve() {
         let busy = InFlight::new("t".into());
