@@ -48,19 +48,21 @@ pub(crate) struct Record {
     held: u64,
     /// Raw clock reading when the last frame was handed out, until the next poll.
     out_since: u64,
-    /// `IN_POLL`, `FINISHED`, `HEAD`, `OUT` (one byte: the record stays within 72 bytes, nine
-    /// words per move from `call` to the future to the body).
+    /// True while the inner future or body is being polled: a drop in that state is a panic.
+    /// (Its own byte, like `out`: they change at every frame, and a plain store is cheaper
+    /// than a read-modify-write of `flags`.)
+    in_poll: bool,
+    /// `out_since` is set: a frame was handed out and the next poll has not come yet.
+    out: bool,
+    /// `FINISHED`, `HEAD` (the record stays within 72 bytes, nine words per move from `call` to
+    /// the future to the body).
     flags: u8,
 }
 
-/// The inner future or body is being polled: a drop in that state is a panic.
-const IN_POLL: u8 = 1;
 /// Recorded (or discarded): nothing more to do.
-const FINISHED: u8 = 2;
+const FINISHED: u8 = 1;
 /// `head_at` is set.
-const HEAD: u8 = 4;
-/// `out_since` is set: a frame was handed out and the next poll has not come yet.
-const OUT: u8 = 8;
+const HEAD: u8 = 2;
 
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
@@ -83,6 +85,8 @@ impl Record {
             bytes: 0,
             held: 0,
             out_since: 0,
+            in_poll: false,
+            out: false,
             flags: 0,
         }
     }
@@ -145,24 +149,20 @@ impl Record {
 
     /// Whether the inner future or body is being polled (set around each poll).
     pub(crate) fn in_poll(&self) -> bool {
-        self.flags & IN_POLL != 0
+        self.in_poll
     }
 
     /// Call around every poll of the inner future or body.
     #[inline]
     pub(crate) fn set_in_poll(&mut self, in_poll: bool) {
-        if in_poll {
-            self.flags |= IN_POLL;
-        } else {
-            self.flags &= !IN_POLL;
-        }
+        self.in_poll = in_poll;
     }
 
     /// Being polled again: the time since the last frame was handed out was output time.
     #[inline]
     pub(crate) fn polled(&mut self) {
-        if self.flags & OUT != 0 {
-            self.flags &= !OUT;
+        if self.out {
+            self.out = false;
             self.held += self.now().saturating_sub(self.out_since);
         }
     }
@@ -178,7 +178,7 @@ impl Record {
     #[inline]
     pub(crate) fn frame_out(&mut self) {
         self.out_since = self.now();
-        self.flags |= OUT;
+        self.out = true;
     }
 
     /// Ends the request with `outcome` and records every metric, once.
@@ -194,8 +194,8 @@ impl Record {
         }
         self.flags |= FINISHED;
         let end = self.now();
-        if self.flags & OUT != 0 {
-            self.flags &= !OUT;
+        if self.out {
+            self.out = false;
             self.held += end.saturating_sub(self.out_since);
         }
         let shared = &*self.shared;
