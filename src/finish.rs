@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::grpc::StatusKey;
 use crate::handles::{ResponseHandles, ResponseKey};
 use crate::labels::{self, Outcome};
-use crate::routes::RouteName;
+use crate::routes::{self, RouteName};
 use crate::shared::Shared;
 use crate::user_labels::ValueIds;
 
@@ -113,7 +113,9 @@ impl Record {
     /// override the request's. Returns `false` when the response names a route to leave out.
     #[inline(never)]
     pub(crate) fn response_extensions(&mut self, extensions: &http::Extensions) -> bool {
-        if let Some(name) = extensions.get::<RouteName>() {
+        if let Some(name) =
+            routes::route_names_exist().then(|| extensions.get::<RouteName>()).flatten()
+        {
             let route = self.shared.routes.intern(name.as_str());
             if self.shared.routes.is_skipped(route) {
                 return false;

@@ -178,8 +178,10 @@ fn find_route(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> u32 {
-    if let Some(name) = extensions.get::<RouteName>() {
-        return shared.routes.intern(name.as_str());
+    if routes::route_names_exist() {
+        if let Some(name) = extensions.get::<RouteName>() {
+            return shared.routes.intern(name.as_str());
+        }
     }
     #[cfg(feature = "axum")]
     if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
