@@ -118,7 +118,42 @@ pub(crate) struct RouteTable {
     skip_end: u32,
     /// Whether id 0 (no name: `unmatched`) is left out too.
     skip_first: bool,
+    /// Ids of axum's `MatchedPath` values by the address of their text.
+    #[cfg(feature = "axum")]
+    paths: PathCache,
 }
+
+/// Route ids by the address of a `MatchedPath`'s text, so that the common case does not hash
+/// the text at all.
+///
+/// An axum `Router` keeps one `Arc<str>` per route and clones it into the `MatchedPath` of each
+/// request it routes there, so the text of a route sits at one address for the router's life.
+/// Each entry holds a clone of the `MatchedPath` it was made from: its text cannot be freed while
+/// the entry exists, so no other text can be at that address, and an equal address and length
+/// mean the same text (no unsafe code, no string compare). Paths axum builds per request (nested
+/// services) have a new address each time: they fill the bounded table once, then every path
+/// takes the hashing path as before, without the write lock.
+#[cfg(feature = "axum")]
+struct PathCache {
+    slots: Slots<PathEntry>,
+    /// Set when a path found no free slot among its probes: nothing more is remembered.
+    full: AtomicBool,
+}
+
+#[cfg(feature = "axum")]
+struct PathEntry {
+    addr: usize,
+    len: usize,
+    id: u32,
+    /// Keeps the text at `addr` alive (see [`PathCache`]).
+    _held: axum::extract::MatchedPath,
+}
+
+/// Slots in the `MatchedPath` cache (a power of two), and how many one path probes.
+#[cfg(feature = "axum")]
+const PATH_SLOTS: usize = 256;
+#[cfg(feature = "axum")]
+const PATH_PROBES: usize = 4;
 
 /// Slots in a route table's read cache (a power of two; 16 bytes each, per layer).
 const ROUTE_SLOTS: usize = 512;
@@ -177,6 +212,11 @@ impl RouteTable {
             cap,
             skip_end: 2,
             skip_first: false,
+            #[cfg(feature = "axum")]
+            paths: PathCache {
+                slots: Slots::new(PATH_SLOTS, PATH_PROBES),
+                full: AtomicBool::new(false),
+            },
         };
         // Admitted like any name, before the cap applies.
         table.cap = usize::MAX;
@@ -215,6 +255,41 @@ impl RouteTable {
             return entry.1;
         }
         self.intern_slow(name, start)
+    }
+
+    /// The id of axum's `MatchedPath` (as [`intern`](Self::intern) of its text), found by the
+    /// address of its text when this table has seen it before (see [`PathCache`]).
+    #[cfg(feature = "axum")]
+    pub(crate) fn intern_matched_path(&self, path: &axum::extract::MatchedPath) -> u32 {
+        let text = path.as_str();
+        let (addr, len) = (text.as_ptr() as usize, text.len());
+        let start = ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
+        if let Probe::Found(entry) =
+            self.paths.slots.probe(start, |e| e.addr == addr && e.len == len)
+        {
+            return entry.id;
+        }
+        let id = self.intern(text);
+        if !self.paths.full.load(Ordering::Relaxed) {
+            self.remember_path(path, start, id);
+        }
+        id
+    }
+
+    /// Keeps `path`'s id by the address of its text, if its probe sequence has a free slot.
+    #[cfg(feature = "axum")]
+    #[cold]
+    fn remember_path(&self, path: &axum::extract::MatchedPath, start: usize, id: u32) {
+        let text = path.as_str();
+        let (addr, len) = (text.as_ptr() as usize, text.len());
+        let _guard = self.write.lock().unwrap_or_else(|poison| poison.into_inner());
+        match self.paths.slots.probe(start, |e| e.addr == addr && e.len == len) {
+            Probe::Found(_) => {}
+            Probe::Free(slot) => {
+                let _ = slot.set(Box::new(PathEntry { addr, len, id, _held: path.clone() }));
+            }
+            Probe::Full => self.paths.full.store(true, Ordering::Relaxed),
+        }
     }
 
     /// Not in the read cache: the snapshot (and, for a new name, the write lock). `name` is

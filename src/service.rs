@@ -185,7 +185,7 @@ fn find_route(
     }
     #[cfg(feature = "axum")]
     if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
-        return shared.routes.intern(path.as_str());
+        return shared.routes.intern_matched_path(path);
     }
     if shared.config.grpc_routes {
         if let Some(path) = crate::grpc::method_path(headers, uri) {

@@ -226,3 +226,76 @@ fn axum_router_maps_random_paths_to_templates_or_unmatched() {
         seen.len()
     );
 }
+
+/// Requests per `http.route` value of the `requests` counter.
+fn requests_by_route(seen: &[Seen]) -> std::collections::BTreeMap<String, u64> {
+    let mut by_route = std::collections::BTreeMap::new();
+    for s in named(seen, &NAMES.requests) {
+        *by_route.entry(s.label(ROUTE).unwrap_or("?").to_owned()).or_default() += s.counter();
+    }
+    by_route
+}
+
+#[test]
+fn matched_paths_keep_their_templates_across_routers_nested_services_and_a_full_address_cache() {
+    // The layer finds axum's `MatchedPath` by the address of its text (one `Arc<str>` per route
+    // of a router). Here: routers built one after the other, each dropped before the next (a
+    // new router's texts land where the old one's were freed: same lengths, other routes),
+    // then a nested service whose paths axum builds anew for every request (a new address each
+    // time: they fill the address cache), then more routes than the cache has slots.
+    use axum::routing::get;
+    const ROUTES: usize = 100;
+    const ROUTERS: usize = 4;
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let layer = VitalsLayer::new();
+    let send = |app: &axum::Router, path: String| {
+        let req = Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let res = block_on(app.clone().oneshot(req)).expect("infallible");
+        assert_eq!(res.status(), StatusCode::OK);
+        drain(&mut res.into_body());
+    };
+    let router = |prefix: char, routes: usize| {
+        let mut app = axum::Router::new();
+        for i in 0..routes {
+            app = app.route(&format!("/{prefix}{i:03}/{{id}}"), get(|| async { "r" }));
+        }
+        app.layer(layer.clone())
+    };
+
+    let mut expected = std::collections::BTreeMap::new();
+    for (k, prefix) in ['a', 'b', 'c', 'd'].into_iter().enumerate().take(ROUTERS) {
+        let app = router(prefix, ROUTES);
+        for round in 0..=k {
+            for i in 0..ROUTES {
+                send(&app, format!("/{prefix}{i:03}/{round}"));
+            }
+        }
+        for i in 0..ROUTES {
+            expected.insert(format!("/{prefix}{i:03}/{{id}}"), k as u64 + 1);
+        }
+    }
+    let inner =
+        axum::Router::new().route("/items/{id}", get(|| async { "item" })).layer(layer.clone());
+    let nested = axum::Router::new().nest_service("/api", inner);
+    for n in 0..600 {
+        send(&nested, format!("/api/items/{n}"));
+    }
+    expected.insert("/api/items/{id}".to_owned(), 600);
+    let many = router('e', 300);
+    for i in 0..300 {
+        send(&many, format!("/e{i:03}/x"));
+        expected.insert(format!("/e{i:03}/{{id}}"), 1);
+    }
+
+    let by_route = requests_by_route(&snapshot(&snap));
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(route, n)| by_route.get(*route) != Some(n))
+        .map(|(route, n)| format!("{route}: {:?} of {n}", by_route.get(route)))
+        .collect();
+    assert!(wrong.is_empty(), "requests by route differ: {wrong:?}");
+    assert_eq!(by_route.len(), expected.len(), "no other route value: {by_route:?}");
+    assert_eq!(layer.routes_seen(), expected.len());
+}
