@@ -139,6 +139,8 @@ mod future;
 mod grpc;
 mod handles;
 mod in_flight;
+#[cfg(any(feature = "prometheus", feature = "live"))]
+mod install;
 pub mod labels;
 mod layer;
 #[cfg(feature = "prometheus")]
@@ -192,6 +194,7 @@ mod layering {
         "future",
         "service",
         "layer",
+        "install",
         "listener",
         "prometheus",
         "statsd",

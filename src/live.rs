@@ -166,6 +166,8 @@ pub use window::HISTORY_POINTS;
 
 use recorder::Inner;
 
+pub use crate::install::InstallError;
+
 /// The default window: 60 s (two rotating halves of 30 s).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
@@ -346,35 +348,4 @@ pub fn install_with_prometheus(
     live.install_with(recorder)?;
     metrics.spawn_upkeep(crate::prometheus::UPKEEP_INTERVAL).map_err(InstallError::Upkeep)?;
     Ok((live, metrics))
-}
-
-/// Why an install failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum InstallError {
-    /// A global `metrics` recorder was already installed; the process keeps that one. Use
-    /// [`Live::recorder`] in your own `Fanout`.
-    AlreadyInstalled,
-    /// The Prometheus upkeep thread could not be spawned.
-    Upkeep(std::io::Error),
-}
-
-impl fmt::Display for InstallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InstallError::AlreadyInstalled => {
-                f.write_str("a global metrics recorder is already installed in this process")
-            }
-            InstallError::Upkeep(e) => write!(f, "could not start the upkeep thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for InstallError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            InstallError::AlreadyInstalled => None,
-            InstallError::Upkeep(e) => Some(e),
-        }
-    }
 }

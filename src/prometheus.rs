@@ -103,6 +103,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusRecorder};
 
 use crate::names::{self, Buckets};
 
+pub use crate::install::InstallError;
+
 /// Seconds buckets for every time histogram of the layer: `0`, then powers of two from
 /// 2⁻¹⁸ s (3.8 µs) to 2⁵ s (32 s). 25 boundaries, 28 series per label set (with `+Inf`, `_sum`
 /// and `_count`).
@@ -252,37 +254,6 @@ pub fn install_with(builder: PrometheusBuilder) -> Result<PrometheusMetrics, Ins
     let metrics = PrometheusMetrics::from_handle(handle);
     metrics.spawn_upkeep(UPKEEP_INTERVAL).map_err(InstallError::Upkeep)?;
     Ok(metrics)
-}
-
-/// Why [`install`] failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum InstallError {
-    /// A global `metrics` recorder was already installed (by this crate or another); the
-    /// process keeps that one. Use [`builder`] and a `Fanout` to combine recorders.
-    AlreadyInstalled,
-    /// The upkeep thread could not be spawned.
-    Upkeep(std::io::Error),
-}
-
-impl fmt::Display for InstallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InstallError::AlreadyInstalled => {
-                f.write_str("a global metrics recorder is already installed in this process")
-            }
-            InstallError::Upkeep(e) => write!(f, "could not start the upkeep thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for InstallError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            InstallError::AlreadyInstalled => None,
-            InstallError::Upkeep(e) => Some(e),
-        }
-    }
 }
 
 /// A handle to the installed Prometheus recorder(s): renders the exposition and serves it.
