@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::grpc::StatusKey;
-use crate::handles::{ResponseHandles, ResponseKey};
+use crate::handles::{PackedKey, ResponseHandles};
 use crate::labels::{self, Outcome};
 use crate::routes::{self, RouteName};
 use crate::shared::Shared;
@@ -35,27 +35,24 @@ pub(crate) struct Record {
     t0: u64,
     /// Raw clock reading when the head (or the service's `Err`) arrived, if `HEAD` is set.
     head_at: u64,
-    route: u32,
-    method: u8,
-    status: u16,
-    grpc: StatusKey,
-    /// `protocol | scheme << 4` (one byte).
-    net: u8,
+    /// Route, method, protocol, scheme, status (0 until the head) and `grpc-status` of the
+    /// request's label set, packed as the handle cache looks them up.
+    key: PackedKey,
     labels: ValueIds,
     blocks: u64,
     bytes: u64,
-    /// Sum of raw clock deltas during which a frame was held downstream.
+    /// Sum of raw clock deltas during which a frame was held downstream. While a frame is out
+    /// (`out`), minus the reading when it was handed out, so that adding the next poll's reading
+    /// completes the sum (no separate `out_since` word: the record stays within 64 bytes).
     held: u64,
-    /// Raw clock reading when the last frame was handed out, until the next poll.
-    out_since: u64,
     /// True while the inner future or body is being polled: a drop in that state is a panic.
     /// (Its own byte, like `out`: they change at every frame, and a plain store is cheaper
     /// than a read-modify-write of `flags`.)
     in_poll: bool,
-    /// `out_since` is set: a frame was handed out and the next poll has not come yet.
+    /// A frame was handed out and the next poll has not come yet (`held` holds minus its time).
     out: bool,
-    /// `FINISHED`, `HEAD` (the record stays within 72 bytes, nine words per move from `call` to
-    /// the future to the body).
+    /// `FINISHED`, `HEAD` (one byte: the record stays within 64 bytes, eight words per move from
+    /// `call` to the future to the body).
     flags: u8,
 }
 
@@ -75,16 +72,11 @@ impl Record {
             shared,
             t0,
             head_at: 0,
-            route: tags.route,
-            method: tags.method,
-            status: 0,
-            grpc: StatusKey::NONE,
-            net: tags.protocol | (tags.scheme << 4),
+            key: PackedKey::new(tags.route, tags.method, tags.protocol, tags.scheme),
             labels: tags.labels,
             blocks: 0,
             bytes: 0,
             held: 0,
-            out_since: 0,
             in_poll: false,
             out: false,
             flags: 0,
@@ -98,14 +90,19 @@ impl Record {
 
     /// The request's method index.
     pub(crate) fn method(&self) -> u8 {
-        self.method
+        self.key.method()
+    }
+
+    /// The response's status (0 before the head, or when the service failed).
+    fn status(&self) -> u16 {
+        self.key.status()
     }
 
     /// The response head arrived (or the service failed) at `now`.
     pub(crate) fn head(&mut self, now: u64, status: u16) {
         self.head_at = now;
         self.flags |= HEAD;
-        self.status = status;
+        self.key = self.key.with_status(status);
     }
 
     /// What the response's extensions say (out of line: most responses carry none). A
@@ -120,7 +117,7 @@ impl Record {
             if self.shared.routes.is_skipped(route) {
                 return false;
             }
-            self.route = route;
+            self.key = self.key.with_route(route);
         }
         let labels = &self.shared.labels;
         if !labels.is_empty() {
@@ -135,18 +132,18 @@ impl Record {
     fn discard(&mut self) {
         self.flags |= FINISHED;
         let end = self.now();
-        self.shared.leave(self.method, end);
+        self.shared.leave(self.method(), end);
     }
 
     /// `grpc-status` as read from headers or trailers (see `grpc::status`).
     pub(crate) fn set_grpc_status(&mut self, code: u8) {
-        self.grpc = StatusKey::of(code);
+        self.key = self.key.with_grpc(StatusKey::of(code));
     }
 
     /// Whether a drop of the unfinished body is a normal end (no body is sent for HEAD, 1xx,
     /// 204 and 304 responses: servers drop such bodies unpolled).
     fn bodyless(&self) -> bool {
-        self.method == labels::HEAD_METHOD || matches!(self.status, 100..=199 | 204 | 304)
+        self.method() == labels::HEAD_METHOD || matches!(self.status(), 100..=199 | 204 | 304)
     }
 
     /// Whether the inner future or body is being polled (set around each poll).
@@ -165,7 +162,7 @@ impl Record {
     pub(crate) fn polled(&mut self) {
         if self.out {
             self.out = false;
-            self.held += self.now().saturating_sub(self.out_since);
+            self.held = self.held.wrapping_add(self.now());
         }
     }
 
@@ -179,8 +176,19 @@ impl Record {
     /// A frame is being handed out now; its hold time runs until the next poll or the end.
     #[inline]
     pub(crate) fn frame_out(&mut self) {
-        self.out_since = self.now();
+        self.held = self.held.wrapping_sub(self.now());
         self.out = true;
+    }
+
+    /// The output time so far, once no frame is out: the sum of non-negative hold times (a
+    /// clock that stepped back, which quanta's monotonic sources do not, could leave a
+    /// "negative" sum: it counts as 0).
+    fn held(&self) -> u64 {
+        if (self.held as i64) < 0 {
+            0
+        } else {
+            self.held
+        }
     }
 
     /// Ends the request with `outcome` and records every metric, once.
@@ -198,70 +206,51 @@ impl Record {
         let end = self.now();
         if self.out {
             self.out = false;
-            self.held += end.saturating_sub(self.out_since);
+            self.held = self.held.wrapping_add(end);
         }
-        let shared = &*self.shared;
-        shared.leave(self.method, end);
-
-        let key = ResponseKey {
-            route: self.route,
-            method: self.method,
-            status: self.status,
-            outcome,
-            grpc: self.grpc,
-            protocol: self.net & 0xf,
-            scheme: self.net >> 4,
-            labels: self.labels,
-        };
-        let (status, blocks, bytes) = (self.status, self.blocks, self.bytes);
-        let head_at = (self.flags & HEAD != 0).then_some(self.head_at);
-        let times = Times { end, t0: self.t0, head_at, held: self.held };
+        self.shared.leave(self.method(), end);
         // The common case straight from the slot table; the first request of a label set (or a
-        // crowded table) through the cache's slow path.
-        match shared.handles.response(key) {
-            Some(handles) => times.record(handles, shared.seconds_per_tick, status, blocks, bytes),
-            None => shared.handles.with_response(key, &shared.tag_sources(), |handles| {
-                times.record(handles, shared.seconds_per_tick, status, blocks, bytes)
-            }),
+        // crowded table) through the cache's slow path. The fields are read where they are (no
+        // copy of the key or the times to keep across the calls).
+        match self.shared.handles.response(self.key.finish(outcome, self.labels)) {
+            Some(handles) => self.record_into(handles, end),
+            None => self.record_first(outcome, end),
         }
-        if status != 0 && blocks >= 2 {
-            if let Some(small_blocks) = &shared.small_blocks {
-                let now_ns = shared.nanos_since_epoch(end);
-                small_blocks.add(self.route, blocks, bytes, now_ns, &shared.routes);
+        // (Two blocks or more: a body was streamed, so there was a head.)
+        if self.blocks >= 2 {
+            if let Some(small_blocks) = &self.shared.small_blocks {
+                let now_ns = self.shared.nanos_since_epoch(end);
+                let route = self.key.route();
+                small_blocks.add(route, self.blocks, self.bytes, now_ns, &self.shared.routes);
             }
         }
     }
-}
 
-/// The raw clock readings of a finished request.
-struct Times {
-    end: u64,
-    t0: u64,
-    head_at: Option<u64>,
-    held: u64,
-}
+    /// [`record_into`](Self::record_into) the handles of a label set not in the slot table yet.
+    #[cold]
+    #[inline(never)]
+    fn record_first(&self, outcome: Outcome, end: u64) {
+        let shared = &*self.shared;
+        let key = self.key.unpack(outcome, self.labels);
+        shared
+            .handles
+            .with_response(key, &shared.tag_sources(), |handles| self.record_into(handles, end));
+    }
 
-impl Times {
     /// One recording per metric of the request's label set.
     #[inline]
-    fn record(
-        &self,
-        handles: &ResponseHandles,
-        seconds_per_tick: f64,
-        status: u16,
-        blocks: u64,
-        bytes: u64,
-    ) {
+    fn record_into(&self, handles: &ResponseHandles, end: u64) {
+        let seconds_per_tick = self.shared.seconds_per_tick;
         let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
         handles.requests.increment(1);
-        handles.duration.record(seconds(self.end.saturating_sub(self.t0)));
-        if let Some(head_at) = self.head_at {
-            handles.application_time.record(seconds(head_at.saturating_sub(self.t0)));
+        handles.duration.record(seconds(end.saturating_sub(self.t0)));
+        if self.flags & HEAD != 0 {
+            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
         }
-        if status != 0 {
-            handles.output_time.record(seconds(self.held));
-            handles.output_blocks.record(blocks as f64);
-            handles.output_bytes.record(bytes as f64);
+        if self.status() != 0 {
+            handles.output_time.record(seconds(self.held()));
+            handles.output_blocks.record(self.blocks as f64);
+            handles.output_bytes.record(self.bytes as f64);
         }
     }
 }
@@ -355,8 +344,8 @@ mod tests {
         // The record moves from `call` to the future to the body: each move copies it. At 88
         // bytes the copies were inline; one more word made them `memcpy` calls (+58
         // instructions per request under callgrind); 72 (flags in one byte, no `Option<u64>`)
-        // saves two words per move.
+        // saves two words per move, 64 (`out_since` folded into `held`) one more.
         let size = std::mem::size_of::<super::Record>();
-        assert!(size <= 72, "Record is {size} bytes");
+        assert!(size <= 64, "Record is {size} bytes");
     }
 }

@@ -94,7 +94,8 @@ fn status_in(headers: &HeaderMap) -> Option<u8> {
 pub(crate) struct StatusKey(u8);
 
 impl StatusKey {
-    /// No `grpc-status` (yet).
+    /// No `grpc-status` (yet): the key of a packed key whose bits are 0.
+    #[cfg(test)]
     pub(crate) const NONE: StatusKey = StatusKey(0);
 
     /// The key of a parsed `grpc-status` (see [`status`]).
@@ -105,6 +106,11 @@ impl StatusKey {
     /// The key packed into 5 bits (0..=18).
     pub(crate) fn bits(self) -> u8 {
         self.0
+    }
+
+    /// The key of [`bits`](Self::bits) (a value above 18 counts as an unknown code).
+    pub(crate) fn from_bits(bits: u8) -> Self {
+        StatusKey(bits.min(18))
     }
 
     /// The code, if it is one of the 17 gRPC defines.

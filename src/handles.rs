@@ -54,6 +54,84 @@ pub(crate) struct ResponseKey {
     pub(crate) labels: ValueIds,
 }
 
+/// The low half of a packed [`ResponseKey`] without its outcome, as a request's record carries
+/// it (one word instead of six fields, set as the request goes: route, method, protocol and
+/// scheme at `call`, the status at the head, `grpc-status` when seen; the outcome and labels are
+/// added at the end). Bits: route 32..64, method 28..32, status (up to 999) 18..28, outcome
+/// 14..18, scheme 8..10, protocol 5..8, `grpc-status` key 0..5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackedKey(u64);
+
+impl PackedKey {
+    const STATUS: u64 = 0x3ff << 18;
+    const GRPC: u64 = 0x1f;
+
+    #[inline]
+    pub(crate) fn new(route: u32, method: u8, protocol: u8, scheme: u8) -> Self {
+        PackedKey(
+            (u64::from(route) << 32)
+                | (u64::from(method & 0xf) << 28)
+                | (u64::from(scheme & 0x3) << 8)
+                | (u64::from(protocol & 0x7) << 5),
+        )
+    }
+
+    /// Sets the status, once: its bits must still be 0 (the head comes once). HTTP statuses
+    /// are 100..=999, so 10 bits hold them.
+    #[inline]
+    pub(crate) fn with_status(self, status: u16) -> Self {
+        debug_assert_eq!(self.0 & Self::STATUS, 0, "the status is set once");
+        PackedKey(self.0 | (u64::from(status & 0x3ff) << 18))
+    }
+
+    #[inline]
+    pub(crate) fn with_grpc(self, grpc: StatusKey) -> Self {
+        PackedKey((self.0 & !Self::GRPC) | u64::from(grpc.bits() & 0x1f))
+    }
+
+    #[inline]
+    pub(crate) fn with_route(self, route: u32) -> Self {
+        PackedKey((self.0 & 0xffff_ffff) | (u64::from(route) << 32))
+    }
+
+    #[inline]
+    pub(crate) fn route(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    #[inline]
+    pub(crate) fn method(self) -> u8 {
+        ((self.0 >> 28) & 0xf) as u8
+    }
+
+    /// The status (0 until the head).
+    #[inline]
+    pub(crate) fn status(self) -> u16 {
+        ((self.0 & Self::STATUS) >> 18) as u16
+    }
+
+    /// The whole key of the request's label set, with its outcome and label value ids.
+    #[inline]
+    pub(crate) fn finish(self, outcome: Outcome, labels: ValueIds) -> u128 {
+        let high = u64::from(u32::from_le_bytes(labels));
+        (u128::from(high) << 64) | u128::from(self.0 | (outcome.index() << 14))
+    }
+
+    /// The fields back (for the first request of a label set, which resolves its tags).
+    pub(crate) fn unpack(self, outcome: Outcome, labels: ValueIds) -> ResponseKey {
+        ResponseKey {
+            route: self.route(),
+            method: self.method(),
+            status: self.status(),
+            outcome,
+            grpc: StatusKey::from_bits((self.0 & Self::GRPC) as u8),
+            protocol: ((self.0 >> 5) & 0x7) as u8,
+            scheme: ((self.0 >> 8) & 0x3) as u8,
+            labels,
+        }
+    }
+}
+
 /// What turns a [`ResponseKey`] into tags: the tables and the tag switches of a layer.
 pub(crate) struct TagSources<'a> {
     pub(crate) routes: &'a RouteTable,
@@ -67,15 +145,10 @@ impl ResponseKey {
     /// The key as one integer: the low half as before labels existed (bits 5..9: protocol and
     /// scheme), the high half the four label value ids (0 without labels).
     fn pack(self) -> u128 {
-        let low = (u64::from(self.route) << 32)
-            | (u64::from(self.method & 0xf) << 28)
-            | (u64::from(self.status.min(1023)) << 18)
-            | (self.outcome.index() << 14)
-            | (u64::from(self.scheme & 0x3) << 8)
-            | (u64::from(self.protocol & 0x7) << 5)
-            | u64::from(self.grpc.bits() & 0x1f);
-        let high = u64::from(u32::from_le_bytes(self.labels));
-        (u128::from(high) << 64) | u128::from(low)
+        PackedKey::new(self.route, self.method, self.protocol, self.scheme)
+            .with_status(self.status.min(999))
+            .with_grpc(self.grpc)
+            .finish(self.outcome, self.labels)
     }
 
     fn labels(self, tags: &TagSources<'_>) -> Vec<Label> {
@@ -276,11 +349,12 @@ impl HandleCache {
         self.described.call_once(|| self.names.describe());
     }
 
-    /// The handles of `key` if they are cached in the slot table (every label set after its
-    /// first request, unless the table is crowded); else [`with_response`](Self::with_response).
+    /// The handles of the packed key `key` ([`PackedKey::finish`]) if they are cached in the slot
+    /// table (every label set after its first request, unless the table is crowded); else
+    /// [`with_response`](Self::with_response).
     #[inline]
-    pub(crate) fn response(&self, key: ResponseKey) -> Option<&ResponseHandles> {
-        self.responses.get(key.pack())
+    pub(crate) fn response(&self, key: u128) -> Option<&ResponseHandles> {
+        self.responses.get(key)
     }
 
     /// Calls `f` with the handles of `key` (resolved through the current recorder the first
@@ -373,6 +447,49 @@ mod tests {
         assert_eq!(packed.len(), variants.len() + 1, "every field changes the key");
         assert_ne!(input_key(3, 0, InputState::Complete), base.pack());
         assert_ne!(input_key(3, 0, InputState::Complete), input_key(3, 0, InputState::Unread));
+    }
+
+    #[test]
+    fn a_key_built_as_the_request_goes_packs_and_unpacks_like_the_fields() {
+        // Every route, method, status, outcome, gRPC code, protocol and scheme the layer makes
+        // (statuses 100..=999, codes 0..=16 and an unknown one), in any order of setting.
+        let mut n = 0;
+        for route in [0, 1, 2, 77, u32::MAX >> 1] {
+            for method in 0..labels::METHOD_COUNT as u8 {
+                for status in [0, 100, 200, 204, 304, 404, 500, 599, 999] {
+                    for grpc in [None, Some(0), Some(14), Some(16), Some(200)] {
+                        for (protocol, scheme) in [(0, 0), (2, 1), (4, 2), (7, 3)] {
+                            for outcome in Outcome::ALL {
+                                let labels = [route as u8, method, 0, 250];
+                                let grpc_key = grpc.map_or(StatusKey::NONE, StatusKey::of);
+                                let fields = ResponseKey {
+                                    route,
+                                    method,
+                                    status,
+                                    outcome,
+                                    grpc: grpc_key,
+                                    protocol,
+                                    scheme,
+                                    labels,
+                                };
+                                let mut key = PackedKey::new(7, method, protocol, scheme);
+                                if let Some(code) = grpc {
+                                    key = key.with_grpc(StatusKey::of(code));
+                                }
+                                key = key.with_status(status).with_route(route);
+                                assert_eq!(key.route(), route);
+                                assert_eq!(key.method(), method);
+                                assert_eq!(key.status(), status);
+                                assert_eq!(key.finish(outcome, labels), fields.pack());
+                                assert_eq!(key.unpack(outcome, labels), fields);
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 5 * labels::METHOD_COUNT * 9 * 5 * 4 * 6);
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub(crate) struct RouteTable {
     skip_end: u32,
     /// Whether id 0 (no name: `unmatched`) is left out too.
     skip_first: bool,
+    /// Every skipped id is below this (0: nothing is skipped, one compare per request).
+    skip_below: u32,
     /// Ids of axum's `MatchedPath` values by the address of their text.
     #[cfg(feature = "axum")]
     paths: PathCache,
@@ -212,6 +214,7 @@ impl RouteTable {
             cap,
             skip_end: 2,
             skip_first: false,
+            skip_below: 0,
             #[cfg(feature = "axum")]
             paths: PathCache {
                 slots: Slots::new(PATH_SLOTS, PATH_PROBES),
@@ -226,6 +229,11 @@ impl RouteTable {
             table.skip_first |= route_key(name) == first;
         }
         table.cap = cap;
+        table.skip_below = match (table.skip_end > 2, table.skip_first) {
+            (true, _) => table.skip_end,
+            (false, true) => UNMATCHED_ID + 1,
+            (false, false) => 0,
+        };
         table
     }
 
@@ -233,7 +241,8 @@ impl RouteTable {
     /// `unmatched` was given).
     #[inline]
     pub(crate) fn is_skipped(&self, id: u32) -> bool {
-        (id >= 2 && id < self.skip_end) || (id == UNMATCHED_ID && self.skip_first)
+        id < self.skip_below
+            && ((id >= 2 && id < self.skip_end) || (id == UNMATCHED_ID && self.skip_first))
     }
 
     /// Names admitted to be left out (they take no place under the cap).

@@ -75,23 +75,23 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if self.shared.needs_head {
-            return self.call_with_head(req);
-        }
-        // Without skip predicates and label functions the request is never split or moved
-        // before the inner service gets it.
         let shared = &*self.shared;
-        let route = route_of(shared, req.extensions(), req.headers(), req.uri());
+        if !shared.simple {
+            return self.call_with_options(req);
+        }
+        // No skip predicate, label or gRPC route: the route comes from the extensions only, and
+        // the request is never split or moved before the inner service gets it.
+        let route = if req.extensions().is_empty() {
+            routes::UNMATCHED_ID
+        } else {
+            find_route(shared, req.extensions(), req.headers(), req.uri())
+        };
         if shared.routes.is_skipped(route) {
             return self.pass_through(req);
         }
-        let mut labels: ValueIds = [0; MAX_LABELS];
-        if !shared.labels.is_empty() {
-            shared.labels.read_request_extensions(req.extensions(), &mut labels);
-        }
         // The request goes straight to the inner service (no move through a helper: each is a
         // copy of the whole head).
-        let record = start(&self.shared, &req, route, labels);
+        let record = start(&self.shared, &req, route, [0; MAX_LABELS]);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
@@ -99,10 +99,10 @@ where
 }
 
 impl<S, M> Vitals<S, M> {
-    /// `call` for a layer with skip predicates or label functions: they see the request head.
-    /// Out of line, so that `call` without them keeps the request where it is.
+    /// `call` for a layer with skip predicates, labels or gRPC routes (out of line, so that
+    /// `call` without them stays small). Skip predicates and label functions see the head.
     #[inline(never)]
-    fn call_with_head<ReqBody, ResBody>(
+    fn call_with_options<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
     ) -> ResponseFuture<S::Future>
@@ -111,17 +111,34 @@ impl<S, M> Vitals<S, M> {
         S: Service<Request<M::Body>, Response = Response<ResBody>>,
     {
         let shared = &*self.shared;
-        let (head, body) = req.into_parts();
-        if shared.skip_by_head(&head) {
-            return self.pass_through(Request::from_parts(head, body));
-        }
-        let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
-        if shared.routes.is_skipped(route) {
-            return self.pass_through(Request::from_parts(head, body));
-        }
         let mut labels: ValueIds = [0; MAX_LABELS];
-        shared.labels.read_request(&head, &mut labels);
-        let req = Request::from_parts(head, body);
+        if shared.needs_head {
+            let (head, body) = req.into_parts();
+            if shared.skip_by_head(&head) {
+                return self.pass_through(Request::from_parts(head, body));
+            }
+            let route = route_of(shared, &head.extensions, &head.headers, &head.uri);
+            if shared.routes.is_skipped(route) {
+                return self.pass_through(Request::from_parts(head, body));
+            }
+            shared.labels.read_request(&head, &mut labels);
+            let req = Request::from_parts(head, body);
+            let record = start(&self.shared, &req, route, labels);
+            let ctx = RequestContext {
+                shared: &self.shared,
+                route,
+                method: record.method(),
+                measured: true,
+            };
+            return ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record);
+        }
+        let route = route_of(shared, req.extensions(), req.headers(), req.uri());
+        if shared.routes.is_skipped(route) {
+            return self.pass_through(req);
+        }
+        if !shared.labels.is_empty() {
+            shared.labels.read_request_extensions(req.extensions(), &mut labels);
+        }
         let record = start(&self.shared, &req, route, labels);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };

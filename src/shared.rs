@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) labels: LabelTables,
     /// Whether `call` must look at the request head (a skip predicate or a label function).
     pub(crate) needs_head: bool,
+    /// No skip predicate, no label key and no gRPC routes: `call` takes its short path (the
+    /// route from the extensions only).
+    pub(crate) simple: bool,
     pub(crate) in_flight: InFlight,
     pub(crate) utilization: Utilization,
     /// Per-route block sums for the small-block warning (`None`: turned off).
@@ -88,10 +91,12 @@ impl Shared {
         let labels = LabelTables::new(&config.label_keys, config.label_value_cap);
         // Room for the label sets the protocol and the user's labels multiply a route into.
         let per_route = HANDLE_SETS_PER_ROUTE * 2 * (1 + 2 * config.label_keys.len());
+        let needs_head = !config.skip_if.is_empty() || labels.has_request_functions();
         Shared {
             routes: RouteTable::new(cap, &config.skip_routes),
+            simple: !needs_head && labels.is_empty() && !config.grpc_routes,
             handles: HandleCache::new(names, (cap + 2).saturating_mul(per_route)),
-            needs_head: !config.skip_if.is_empty() || labels.has_request_functions(),
+            needs_head,
             labels,
             in_flight,
             utilization,
