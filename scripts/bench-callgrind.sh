@@ -5,6 +5,9 @@
 # body); (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one request. Background threads (exporter
 # forwarders) and set-up (quanta's calibration) are not counted.
 #   scripts/bench-callgrind.sh [scenario ...]     (default: plain_1x12B axum_1x12B)
+# With vitals_prometheus and floor_prometheus counted it says MET or MISSED for issue 13's
+# in-process targets (per request <= 1.15x the floor over bare; per frame <= 1.3x when a 1000x
+# scenario and its 1x twin are both given; axum-prometheus >= 3.5x in axum).
 # Set TOP=N to also print the N functions whose per-request cost differs most between
 # VitalsLayer and the floor (no-op and Prometheus recorders): where the remaining cost goes.
 # Set VARIANTS="bare vitals_live ..." to count other variants (e.g. the live recorder's:
@@ -49,6 +52,7 @@ def load(path):
         n, name = line.strip().split(None, 1)
         d[name] = d.get(name, 0) + int(n.replace(",", ""))
     return d
+totals = {}
 for s in scenarios:
     n1, n2 = (200, 1200) if "1000x" in s else (2000, 12000)
     per = {}
@@ -61,6 +65,16 @@ for s in scenarios:
     for v in variants:
         t = per[v]["PROGRAM TOTALS"]
         print(f"  {v:<20} {t:>11.0f} {t - bare:>+10.0f}")
+    over = {v: per[v]["PROGRAM TOTALS"] - bare for v in variants}
+    totals[s] = over
+    if "vitals_prometheus" in over and "floor_prometheus" in over and "1000x" not in s:
+        r = over["vitals_prometheus"] / over["floor_prometheus"]
+        verdict = "MET" if r <= 1.15 else "MISSED"
+        print(f"  {verdict}: VitalsLayer+Prometheus over bare <= 1.15x the floor's (issue 13): {r:.3f}x")
+        if "axum_prometheus" in over and s.startswith("axum"):
+            r = over["axum_prometheus"] / over["vitals_prometheus"]
+            verdict = "MET" if r >= 3.5 else "MISSED"
+            print(f"  {verdict}: axum-prometheus >= 3.5x VitalsLayer+Prometheus over bare (issue 13): {r:.1f}x")
     for v, base in (("vitals_noop", "floor_noop"), ("vitals_prometheus", "floor_prometheus")) if top else ():
         if v not in per or base not in per:
             continue
@@ -69,4 +83,16 @@ for s in scenarios:
         print(f"  {v}: functions whose cost differs most from {base} (Ir/request)")
         for k in sorted(diff, key=lambda k: -abs(diff[k]))[:top]:
             print(f"    {diff[k]:>+7.0f}  {k[:140]}")
+# Per frame: the 1000-frame scenario against the 1-frame one of the same context.
+for s, t in totals.items():
+    if "1000x" not in s:
+        continue
+    one = next((o for o in totals if o.split("_")[0] == s.split("_")[0] and "_1x" in o), None)
+    if one is None or "vitals_prometheus" not in t or "floor_prometheus" not in t:
+        continue
+    frame = {v: (t[v] - totals[one][v]) / 999 for v in ("vitals_prometheus", "floor_prometheus")}
+    r = frame["vitals_prometheus"] / frame["floor_prometheus"]
+    verdict = "MET" if r <= 1.3 else "MISSED"
+    print(f"\n{verdict}: per frame ({s} vs {one}), VitalsLayer+Prometheus <= 1.3x the floor's "
+          f"(issue 13): {frame['vitals_prometheus']:.1f} vs {frame['floor_prometheus']:.1f} Ir = {r:.3f}x")
 EOF
