@@ -241,8 +241,9 @@ impl RouteTable {
     /// `unmatched` was given).
     #[inline]
     pub(crate) fn is_skipped(&self, id: u32) -> bool {
-        id < self.skip_below
-            && ((id >= 2 && id < self.skip_end) || (id == UNMATCHED_ID && self.skip_first))
+        // Below `skip_below` every id from 2 is a skipped name (it is `skip_end` when names are
+        // given, else at most 1); 0 is skipped if `unmatched` was given; 1 (overflow) never.
+        id < self.skip_below && (id >= 2 || (id == UNMATCHED_ID && self.skip_first))
     }
 
     /// Names admitted to be left out (they take no place under the cap).
@@ -402,6 +403,16 @@ mod tests {
         let table = RouteTable::new(4, &[UNMATCHED.to_owned()]);
         assert!(table.is_skipped(UNMATCHED_ID));
         assert!(table.is_skipped(table.intern(UNMATCHED)));
+        assert!(!table.is_skipped(OVERFLOW_ID));
+        assert!(!table.is_skipped(table.intern("/a")));
+        // Names and `unmatched` together; and nothing to skip at all.
+        let table = RouteTable::new(4, &["/healthz".to_owned(), UNMATCHED.to_owned()]);
+        assert!(table.is_skipped(table.intern("/healthz")) && table.is_skipped(UNMATCHED_ID));
+        assert!(!table.is_skipped(OVERFLOW_ID) && !table.is_skipped(table.intern("/a")));
+        let table = RouteTable::new(4, &[]);
+        for id in [UNMATCHED_ID, OVERFLOW_ID, table.intern("/a"), table.intern("/b")] {
+            assert!(!table.is_skipped(id), "{id}");
+        }
     }
 
     #[test]
