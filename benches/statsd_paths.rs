@@ -130,7 +130,7 @@ fn options(sink: &UdpSocket) -> Vec<Candidate> {
             _recorder: recorder,
         });
     }
-    let dog = tower_vitals::dogstatsd::builder(&addr).expect("addr").build().expect("dogstatsd");
+    let dog = tower_vitals::dogstatsd::builder(&addr).build().expect("dogstatsd");
     let dog: Box<dyn Recorder> = Box::new(dog);
     out.push(Candidate {
         name: "dogstatsd",

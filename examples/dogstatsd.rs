@@ -18,7 +18,6 @@ use axum::Router;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use metrics::Label;
 use tower_vitals::VitalsLayer;
 use udp_target::UdpTarget;
 
@@ -32,9 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let udp = UdpTarget::from_args()?;
     let target = udp.addr.clone();
 
-    tower_vitals::dogstatsd::builder(&target)?
-        .with_global_labels(vec![Label::new("env", "dev")])
-        .with_flush_interval(Duration::from_millis(500))
+    tower_vitals::dogstatsd::builder(&target)
+        .default_tag("env", "dev")
+        .flush_interval(Duration::from_millis(500))
         .install()?;
     println!("sending DogStatsD to {target}");
 

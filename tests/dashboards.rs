@@ -789,10 +789,9 @@ fn datadog_names_exist_in_the_crate_constants_and_in_what_real_statsd_received()
 fn datadog_names_are_on_the_dogstatsd_wire_as_distributions() {
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sink.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-    let recorder = tower_vitals::dogstatsd::builder(&sink.local_addr().expect("addr").to_string())
-        .expect("builder")
-        .with_flush_interval(Duration::from_millis(200))
-        .with_telemetry(false)
+    let recorder = tower_vitals::dogstatsd::builder(sink.local_addr().expect("addr").to_string())
+        .flush_interval(Duration::from_millis(200))
+        .telemetry(false)
         .build()
         .expect("dogstatsd recorder");
     drive_demo_with(recorder, 1.5);

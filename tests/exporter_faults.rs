@@ -13,6 +13,10 @@
 //! counted refused sends where it counts them: our background sender, metrics-exporter-dogstatsd's
 //! telemetry), and the kernel dropped datagrams for the socket that never reads.
 //!
+//! Before those, memory: requests driven for a few seconds at full speed to a DogStatsD agent on
+//! a Unix datagram socket that never reads (and to a statsd server whose UDP socket never
+//! reads) leave the process's resident memory where it was, and keep their latency.
+//!
 //! Last, the same for statsd down over real HTTP (axum apps on 127.0.0.1), by median.
 //!
 //! One test, running the cases one after the other, alone in its binary: the p99
@@ -347,9 +351,8 @@ fn statsd_inline() {
 
 fn dogstatsd() {
     let build = |addr: SocketAddr| {
-        tower_vitals::dogstatsd::builder(&addr.to_string())
-            .expect("address")
-            .with_flush_interval(Duration::from_millis(50))
+        tower_vitals::dogstatsd::builder(addr.to_string())
+            .flush_interval(Duration::from_millis(50))
             .build()
             .expect("build")
     };
@@ -371,6 +374,173 @@ fn dogstatsd() {
     assert!(telemetry(DOGSTATSD_PACKETS_SENT) > 0, "the exporter sent nothing");
     drop(targets);
     faults.assert_happened("dogstatsd");
+}
+
+/// How long each deaf-agent memory check drives requests, and the most the process's resident
+/// memory may grow meanwhile. The exporters' own buffers are fixed (dogstatsd: a reservoir of
+/// 1,024 samples per histogram; statsd: a queue of 65,536 samples allocated when built): with
+/// every sample held until a stalled agent reads, the same run grows by several MB (each request
+/// holds 5 histogram samples, 8 bytes each).
+const DEAF_SECS: u64 = 10;
+const MAX_RSS_GROWTH: u64 = 3 << 20;
+
+/// Resident memory of this process, in bytes (`VmRSS` of /proc/self/status).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status (Linux)");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Drives requests for DEAF_SECS through a healthy target and one whose agent never reads,
+/// interleaved in batches, and checks that resident memory stays within MAX_RSS_GROWTH of where
+/// it started (the peak, sampled after every block) and that the deaf target's requests keep
+/// their latency (median over blocks of the per-block p99 ratio). Returns the deaf target's
+/// request count.
+fn deaf_agent_memory(
+    exporter: &str,
+    healthy: impl Recorder + 'static,
+    deaf: impl Recorder + 'static,
+) -> usize {
+    let mut targets =
+        [Target::new("healthy agent", healthy), Target::new("agent never reads", deaf)];
+    for t in targets.iter_mut() {
+        t.times.reserve(ROUNDS * BATCH);
+        t.batch(2_000, false); // handles, histogram storage, the first flushes
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_bytes();
+    let mut peak = before;
+    let (mut ratios, mut requests) = (Vec::with_capacity(1_000), 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(DEAF_SECS) {
+        for t in targets.iter_mut() {
+            t.times.clear(); // capacity kept: the test itself does not grow
+        }
+        for round in 0..ROUNDS {
+            for i in 0..2 {
+                targets[(i + round) % 2].batch(BATCH, true);
+            }
+        }
+        requests += ROUNDS * BATCH;
+        let (h, d) = (targets[0].quantile(0.99), targets[1].quantile(0.99));
+        ratios.push(d.as_secs_f64() / h.as_secs_f64());
+        peak = peak.max(rss_bytes());
+    }
+    let after = rss_bytes();
+    let growth = peak.saturating_sub(before);
+    let ratio = median(ratios);
+    println!(
+        "{exporter:>20} | agent never reads | {requests} requests each in {:.1?} | RSS {:.1} MB -> peak {:.1} MB (end {:.1} MB), growth {:.2} MB | p99 ratio {ratio:.2}",
+        started.elapsed(),
+        before as f64 / 1e6,
+        peak as f64 / 1e6,
+        after as f64 / 1e6,
+        growth as f64 / 1e6
+    );
+    for t in &targets {
+        assert_eq!(t.failures, 0, "{exporter} / {}: requests failed", t.name);
+        assert_eq!(t.layer.active_requests(), 0);
+    }
+    assert!(
+        growth <= MAX_RSS_GROWTH,
+        "{exporter}: resident memory grew {:.2} MB in {DEAF_SECS} s with an agent that never reads (limit {:.2} MB)",
+        growth as f64 / 1e6,
+        MAX_RSS_GROWTH as f64 / 1e6
+    );
+    assert!(
+        ratio <= MAX_P99_RATIO,
+        "{exporter}: p99 {ratio:.2}x the healthy p99 with an agent that never reads (limit {MAX_P99_RATIO}x)"
+    );
+    requests
+}
+
+/// A Unix datagram socket bound by the test: `read` keeps a thread draining it (the healthy
+/// agent); otherwise nothing ever reads it, and once its queue is full every send waits.
+struct UnixAgent {
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _socket: Option<std::os::unix::net::UnixDatagram>,
+}
+
+impl UnixAgent {
+    fn bind(name: &str, read: bool) -> UnixAgent {
+        let dir = std::env::temp_dir().join(format!("tower-vitals-faults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        if !read {
+            return UnixAgent { path, stop, thread: None, _socket: Some(socket) };
+        }
+        socket.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = socket.recv(&mut buf);
+                }
+            }
+        });
+        UnixAgent { path, stop, thread: Some(thread), _socket: None }
+    }
+
+    fn url(&self) -> String {
+        format!("unixgram://{}", self.path.display())
+    }
+}
+
+impl Drop for UnixAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The Datadog agent on a Unix datagram socket that never reads (the socket's queue fills, each
+/// send then waits for the write timeout): memory stays bounded, requests keep their latency,
+/// and the exporter really did fail to send.
+fn dogstatsd_deaf_unix_agent() {
+    let healthy = UnixAgent::bind("agent.sock", true);
+    let deaf = UnixAgent::bind("deaf.sock", false);
+    let build = |url: String| {
+        tower_vitals::dogstatsd::builder(url)
+            .flush_interval(Duration::from_millis(200))
+            .build()
+            .expect("build")
+    };
+    let failures_before = telemetry(DOGSTATSD_SEND_FAILURES);
+    deaf_agent_memory("dogstatsd (unixgram)", build(healthy.url()), build(deaf.url()));
+    assert!(
+        telemetry(DOGSTATSD_SEND_FAILURES) > failures_before,
+        "no send to the deaf Unix socket failed: did its queue really fill?"
+    );
+}
+
+/// The same for the statsd background sender and a UDP server whose socket never reads (the
+/// kernel drops what overflows it; the sender's queue is bounded and its socket non-blocking).
+fn statsd_background_deaf_server() {
+    let sink = DrainedSink::start();
+    let faults = Faults::new();
+    let build = |addr: SocketAddr| {
+        statsd::builder(addr.to_string())
+            .flush_interval(Duration::from_millis(20))
+            .build()
+            .expect("build")
+            .0
+    };
+    deaf_agent_memory("statsd (background)", build(sink.addr), build(faults.deaf_addr()));
+    let port = faults.deaf_addr().port();
+    assert!(kernel_drops(port) > 0, "the never-reading socket dropped nothing");
 }
 
 /// metrics-exporter-dogstatsd's telemetry: payloads its writer failed to send, payloads sent.
@@ -458,6 +628,8 @@ fn statsd_and_dogstatsd_down_or_deaf_keep_request_latency_and_never_fail_a_reque
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     GLOBAL.set(recorder.snapshotter()).expect("first and only test");
     metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+    dogstatsd_deaf_unix_agent();
+    statsd_background_deaf_server();
     statsd_background();
     statsd_inline();
     dogstatsd();

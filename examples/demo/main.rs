@@ -124,7 +124,8 @@ fn push_recorders(
         #[cfg(feature = "dogstatsd")]
         {
             let recorder = tower_vitals::dogstatsd::builder(addr)
-                .and_then(|b| b.with_flush_interval(PUSH_FLUSH).build())
+                .flush_interval(PUSH_FLUSH)
+                .build()
                 .map_err(|e| format!("--dogstatsd {addr}: {e}"))?;
             fanout = fanout.add_recorder(recorder);
         }
