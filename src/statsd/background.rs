@@ -14,13 +14,14 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
+use metrics_util::registry::{Registry, Storage};
 
 use super::line::{is_seconds, Template};
 use super::{ExporterStats, HistogramType};
@@ -40,33 +41,87 @@ pub(crate) struct Settings {
     pub(crate) flush_interval: Duration,
 }
 
-struct CounterCell {
+pub(crate) struct CounterCell {
     pending: AtomicU64,
     template: Template,
 }
 
-struct GaugeCell {
+pub(crate) struct GaugeCell {
     bits: AtomicU64,
     dirty: AtomicBool,
     template: Template,
 }
 
-/// What the recorder and the sender thread share.
-struct Registry {
-    counters: Mutex<HashMap<Key, Arc<CounterCell>>>,
-    gauges: Mutex<HashMap<Key, Arc<GaugeCell>>>,
-    /// Histogram id → its line template (ids index this vector).
-    histograms: RwLock<Vec<Arc<Template>>>,
-    histogram_ids: Mutex<HashMap<Key, u32>>,
-    units: Mutex<HashMap<String, Unit>>,
-}
+/// Histogram id → its line template (ids index this vector): shared by the storage, which
+/// appends, and the sender thread, which reads it when a sample of an unknown id arrives.
+type HistogramTemplates = Arc<RwLock<Vec<Arc<Template>>>>;
 
-/// The recorder of the background pipeline.
-pub(crate) struct BackgroundRecorder {
-    settings: Arc<Settings>,
-    registry: Arc<Registry>,
+/// How the registry makes a metric the first time its key is seen: the cell and its line
+/// template (names and tags sanitised once, here).
+struct Cells {
+    settings: Settings,
+    /// Units declared by `describe_histogram!`, by metric name (seconds become `|ms` timers).
+    units: Mutex<HashMap<String, Unit>>,
+    templates: HistogramTemplates,
     queue: SyncSender<(u32, f64)>,
     stats: Arc<ExporterStats>,
+}
+
+impl Cells {
+    fn template(&self, key: &Key, wire: &str, scale: f64) -> Template {
+        Template::new(&self.settings.prefix, key, wire, &self.settings.default_tags, scale)
+    }
+}
+
+impl Storage<Key> for Cells {
+    type Counter = Arc<CounterCell>;
+    type Gauge = Arc<GaugeCell>;
+    type Histogram = Arc<HistogramHandle>;
+
+    fn counter(&self, key: &Key) -> Arc<CounterCell> {
+        Arc::new(CounterCell { pending: AtomicU64::new(0), template: self.template(key, "c", 1.0) })
+    }
+
+    fn gauge(&self, key: &Key) -> Arc<GaugeCell> {
+        Arc::new(GaugeCell {
+            bits: AtomicU64::new(0f64.to_bits()),
+            dirty: AtomicBool::new(false),
+            template: self.template(key, "g", 1.0),
+        })
+    }
+
+    fn histogram(&self, key: &Key) -> Arc<HistogramHandle> {
+        let unit = lock(&self.units).get(key.name()).copied();
+        let seconds = is_seconds(key.name(), unit);
+        let kind = if seconds { self.settings.times } else { self.settings.sizes };
+        let scale = if seconds && kind == HistogramType::Timer { 1000.0 } else { 1.0 };
+        let template = Arc::new(self.template(key, kind.wire(), scale));
+        let mut all = self.templates.write().unwrap_or_else(PoisonError::into_inner);
+        let id = u32::try_from(all.len()).unwrap_or(u32::MAX);
+        all.push(template);
+        Arc::new(HistogramHandle { id, queue: self.queue.clone(), stats: Arc::clone(&self.stats) })
+    }
+}
+
+/// The counter and gauge cells, handed to the sender thread when the recorder is dropped so that
+/// it sends their last values.
+type Handover = Arc<Mutex<Option<(Vec<Arc<CounterCell>>, Vec<Arc<GaugeCell>>)>>>;
+
+/// The recorder of the background pipeline: a `metrics-util` registry of this pipeline's cells.
+/// The sender thread holds it weakly: the histogram handles in it hold the queue, which must
+/// close when the recorder and every handle are gone (that ends the thread).
+pub(crate) struct BackgroundRecorder {
+    registry: Arc<Registry<Key, Cells>>,
+    handover: Handover,
+}
+
+impl Drop for BackgroundRecorder {
+    fn drop(&mut self) {
+        let (mut counters, mut gauges) = (Vec::new(), Vec::new());
+        self.registry.visit_counters(|_, cell| counters.push(Arc::clone(cell)));
+        self.registry.visit_gauges(|_, cell| gauges.push(Arc::clone(cell)));
+        *lock(&self.handover) = Some((counters, gauges));
+    }
 }
 
 impl BackgroundRecorder {
@@ -76,33 +131,35 @@ impl BackgroundRecorder {
         stats: Arc<ExporterStats>,
     ) -> std::io::Result<Self> {
         let (queue, samples) = mpsc::sync_channel(settings.queue_size.max(1));
-        let registry = Arc::new(Registry {
-            counters: Mutex::new(HashMap::new()),
-            gauges: Mutex::new(HashMap::new()),
-            histograms: RwLock::new(Vec::new()),
-            histogram_ids: Mutex::new(HashMap::new()),
+        let templates = HistogramTemplates::default();
+        let (buffer_size, flush_interval) = (settings.buffer_size.max(1), settings.flush_interval);
+        let registry = Arc::new(Registry::new(Cells {
+            settings,
             units: Mutex::new(HashMap::new()),
-        });
-        let settings = Arc::new(settings);
+            templates: Arc::clone(&templates),
+            queue,
+            stats: Arc::clone(&stats),
+        }));
+        let handover = Handover::default();
         let sender = Sender {
             socket,
-            registry: Arc::clone(&registry),
+            registry: Arc::downgrade(&registry),
+            handover: Arc::clone(&handover),
+            counters: Vec::new(),
+            gauges: Vec::new(),
             samples,
-            stats: Arc::clone(&stats),
-            packet: String::with_capacity(settings.buffer_size),
+            stats,
+            packet: String::with_capacity(buffer_size),
             line: String::with_capacity(256),
+            shared_templates: templates,
             templates: Vec::new(),
-            buffer_size: settings.buffer_size.max(1),
-            flush_interval: settings.flush_interval,
+            buffer_size,
+            flush_interval,
         };
         std::thread::Builder::new()
             .name("tower-vitals-statsd".into())
             .spawn(move || sender.run())?;
-        Ok(BackgroundRecorder { settings, registry, queue, stats })
-    }
-
-    fn template(&self, key: &Key, wire: &str, scale: f64) -> Template {
-        Template::new(&self.settings.prefix, key, wire, &self.settings.default_tags, scale)
+        Ok(BackgroundRecorder { registry, handover })
     }
 }
 
@@ -115,56 +172,20 @@ impl Recorder for BackgroundRecorder {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
         if let Some(unit) = unit {
-            lock(&self.registry.units).insert(key.as_str().to_owned(), unit);
+            lock(&self.registry.storage().units).insert(key.as_str().to_owned(), unit);
         }
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut counters = lock(&self.registry.counters);
-        let cell = counters.entry(key.clone()).or_insert_with(|| {
-            Arc::new(CounterCell {
-                pending: AtomicU64::new(0),
-                template: self.template(key, "c", 1.0),
-            })
-        });
-        Counter::from_arc(Arc::clone(cell))
+        self.registry.get_or_create_counter(key, |cell| Counter::from_arc(Arc::clone(cell)))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let mut gauges = lock(&self.registry.gauges);
-        let cell = gauges.entry(key.clone()).or_insert_with(|| {
-            Arc::new(GaugeCell {
-                bits: AtomicU64::new(0f64.to_bits()),
-                dirty: AtomicBool::new(false),
-                template: self.template(key, "g", 1.0),
-            })
-        });
-        Gauge::from_arc(Arc::clone(cell))
+        self.registry.get_or_create_gauge(key, |cell| Gauge::from_arc(Arc::clone(cell)))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let mut ids = lock(&self.registry.histogram_ids);
-        let id = match ids.get(key) {
-            Some(id) => *id,
-            None => {
-                let unit = lock(&self.registry.units).get(key.name()).copied();
-                let seconds = is_seconds(key.name(), unit);
-                let kind = if seconds { self.settings.times } else { self.settings.sizes };
-                let scale = if seconds && kind == HistogramType::Timer { 1000.0 } else { 1.0 };
-                let template = Arc::new(self.template(key, kind.wire(), scale));
-                let mut all =
-                    self.registry.histograms.write().unwrap_or_else(PoisonError::into_inner);
-                let id = u32::try_from(all.len()).unwrap_or(u32::MAX);
-                all.push(template);
-                ids.insert(key.clone(), id);
-                id
-            }
-        };
-        Histogram::from_arc(Arc::new(HistogramHandle {
-            id,
-            queue: self.queue.clone(),
-            stats: Arc::clone(&self.stats),
-        }))
+        self.registry.get_or_create_histogram(key, |cell| Histogram::from_arc(Arc::clone(cell)))
     }
 }
 
@@ -199,7 +220,7 @@ impl GaugeCell {
     }
 }
 
-struct HistogramHandle {
+pub(crate) struct HistogramHandle {
     id: u32,
     queue: SyncSender<(u32, f64)>,
     stats: Arc<ExporterStats>,
@@ -219,11 +240,17 @@ impl HistogramFn for HistogramHandle {
 /// The sender thread's state.
 struct Sender {
     socket: UdpSocket,
-    registry: Arc<Registry>,
+    /// Gone once the recorder is dropped: the cells it handed over are then flushed.
+    registry: Weak<Registry<Key, Cells>>,
+    handover: Handover,
+    /// The counter and gauge cells as of the last flush (refreshed from the registry each time).
+    counters: Vec<Arc<CounterCell>>,
+    gauges: Vec<Arc<GaugeCell>>,
     samples: Receiver<(u32, f64)>,
     stats: Arc<ExporterStats>,
     packet: String,
     line: String,
+    shared_templates: HistogramTemplates,
     /// Local copy of the histogram templates (refreshed when an unknown id arrives).
     templates: Vec<Arc<Template>>,
     buffer_size: usize,
@@ -271,16 +298,23 @@ impl Sender {
     fn histogram_template(&mut self, id: u32) -> Option<Arc<Template>> {
         let index = id as usize;
         if index >= self.templates.len() {
-            let all = self.registry.histograms.read().unwrap_or_else(PoisonError::into_inner);
+            let all = self.shared_templates.read().unwrap_or_else(PoisonError::into_inner);
             self.templates.clone_from(&all);
         }
         self.templates.get(index).cloned()
     }
 
     fn flush_aggregates(&mut self) {
-        let counters: Vec<Arc<CounterCell>> =
-            lock(&self.registry.counters).values().cloned().collect();
-        for cell in counters {
+        if let Some(registry) = self.registry.upgrade() {
+            self.counters.clear();
+            registry.visit_counters(|_, cell| self.counters.push(Arc::clone(cell)));
+            self.gauges.clear();
+            registry.visit_gauges(|_, cell| self.gauges.push(Arc::clone(cell)));
+        } else if let Some((counters, gauges)) = lock(&self.handover).take() {
+            (self.counters, self.gauges) = (counters, gauges);
+        }
+        let counters = std::mem::take(&mut self.counters);
+        for cell in &counters {
             let n = cell.pending.swap(0, Ordering::Relaxed);
             if n > 0 {
                 self.line.clear();
@@ -288,8 +322,9 @@ impl Sender {
                 self.push_line();
             }
         }
-        let gauges: Vec<Arc<GaugeCell>> = lock(&self.registry.gauges).values().cloned().collect();
-        for cell in gauges {
+        self.counters = counters;
+        let gauges = std::mem::take(&mut self.gauges);
+        for cell in &gauges {
             if cell.dirty.swap(false, Ordering::Acquire) {
                 let value = f64::from_bits(cell.bits.load(Ordering::Relaxed));
                 self.line.clear();
@@ -297,6 +332,7 @@ impl Sender {
                 self.push_line();
             }
         }
+        self.gauges = gauges;
     }
 
     /// Appends the current line to the packet, sending the packet first if it would overflow.
