@@ -148,6 +148,8 @@ mod listener;
 #[cfg(feature = "live")]
 pub mod live;
 mod names;
+#[cfg(feature = "process")]
+pub mod process;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod request_body;
@@ -194,6 +196,7 @@ mod layering {
         "future",
         "service",
         "layer",
+        "process",
         "install",
         "listener",
         "prometheus",

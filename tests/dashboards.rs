@@ -70,6 +70,14 @@ fn start_instance(rate: f64) -> Instance {
         runtime.block_on(async move {
             let server = kit::Server::start(0, &metrics).await.expect("demo app");
             tx.send(Instance { addr: server.addr, metrics: metrics.clone() }).expect("send");
+            // Process metrics into this thread's recorders (stand-in for the render's own call).
+            tokio::spawn(async {
+                tower_vitals::process::describe();
+                loop {
+                    tower_vitals::process::collect();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
             let load = kit::load::Load::start(server.addr, rate);
             tokio::time::sleep(INSTANCE_LIFETIME).await;
             load.finish().await;
@@ -614,7 +622,8 @@ fn grafana_names_exist_in_the_crate_constants_and_in_what_prometheus_scraped() {
 
     // 1. The crate's own constants.
     let names = MetricNames::new(DEFAULT_PREFIX);
-    let from_constants = prometheus_names(&names);
+    let mut from_constants = prometheus_names(&names);
+    from_constants.extend(tower_vitals::process::METRIC_NAMES.map(String::from));
     let mut known_labels: BTreeSet<String> =
         tag_constants().iter().map(|t| t.replace('.', "_")).collect();
     known_labels.extend(["job", "instance", "le"].map(String::from));
