@@ -9,7 +9,10 @@
 //!   thread formats and sends).
 //! - `inline`: `tower_vitals::statsd` with `Pipeline::Inline` (metrics-exporter-statsd: one line
 //!   formatted per sample on the recording thread, queued to cadence's sender thread).
-//! - `dogstatsd`: metrics-exporter-dogstatsd (in-process aggregation).
+//! - `dogstatsd`: `tower_vitals::dogstatsd` (metrics-exporter-dogstatsd: in-process aggregation,
+//!   histograms in a reservoir of 1,024 samples per flush).
+//! - `dogstatsd_every_sample`: the same with `.keep_every_sample()` (every histogram sample held
+//!   until the flush).
 //!
 //! Requests are recorded in chunks of 4096 with a 20 ms pause between chunks (not timed), so the
 //! queues drain and what is measured is the steady path, not the drop path (the drop counts are
@@ -130,14 +133,19 @@ fn options(sink: &UdpSocket) -> Vec<Candidate> {
             _recorder: recorder,
         });
     }
-    let dog = tower_vitals::dogstatsd::builder(&addr).build().expect("dogstatsd");
-    let dog: Box<dyn Recorder> = Box::new(dog);
-    out.push(Candidate {
-        name: "dogstatsd",
-        handles: Handles::resolve(&*dog),
-        exporter: None,
-        _recorder: dog,
-    });
+    let every_sample = tower_vitals::dogstatsd::builder(&addr).keep_every_sample();
+    for (name, builder) in [
+        ("dogstatsd", tower_vitals::dogstatsd::builder(&addr)),
+        ("dogstatsd_every_sample", every_sample),
+    ] {
+        let dog: Box<dyn Recorder> = Box::new(builder.build().expect("dogstatsd"));
+        out.push(Candidate {
+            name,
+            handles: Handles::resolve(&*dog),
+            exporter: None,
+            _recorder: dog,
+        });
+    }
     out
 }
 
