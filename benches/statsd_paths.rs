@@ -10,7 +10,7 @@
 //! - `inline`: `tower_vitals::statsd` with `Pipeline::Inline` (metrics-exporter-statsd: one line
 //!   formatted per sample on the recording thread, queued to cadence's sender thread).
 //! - `dogstatsd`: `tower_vitals::dogstatsd` (metrics-exporter-dogstatsd: in-process aggregation,
-//!   histograms in a reservoir of 1,024 samples per flush).
+//!   histograms in a reservoir of 256 samples per flush).
 //! - `dogstatsd_every_sample`: the same with `.keep_every_sample()` (every histogram sample held
 //!   until the flush).
 //!

@@ -35,9 +35,11 @@
 //!
 //! ## An agent that stops reading
 //! Memory stays bounded whatever the agent does. Each histogram keeps at most
-//! [`DEFAULT_HISTOGRAM_RESERVOIR`] samples per flush (reservoir sampling, about 16 bytes per
-//! slot; below that many requests per flush and label set every sample is sent, above it a
-//! uniform sample goes out with its `@rate`, so the agent's counts stay right), and each datagram
+//! [`DEFAULT_HISTOGRAM_RESERVOIR`] samples per flush (reservoir sampling: below that many
+//! requests per flush and label set every sample is sent, above it a uniform sample goes out with
+//! its `@rate`, so the agent's counts stay right). The reservoir is allocated with the histogram:
+//! 16 bytes per slot, about 4 KB per histogram label set at the default, 20 KB per response label
+//! set of the layer (five histograms). Each datagram
 //! waits at most [`DEFAULT_WRITE_TIMEOUT`] for room in the socket before it is dropped. A Unix
 //! socket agent that never reads therefore costs a fixed amount of memory and a sender thread that
 //! mostly sleeps; the request path never waits on it. [`DogstatsdBuilder::keep_every_sample`]
@@ -57,7 +59,7 @@ use metrics_exporter_dogstatsd::{AggregationMode, BuildError, DogStatsDBuilder};
 pub const MAX_PAYLOAD_LEN: usize = 1432;
 
 /// Default number of samples each histogram keeps per flush (reservoir sampling).
-pub const DEFAULT_HISTOGRAM_RESERVOIR: usize = 1024;
+pub const DEFAULT_HISTOGRAM_RESERVOIR: usize = 256;
 
 /// Default longest wait for room in the socket before a datagram is dropped (what Datadog's own
 /// clients use for Unix sockets).
@@ -144,7 +146,8 @@ impl DogstatsdBuilder {
 
     /// The most samples each histogram keeps per flush (default
     /// [`DEFAULT_HISTOGRAM_RESERVOIR`], at least 1). Past it, a uniform sample is sent with its
-    /// sample rate. Memory: about 16 bytes per slot and histogram label set.
+    /// sample rate. Memory: 16 bytes per slot and histogram label set, allocated with the
+    /// histogram.
     pub fn histogram_reservoir(mut self, samples: usize) -> Self {
         self.reservoir = Some(samples.max(1));
         self
