@@ -162,3 +162,64 @@ fn dogstatsd_builder_refuses_a_bad_address() {
         "{refused:?}"
     );
 }
+
+/// Values and sample rate of every `name` line received on `socket` until `count` values
+/// (scaled by their rates) have arrived (at most 10 s).
+fn sampled_lines(socket: &UdpSocket, name: &str, count: f64) -> Vec<(usize, f64)> {
+    socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let scaled = |seen: &[(usize, f64)]| seen.iter().map(|(n, r)| *n as f64 / r).sum::<f64>();
+    while scaled(&seen) < count - 0.5 {
+        assert!(Instant::now() < deadline, "{} of {count} after 10 s: {seen:?}", scaled(&seen));
+        let Ok(n) = socket.recv(&mut buf) else { continue };
+        let text = std::str::from_utf8(&buf[..n]).expect("UTF-8 datagram");
+        for line in text.lines().filter(|l| l.starts_with(&format!("{name}:"))) {
+            parse(line); // well formed
+            let values = line.split('|').next().unwrap_or_default().split(':').count() - 1;
+            let rate = line
+                .split('|')
+                .find_map(|f| f.strip_prefix('@'))
+                .map_or(1.0, |r| r.parse().expect("rate"));
+            seen.push((values, rate));
+        }
+    }
+    seen
+}
+
+/// Records SAMPLES values into one histogram of a DogStatsD recorder made by `configure` (one
+/// flush holds them all) and returns what arrived: (values, rate) per line.
+fn record_samples(
+    configure: impl Fn(
+        tower_vitals::dogstatsd::DogstatsdBuilder,
+    ) -> tower_vitals::dogstatsd::DogstatsdBuilder,
+) -> Vec<(usize, f64)> {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let builder = tower_vitals::dogstatsd::builder(sink.local_addr().expect("addr").to_string())
+        .flush_interval(Duration::from_millis(300))
+        .telemetry(false);
+    let recorder = configure(builder).build().expect("build");
+    let histogram = metrics::with_local_recorder(&recorder, || metrics::histogram!("x"));
+    for i in 0..SAMPLES {
+        histogram.record(i as f64);
+    }
+    sampled_lines(&sink, "x", SAMPLES as f64)
+}
+
+const SAMPLES: usize = 2_000;
+
+#[test]
+fn a_histogram_past_its_reservoir_goes_out_sampled_with_its_rate_and_counts_right() {
+    let sampled = record_samples(|b| b.histogram_reservoir(100));
+    let sent: usize = sampled.iter().map(|(n, _)| n).sum();
+    let scaled: f64 = sampled.iter().map(|(n, r)| *n as f64 / r).sum();
+    assert!(sent <= 100 * sampled.len() && sent < SAMPLES, "{sampled:?}");
+    assert!(sampled.iter().any(|(_, r)| *r < 1.0), "no line carries a sample rate: {sampled:?}");
+    assert!((scaled - SAMPLES as f64).abs() < 1.0, "scaled count {scaled}: {sampled:?}");
+
+    // Sampling off: every value goes out, at rate 1.
+    let every = record_samples(|b| b.keep_every_sample());
+    assert_eq!(every.iter().map(|(n, _)| n).sum::<usize>(), SAMPLES, "{every:?}");
+    assert!(every.iter().all(|(_, r)| *r == 1.0), "{every:?}");
+}
