@@ -123,14 +123,15 @@ impl DogstatsdBuilder {
     }
 
     /// How often aggregated metrics are sent (default 3 s, 10 s when
-    /// [`timestamped`](Self::timestamped)).
+    /// [`timestamped`](Self::timestamped)). Zero is refused by [`build`](Self::build).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = Some(interval);
         self
     }
 
     /// The longest a datagram waits for room in the socket before it is dropped (default
-    /// [`DEFAULT_WRITE_TIMEOUT`]). Only the exporter's sender thread ever waits.
+    /// [`DEFAULT_WRITE_TIMEOUT`]). Only the exporter's sender thread ever waits. Zero is refused
+    /// by [`build`](Self::build) (the socket would refuse it at every send).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
@@ -187,9 +188,16 @@ impl DogstatsdBuilder {
     /// or a local recorder in tests.
     ///
     /// # Errors
-    /// A bad address ([`DogstatsdError::Address`]), a payload size the transport cannot carry
-    /// ([`DogstatsdError::Config`]), or no thread ([`DogstatsdError::Thread`]).
+    /// A bad address ([`DogstatsdError::Address`]), a zero flush interval or write timeout or a
+    /// payload size the transport cannot carry ([`DogstatsdError::Config`]), or no thread
+    /// ([`DogstatsdError::Thread`]).
     pub fn build(self) -> Result<DogstatsdRecorder, DogstatsdError> {
+        if self.write_timeout.is_zero() {
+            return Err(DogstatsdError::Config("write timeout of zero".into()));
+        }
+        if self.flush_interval.is_some_and(|i| i.is_zero()) {
+            return Err(DogstatsdError::Config("flush interval of zero".into()));
+        }
         let is_unix = self.addr.starts_with("unix://") || self.addr.starts_with("unixgram://");
         let mut builder = DogStatsDBuilder::default()
             .with_remote_address(&self.addr)
@@ -246,7 +254,8 @@ impl DogstatsdBuilder {
 pub enum DogstatsdError {
     /// The address did not parse or resolve (`host:port`, `udp://`, `unix://`, `unixgram://`).
     Address(String),
-    /// A setting the transport cannot honour (a payload larger than a UDP datagram).
+    /// A setting that cannot work: a zero flush interval or write timeout, a payload larger than
+    /// a UDP datagram.
     Config(String),
     /// The sender thread could not be started.
     Thread,
@@ -325,6 +334,10 @@ mod tests {
         assert!(matches!(builder("not an address").build(), Err(DogstatsdError::Address(_))));
         let too_big = builder("127.0.0.1:8125").max_payload_len(70_000).build();
         assert!(matches!(too_big, Err(DogstatsdError::Config(_))), "{too_big:?}");
+        let zero = builder("127.0.0.1:8125").write_timeout(Duration::ZERO).build();
+        assert!(matches!(zero, Err(DogstatsdError::Config(_))), "{zero:?}");
+        let zero = builder("127.0.0.1:8125").flush_interval(Duration::ZERO).build();
+        assert!(matches!(zero, Err(DogstatsdError::Config(_))), "{zero:?}");
         // A Unix socket path need not exist yet: the exporter connects when it sends.
         assert!(builder("unixgram:///nonexistent/dsd.socket").build().is_ok());
     }

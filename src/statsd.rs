@@ -166,13 +166,16 @@ impl StatsdBuilder {
     }
 
     /// Histogram samples that may wait for the sender thread (background), or lines in the
-    /// exporter's queue (inline). Past it, samples are dropped and counted.
+    /// exporter's queue (inline). Past it, samples are dropped and counted. At least 1 (0 is
+    /// taken as 1). The background queue is allocated when the exporter is built: 24 bytes per
+    /// sample, 1.5 MB at the default.
     pub fn queue_size(mut self, samples: usize) -> Self {
         self.queue_size = samples.max(1);
         self
     }
 
-    /// The largest datagram sent, in bytes; lines are packed up to it.
+    /// The largest datagram sent, in bytes; lines are packed up to it (a longer line goes alone).
+    /// At least 1 (0 is taken as 1).
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.buffer_size = bytes.max(1);
         self
