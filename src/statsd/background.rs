@@ -43,8 +43,13 @@ pub(crate) struct Settings {
 
 pub(crate) struct CounterCell {
     pending: AtomicU64,
+    /// The last absolute value set (`NO_ABSOLUTE` before the first).
+    last_absolute: AtomicU64,
     template: Template,
 }
+
+/// `last_absolute` before any absolute value was set.
+const NO_ABSOLUTE: u64 = u64::MAX;
 
 pub(crate) struct GaugeCell {
     bits: AtomicU64,
@@ -79,7 +84,11 @@ impl Storage<Key> for Cells {
     type Histogram = Arc<HistogramHandle>;
 
     fn counter(&self, key: &Key) -> Arc<CounterCell> {
-        Arc::new(CounterCell { pending: AtomicU64::new(0), template: self.template(key, "c", 1.0) })
+        Arc::new(CounterCell {
+            pending: AtomicU64::new(0),
+            last_absolute: AtomicU64::new(NO_ABSOLUTE),
+            template: self.template(key, "c", 1.0),
+        })
     }
 
     fn gauge(&self, key: &Key) -> Arc<GaugeCell> {
@@ -193,8 +202,14 @@ impl CounterFn for CounterCell {
     fn increment(&self, value: u64) {
         self.pending.fetch_add(value, Ordering::Relaxed);
     }
-    fn absolute(&self, _value: u64) {
-        // statsd counters are deltas: an absolute value has no meaning there.
+    /// statsd counters are deltas: an absolute value (a total kept elsewhere, such as the
+    /// process's CPU seconds) adds its growth since the previous one. The first only sets the
+    /// starting point, so a total built up before it is not sent as one burst.
+    fn absolute(&self, value: u64) {
+        let previous = self.last_absolute.swap(value, Ordering::Relaxed);
+        if previous != NO_ABSOLUTE && value > previous {
+            self.pending.fetch_add(value - previous, Ordering::Relaxed);
+        }
     }
 }
 
@@ -358,5 +373,32 @@ impl Sender {
             }
         }
         self.packet.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_counter_values_are_sent_as_their_growth() {
+        let cell = CounterCell {
+            pending: AtomicU64::new(0),
+            last_absolute: AtomicU64::new(NO_ABSOLUTE),
+            template: Template::new("", &Key::from_name("cpu"), "c", &[], 1.0),
+        };
+        let pending = || cell.pending.load(Ordering::Relaxed);
+        cell.absolute(100); // the starting point: not a burst of 100
+        assert_eq!(pending(), 0);
+        cell.absolute(103);
+        assert_eq!(pending(), 3);
+        cell.increment(2);
+        assert_eq!(pending(), 5);
+        cell.absolute(103); // unchanged
+        assert_eq!(pending(), 5);
+        cell.absolute(90); // went back (a reset): nothing negative
+        assert_eq!(pending(), 5);
+        cell.absolute(95);
+        assert_eq!(pending(), 10);
     }
 }
