@@ -28,7 +28,9 @@
 //! | `process_start_time_seconds` | gauge | start time, seconds since the Unix epoch |
 //!
 //! statsd and DogStatsD receive the same names (`process_threads:12|g`): call [`collect`] on the
-//! exporter's flush interval or slower.
+//! exporter's flush interval or slower. The CPU counter goes out as its growth since the previous
+//! reading (statsd counters are deltas); the statsd `Pipeline::Inline` exporter drops it
+//! (metrics-exporter-statsd ignores absolute counter values).
 
 use std::sync::OnceLock;
 
