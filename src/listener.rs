@@ -441,7 +441,10 @@ mod tests {
         };
         let server = serve("127.0.0.1:0", "test", not_allowed).await.expect("bind");
         let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("conn");
-        stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("w");
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("w");
         let mut out = String::new();
         stream.read_to_string(&mut out).await.expect("read");
         assert!(out.starts_with("HTTP/1.1 405"), "{out}");

@@ -161,7 +161,12 @@ impl Inner {
 
     /// Renders `format` (or compresses `plain`) on the blocking pool, keeps the result for
     /// `share_for`, and returns it. `None` if the render panicked.
-    async fn make(self: &Arc<Self>, format: Format, gzip: bool, plain: Option<Bytes>) -> Option<Bytes> {
+    async fn make(
+        self: &Arc<Self>,
+        format: Format,
+        gzip: bool,
+        plain: Option<Bytes>,
+    ) -> Option<Bytes> {
         let started = Instant::now();
         let inner = Arc::clone(self);
         let body = tokio::task::spawn_blocking(move || match plain {
@@ -279,7 +284,9 @@ mod tests {
 
     #[test]
     fn compress_round_trips() {
-        let body: Vec<u8> = (0..100_000u32).flat_map(|i| format!("x{{i=\"{}\"}} 1\n", i % 97).into_bytes()).collect();
+        let body: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("x{{i=\"{}\"}} 1\n", i % 97).into_bytes())
+            .collect();
         let gz = compress(&body);
         assert!(gz.len() < body.len() / 10, "{} of {}", gz.len(), body.len());
         let mut out = Vec::new();
