@@ -43,10 +43,12 @@ impl Format {
 /// The render closure: the exposition, now, in the given format.
 type Render = dyn Fn(Format) -> Bytes + Send + Sync;
 
-/// A body rendered (or compressed) at `started`, shared by every scrape it serves.
+/// A body rendered (or compressed) from `started` to `finished`, shared by every scrape it
+/// serves.
 #[derive(Clone)]
 struct Rendered {
     started: Instant,
+    finished: Instant,
     body: Bytes,
 }
 
@@ -151,11 +153,12 @@ impl Inner {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The latest body of `format`/`gzip` if it is recent, or began after `arrived`.
+    /// The latest body of `format`/`gzip` if it was finished within `share_for` (a scrape that
+    /// waited for a long render gets it, however long it took), or began after `arrived`.
     fn fresh(&self, format: Format, gzip: bool, arrived: Instant) -> Option<Bytes> {
         let latest = self.latest();
         let rendered = latest[format.index()][usize::from(gzip)].as_ref()?;
-        let recent = rendered.started.elapsed() <= self.share_for;
+        let recent = rendered.finished.elapsed() <= self.share_for;
         (recent || rendered.started >= arrived).then(|| rendered.body.clone())
     }
 
@@ -176,7 +179,8 @@ impl Inner {
         .await
         .ok()?;
         let slot = (format.index(), usize::from(gzip));
-        self.latest()[slot.0][slot.1] = Some(Rendered { started, body: body.clone() });
+        let finished = Instant::now();
+        self.latest()[slot.0][slot.1] = Some(Rendered { started, finished, body: body.clone() });
         // Let the body go once nobody can share it any more: an exposition nobody scrapes holds
         // no memory.
         let inner = Arc::clone(self);
@@ -332,6 +336,37 @@ mod tests {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).expect("gunzip");
         assert_eq!(out, bodies[0]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_that_waited_for_a_render_longer_than_the_window_share_it() {
+        let renders = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&renders);
+        let exposition = Exposition::new(
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(600));
+                Bytes::from_static(b"slow")
+            },
+            Duration::from_millis(400),
+        );
+        let first = {
+            let exposition = exposition.clone();
+            tokio::spawn(async move { exposition.body(Format::Text, false).await })
+        };
+        // The others arrive while the first render runs (it takes 600 ms).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let others: Vec<_> = (0..10)
+            .map(|_| {
+                let exposition = exposition.clone();
+                tokio::spawn(async move { exposition.body(Format::Text, false).await })
+            })
+            .collect();
+        assert!(first.await.expect("task").is_some());
+        for other in others {
+            assert!(other.await.expect("task").is_some());
+        }
+        assert_eq!(renders.load(Ordering::SeqCst), 1, "the waiters rendered again");
     }
 
     #[tokio::test]

@@ -11,7 +11,15 @@ use super::MetricsBody;
 use crate::listener::exposition::{self, Exposition, Format};
 use crate::listener::{self, Listener, ListenerConfig};
 
-/// A running `/metrics` listener, from [`PrometheusMetrics::serve`](super::PrometheusMetrics::serve).
+/// A running `/metrics` listener, from [`PrometheusMetrics::serve`](super::PrometheusMetrics::serve)
+/// or [`serve_with`](super::PrometheusMetrics::serve_with).
+///
+/// **Bounded**: scrapes that come together share one render (and one gzip-compressed body when
+/// they send `Accept-Encoding: gzip`), rendered off the async workers, one at a time; at most
+/// 256 connections are open (more are closed at once); an answer not written within 30 s is
+/// cut; an idle connection is closed after 5 s. [`ListenerConfig`](crate::ListenerConfig) sets
+/// each bound.
+///
 ///
 /// **The listener lives as long as this value.** Dropping it (including `let _ = ...`, or
 /// returning from the function that holds it) stops accepting connections at once and lets
@@ -122,31 +130,45 @@ async fn serve_configured(
     addr: impl ToSocketAddrs + fmt::Debug,
     config: ListenerConfig,
 ) -> std::io::Result<MetricsServer> {
-    // One render shared by the scrapes that come together, on tokio's blocking pool.
-    let rendering = metrics.clone();
-    let exposition =
-        Exposition::new(move |format| render(&rendering, format), config.get_share_render_for());
-    let answer = move |request: Request<()>| {
-        let metrics = metrics.clone();
-        let exposition = exposition.clone();
-        async move {
-            let status = if request.uri().path() != "/metrics" {
-                StatusCode::NOT_FOUND
-            } else if !exposition::reads(request.method()) {
-                // The listener adds `Allow: GET, HEAD`.
-                StatusCode::METHOD_NOT_ALLOWED
-            } else {
-                let format = negotiate(&metrics, request.headers().get(header::ACCEPT));
-                let answer =
-                    exposition.answer(format, content_type(format), request.headers()).await;
-                return answer.map(MetricsBody::new);
-            };
-            let mut response = Response::new(MetricsBody::default());
-            *response.status_mut() = status;
-            response
-        }
-    };
+    let endpoint = MetricsEndpoint::new(metrics, config.get_share_render_for());
+    let answer = move |request: Request<()>| endpoint.clone().answer(request);
     listener::serve_with(addr, "/metrics", &config, answer).await.map(MetricsServer)
+}
+
+/// `/metrics` on a private listener: one render shared by the scrapes that come together (on
+/// tokio's blocking pool), gzip when asked. Made once per listener; cheap to clone. A listener
+/// that serves `/metrics` among other paths (the live page's) answers that path with
+/// [`answer`](Self::answer).
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsEndpoint {
+    metrics: super::PrometheusMetrics,
+    exposition: Exposition,
+}
+
+impl MetricsEndpoint {
+    pub(crate) fn new(metrics: super::PrometheusMetrics, share_for: std::time::Duration) -> Self {
+        let rendering = metrics.clone();
+        let exposition = Exposition::new(move |format| render(&rendering, format), share_for);
+        MetricsEndpoint { metrics, exposition }
+    }
+
+    /// The answer to `request`: the exposition for `GET`/`HEAD /metrics`, `405` for other
+    /// methods (the listener adds `Allow`), `404` for other paths.
+    pub(crate) async fn answer(self, request: Request<()>) -> Response<MetricsBody> {
+        let status = if request.uri().path() != "/metrics" {
+            StatusCode::NOT_FOUND
+        } else if !exposition::reads(request.method()) {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            let format = negotiate(&self.metrics, request.headers().get(header::ACCEPT));
+            let answer =
+                self.exposition.answer(format, content_type(format), request.headers()).await;
+            return answer.map(MetricsBody::new);
+        };
+        let mut response = Response::new(MetricsBody::default());
+        *response.status_mut() = status;
+        response
+    }
 }
 
 #[cfg(test)]
