@@ -166,6 +166,8 @@ mod utilization;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::VitalsLayer;
+#[cfg(feature = "prometheus")]
+pub use listener::ListenerConfig;
 pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
 pub use routes::RouteName;

@@ -469,6 +469,8 @@ where
 }
 
 /// The answer of the standalone listener: `/metrics` only, `GET` or `HEAD`.
+// Used by the live listener's `/metrics` (the `/metrics` listener uses `server::MetricsEndpoint`).
+#[cfg_attr(not(feature = "live"), allow(dead_code))]
 pub(crate) fn answer<B>(
     metrics: &PrometheusMetrics,
     request: &Request<B>,

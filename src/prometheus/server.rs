@@ -3,11 +3,23 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use tokio::net::ToSocketAddrs;
 
-use crate::listener::{self, Listener};
+use super::MetricsBody;
+use crate::listener::exposition::{self, Exposition, Format};
+use crate::listener::{self, Listener, ListenerConfig};
 
-/// A running `/metrics` listener, from [`PrometheusMetrics::serve`](super::PrometheusMetrics::serve).
+/// A running `/metrics` listener, from [`PrometheusMetrics::serve`](super::PrometheusMetrics::serve)
+/// or [`serve_with`](super::PrometheusMetrics::serve_with).
+///
+/// **Bounded**: scrapes that come together share one render (and one gzip-compressed body when
+/// they send `Accept-Encoding: gzip`), rendered off the async workers, one at a time; at most
+/// 256 connections are open (more are closed at once); an answer not written within 30 s is
+/// cut; an idle connection is closed after 5 s. [`ListenerConfig`](crate::ListenerConfig) sets
+/// each bound.
+///
 ///
 /// **The listener lives as long as this value.** Dropping it (including `let _ = ...`, or
 /// returning from the function that holds it) stops accepting connections at once and lets
@@ -48,16 +60,115 @@ impl MetricsServer {
     }
 }
 
+impl super::PrometheusMetrics {
+    /// Like [`serve`](Self::serve), with the listener's bounds set by `config` (connection
+    /// cap, request deadline, idle timeout, how long a render is shared).
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tower_vitals::ListenerConfig;
+    ///
+    /// let metrics = tower_vitals::prometheus::install()?;
+    /// let config = ListenerConfig::default().max_connections(32);
+    /// metrics.serve_with("127.0.0.1:9464", config).await?.detach();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_with(
+        &self,
+        addr: impl ToSocketAddrs + fmt::Debug,
+        config: ListenerConfig,
+    ) -> std::io::Result<MetricsServer> {
+        serve_configured(self.clone(), addr, config).await
+    }
+}
+
+/// The format a scrape asks for with its `Accept`, and its `Content-Type`.
+fn negotiate(metrics: &super::PrometheusMetrics, accept: Option<&HeaderValue>) -> Format {
+    #[cfg(feature = "native-histograms")]
+    if metrics.native.is_some() && accept.is_some_and(super::asks_protobuf) {
+        return Format::Protobuf;
+    }
+    let _ = (metrics, accept);
+    Format::Text
+}
+
+fn content_type(format: Format) -> HeaderValue {
+    match format {
+        #[cfg(feature = "native-histograms")]
+        Format::Protobuf => HeaderValue::from_static(super::PROTOBUF_CONTENT_TYPE),
+        _ => HeaderValue::from_static(super::CONTENT_TYPE),
+    }
+}
+
+/// The exposition in `format` (the text format for anything this handle cannot render).
+fn render(metrics: &super::PrometheusMetrics, format: Format) -> Bytes {
+    #[cfg(feature = "native-histograms")]
+    if format == Format::Protobuf {
+        if let Some(body) = metrics.render_protobuf() {
+            return body.into();
+        }
+    }
+    let _ = format;
+    metrics.render().into()
+}
+
 pub(super) async fn serve(
     metrics: super::PrometheusMetrics,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<MetricsServer> {
-    let answer = move |request: http::Request<()>| {
-        // Rendered on tokio's blocking pool, not on an async worker.
-        let metrics = metrics.clone();
-        super::off_workers(move || super::answer(&metrics, &request))
-    };
-    listener::serve(addr, "/metrics", answer).await.map(MetricsServer)
+    serve_configured(metrics, addr, ListenerConfig::default()).await
+}
+
+async fn serve_configured(
+    metrics: super::PrometheusMetrics,
+    addr: impl ToSocketAddrs + fmt::Debug,
+    config: ListenerConfig,
+) -> std::io::Result<MetricsServer> {
+    let endpoint = MetricsEndpoint::new(metrics, config.get_share_render_for());
+    let answer = move |request: Request<()>| endpoint.clone().answer(request);
+    listener::serve_with(addr, "/metrics", &config, answer).await.map(MetricsServer)
+}
+
+/// `/metrics` on a private listener: one render shared by the scrapes that come together (on
+/// tokio's blocking pool), gzip when asked. Made once per listener; cheap to clone. A listener
+/// that serves `/metrics` among other paths (the live page's) answers that path with
+/// [`answer`](Self::answer).
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsEndpoint {
+    metrics: super::PrometheusMetrics,
+    exposition: Exposition,
+}
+
+impl MetricsEndpoint {
+    pub(crate) fn new(metrics: super::PrometheusMetrics, share_for: std::time::Duration) -> Self {
+        let rendering = metrics.clone();
+        let exposition = Exposition::new(move |format| render(&rendering, format), share_for);
+        MetricsEndpoint { metrics, exposition }
+    }
+
+    /// The answer to `request`: the exposition for `GET`/`HEAD /metrics`, `405` for other
+    /// methods (the listener adds `Allow`), `404` for other paths.
+    pub(crate) async fn answer(self, request: Request<()>) -> Response<MetricsBody> {
+        let status = if request.uri().path() != "/metrics" {
+            StatusCode::NOT_FOUND
+        } else if !exposition::reads(request.method()) {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            let format = negotiate(&self.metrics, request.headers().get(header::ACCEPT));
+            let answer =
+                self.exposition.answer(format, content_type(format), request.headers()).await;
+            return answer.map(MetricsBody::new);
+        };
+        let mut response = Response::new(MetricsBody::default());
+        *response.status_mut() = status;
+        response
+    }
 }
 
 #[cfg(test)]
@@ -155,5 +266,85 @@ mod tests {
             let answer = get(detached_addr, "/metrics").await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
+    }
+
+    /// The whole answer to `request` (raw HTTP/1.1, `Connection: close`), as bytes.
+    async fn exchange(addr: SocketAddr, request: &str) -> Vec<u8> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.expect("read");
+        out
+    }
+
+    fn split(answer: &[u8]) -> (String, &[u8]) {
+        let at = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+        (String::from_utf8_lossy(&answer[..at]).into_owned(), &answer[at..])
+    }
+
+    #[tokio::test]
+    async fn gzip_when_asked_head_answers_right_and_405_names_the_methods() {
+        let recorder = crate::prometheus::builder().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            for i in 0..200 {
+                metrics::counter!("demo.requests", "route" => format!("/r{i}")).increment(i);
+            }
+        });
+        let metrics = crate::prometheus::PrometheusMetrics::from_handle(recorder.handle());
+        // One render for the whole test (the exporter's order of series varies between renders).
+        let config = ListenerConfig::default().share_render_for(Duration::from_secs(600));
+        let server = metrics.serve_with("127.0.0.1:0", config).await.expect("bind");
+        let addr = server.local_addr();
+        let req = |method: &str, encoding: &str| {
+            format!("{method} /metrics HTTP/1.1\r\nHost: x\r\n{encoding}Connection: close\r\n\r\n")
+        };
+
+        let plain = exchange(addr, &req("GET", "")).await;
+        let (head, body) = split(&plain);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("vary: accept-encoding\r\n"), "{head}");
+        assert!(!head.contains("content-encoding"), "{head}");
+        let text = String::from_utf8(body.to_vec()).expect("text");
+        assert!(text.contains("demo_requests_total{route=\"/r199\"} 199"), "{text}");
+
+        let gz = exchange(addr, &req("GET", "Accept-Encoding: gzip\r\n")).await;
+        let (head, body) = split(&gz);
+        assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
+        assert!(head.contains("vary: accept-encoding\r\n"), "{head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        assert!(body.len() < text.len() / 4, "{} of {}", body.len(), text.len());
+        let mut unzipped = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut unzipped)
+            .expect("gunzip");
+        assert_eq!(unzipped, text);
+
+        for refused in ["Accept-Encoding: gzip;q=0\r\n", "Accept-Encoding: identity\r\n"] {
+            let answer = exchange(addr, &req("GET", refused)).await;
+            let (head, body) = split(&answer);
+            assert!(!head.contains("content-encoding"), "{refused}: {head}");
+            assert_eq!(body, text.as_bytes(), "{refused}");
+        }
+
+        // HEAD: the GET's head (length included), no body.
+        for encoding in ["", "Accept-Encoding: gzip\r\n"] {
+            let get = exchange(addr, &req("GET", encoding)).await;
+            let head_answer = exchange(addr, &req("HEAD", encoding)).await;
+            let (get_head, _) = split(&get);
+            let (head_head, head_body) = split(&head_answer);
+            assert!(head_body.is_empty(), "HEAD with a body");
+            let headers = |h: &str| {
+                let mut lines: Vec<String> =
+                    h.lines().filter(|l| !l.starts_with("date:")).map(String::from).collect();
+                lines.sort();
+                lines
+            };
+            assert_eq!(headers(&head_head), headers(&get_head), "{encoding:?}");
+        }
+
+        let post = exchange(addr, &req("POST", "")).await;
+        let (head, _) = split(&post);
+        assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+        assert!(head.contains("allow: GET, HEAD\r\n"), "{head}");
+        server.shutdown().await;
     }
 }
