@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
-use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
+use crate::shared::{Config, Leases, Shared, DEFAULT_ROUTE_CAP};
 use crate::small_blocks::SmallBlockWarning;
 use crate::user_labels::{self, LabelError, LabelKey, DEFAULT_LABEL_VALUE_CAP};
 use crate::utilization::UtilizationConfig;
@@ -61,6 +61,7 @@ impl VitalsLayer<IgnoreRequestBody> {
             label_value_cap: DEFAULT_LABEL_VALUE_CAP,
             protocol_version: true,
             url_scheme: Some("http".to_owned()),
+            system_clock: true,
         })
     }
 }
@@ -101,7 +102,10 @@ impl<M> VitalsLayer<M> {
     /// The clock to time with (default: `quanta::Clock::new()`). Tests pass
     /// `quanta::Clock::mock()` to get exact, sleep-free durations.
     pub fn clock(self, clock: quanta::Clock) -> Self {
-        self.reconfigure(|c| c.clock = clock)
+        self.reconfigure(|c| {
+            c.clock = clock;
+            c.system_clock = false;
+        })
     }
 
     /// Also measure request bodies: `input_blocks`, `input_bytes` and `input_time`, from the
@@ -354,7 +358,7 @@ impl<S, M> Layer<S> for VitalsLayer<M> {
 
     fn layer(&self, inner: S) -> Self::Service {
         self.shared.utilization.announce();
-        Vitals::new(inner, Arc::clone(&self.shared))
+        Vitals::new(inner, Leases::of(&self.shared))
     }
 }
 

@@ -136,6 +136,7 @@ mod body;
 pub mod dogstatsd;
 mod finish;
 mod future;
+mod gauges;
 mod grpc;
 mod handles;
 mod in_flight;
@@ -163,6 +164,7 @@ mod utilization;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use gauges::publish_gauges;
 pub use layer::VitalsLayer;
 pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
@@ -186,6 +188,7 @@ mod layering {
         "handles",
         "in_flight",
         "utilization",
+        "gauges",
         "small_blocks",
         "shared",
         "finish",
