@@ -67,12 +67,7 @@ pub(crate) fn register(layer: Weak<dyn Publish>, timed: bool) {
 fn live(only_timed: bool) -> Vec<Arc<dyn Publish>> {
     let mut registry = registry();
     registry.layers.retain(|l| l.strong_count() > 0);
-    registry
-        .layers
-        .iter()
-        .filter_map(Weak::upgrade)
-        .filter(|l| !only_timed || l.timed())
-        .collect()
+    registry.layers.iter().filter_map(Weak::upgrade).filter(|l| !only_timed || l.timed()).collect()
 }
 
 /// Publishes `active_requests` and `utilization` of every live layer now.

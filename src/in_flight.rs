@@ -306,7 +306,10 @@ mod tests {
         for t in threads {
             t.join().expect("thread");
         }
-        assert_eq!(wrong, 0, "rounds whose publication did not show the count: {wrong} of {ROUNDS}");
+        assert_eq!(
+            wrong, 0,
+            "rounds whose publication did not show the count: {wrong} of {ROUNDS}"
+        );
     }
 
     #[test]
@@ -320,15 +323,12 @@ mod tests {
             in_flight
         });
         let gauge = || {
-            snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
-                match value {
-                    metrics_util::debugging::DebugValue::Gauge(g)
-                        if key.key().name() == "t" =>
-                    {
-                        Some(g.into_inner())
-                    }
-                    _ => None,
+            snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| match value
+            {
+                metrics_util::debugging::DebugValue::Gauge(g) if key.key().name() == "t" => {
+                    Some(g.into_inner())
                 }
+                _ => None,
             })
         };
         assert_eq!(gauge(), Some(1.0), "set once, by the first request");

@@ -251,7 +251,8 @@ impl Leases {
         slot.0 = Arc::downgrade(&leases);
         if !slot.1 {
             slot.1 = true;
-            let weak: Weak<dyn gauges::Publish> = Arc::downgrade(shared) as Weak<dyn gauges::Publish>;
+            let weak: Weak<dyn gauges::Publish> =
+                Arc::downgrade(shared) as Weak<dyn gauges::Publish>;
             gauges::register(weak, shared.config.system_clock);
         }
         leases
