@@ -28,7 +28,9 @@
 //! a second). Only the first request of a method in a layer publishes (cold: it resolves the
 //! gauge through its recorder). Publications are serialised by a lock taken by publishers only,
 //! so the last value set is the last sum read: when requests stop, the next publication shows
-//! the true count, and a gauge can never be left behind at a stale count.
+//! the true count, and a gauge can never be left behind at a stale count. (While requests run,
+//! a sum read stripe by stripe may count a request that starts or ends during the read on one
+//! side of it or the other, as any read of a changing count does.)
 //!
 //! Limits, documented rather than checked on the hot path: at most 2^20 − 1 (1 048 575) requests
 //! of one method in flight (more would carry into the time sum); times have 1 µs resolution.
