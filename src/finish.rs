@@ -6,13 +6,11 @@
 //! the recording runs once: `finish` consumes the record, and `Drop` does nothing for a record
 //! that was finished.
 
-use std::sync::Arc;
-
 use crate::grpc::StatusKey;
 use crate::handles::{PackedKey, ResponseHandles};
 use crate::labels::{self, Outcome};
 use crate::routes::{self, RouteName};
-use crate::shared::Shared;
+use crate::shared::Lease;
 use crate::user_labels::ValueIds;
 
 /// What `call` learned about a request, for its label set.
@@ -30,7 +28,8 @@ pub(crate) struct RequestTags {
 
 /// What one request has measured so far. Only integers: no allocation, no lock.
 pub(crate) struct Record {
-    shared: Arc<Shared>,
+    /// The layer's state, through the stripe of the thread that called the service.
+    shared: Lease,
     /// Raw clock reading at `call`.
     t0: u64,
     /// Raw clock reading when the head (or the service's `Err`) arrived, if `HEAD` is set.
@@ -64,10 +63,8 @@ const HEAD: u8 = 2;
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
     #[inline(always)]
-    pub(crate) fn start(shared: Arc<Shared>, t0: u64, tags: RequestTags) -> Self {
-        let now = shared.utilization.micros(t0);
-        shared.in_flight.start(tags.method, now);
-        shared.utilization.tick(&shared.in_flight, now);
+    pub(crate) fn start(shared: Lease, t0: u64, tags: RequestTags) -> Self {
+        shared.enter(shared.stripe(), tags.method, t0);
         Record {
             shared,
             t0,
@@ -132,7 +129,7 @@ impl Record {
     fn discard(&mut self) {
         self.flags |= FINISHED;
         let end = self.now();
-        self.shared.leave(self.method(), end);
+        self.shared.leave(self.shared.stripe(), self.method(), end);
     }
 
     /// `grpc-status` as read from headers or trailers (see `grpc::status`).
@@ -197,7 +194,7 @@ impl Record {
     }
 
     /// Ends the request with `outcome` in place (no move of the record): a later drop of the
-    /// record does nothing but release its `Shared`.
+    /// record does nothing but release its lease.
     pub(crate) fn record(&mut self, outcome: Outcome) {
         if self.flags & FINISHED != 0 {
             return;
@@ -208,7 +205,7 @@ impl Record {
             self.out = false;
             self.held = self.held.wrapping_add(end);
         }
-        self.shared.leave(self.method(), end);
+        self.shared.leave(self.shared.stripe(), self.method(), end);
         // The common case straight from the slot table; the first request of a label set (or a
         // crowded table) through the cache's slow path. The fields are read where they are (no
         // copy of the key or the times to keep across the calls).

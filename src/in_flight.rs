@@ -1,5 +1,5 @@
 //! Requests in flight, by method: the `active_requests` gauge and the busy-time integral, kept
-//! together in one atomic word per method.
+//! together in one atomic word per method and stripe.
 //!
 //! The layer counts in-flight requests per method in its own atomics and publishes the count
 //! with `Gauge::set`, never `increment`/`decrement`: statsd exporters drop relative gauge updates,
@@ -10,18 +10,36 @@
 //! `min(end, now) − start`, that is `(Σ ends − Σ starts) + n × now`. A word holds
 //! `Σ ends − Σ starts` (microseconds since the layer was built, modulo 2^44) in its high 44 bits
 //! and `n` in its low 20 bits: a start adds `−t·2^20 + 1`, a finish `t·2^20 − 1`. So a start or
-//! a finish is ONE atomic add, which returns the new count for the gauge and keeps the integral
-//! exact: no compare-and-swap loop (which would retry under contention), no second word to keep
-//! in step, and the order in which threads land their adds does not matter (the sum is the same).
-//! The busy time of the layer is the sum of the methods' words, read once per `utilization`
-//! window.
+//! a finish is ONE atomic add: no compare-and-swap loop (which would retry under contention), no
+//! second word to keep in step, and the order in which adds land does not matter.
+//!
+//! **Stripes.** The words are kept once per *stripe*, each stripe on a cache line of its own;
+//! a thread uses the stripe of its thread index (see [`thread_stripe`]), and a request finishes
+//! on the stripe it started on (whatever thread ends it). So the requests of one thread write
+//! only that thread's line, and threads on different cores never take a line from each other
+//! on the request path. Because every change is an addition modulo 2^64, the wrapping sum of
+//! the stripes' words is exactly the word a single shared counter would hold: the count in
+//! flight and the busy time are read as that sum, by the readers only (a gauge publication, a
+//! `utilization` window, [`InFlight::total`]).
+//!
+//! **Publication.** A request sets no gauge (a gauge shows the sum of all stripes, which only a
+//! reader should pay for): [`InFlight::publish`] sets every method's gauge to its sum, called by
+//! `gauges::publish_gauges` (each render of the crate's recorders, and a background thread once
+//! a second). Only the first request of a method in a layer publishes (cold: it resolves the
+//! gauge through its recorder). Publications are serialised by a lock taken by publishers only,
+//! so the last value set is the last sum read: when requests stop, the next publication shows
+//! the true count, and a gauge can never be left behind at a stale count. (While requests run,
+//! a sum read stripe by stripe may count a request that starts or ends during the read on one
+//! side of it or the other, as any read of a changing count does.)
 //!
 //! Limits, documented rather than checked on the hot path: at most 2^20 − 1 (1 048 575) requests
 //! of one method in flight (more would carry into the time sum); times have 1 µs resolution.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use metrics::{Gauge, Label};
 
 use crate::labels::{self, METHOD_COUNT};
@@ -32,97 +50,155 @@ const TIME_BITS: u32 = 64 - COUNT_BITS;
 /// The busy-time field's range: busy times are read modulo `TIME_MASK + 1` µs.
 pub(crate) const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 
-/// Keeps a value written by every request on a cache line of its own (128 bytes: two 64-byte
-/// lines, as adjacent-line prefetchers pair them), so that writing it does not take the line of
-/// read-mostly data (the clock, the tables, the gauge handles) away from other cores.
-#[repr(align(128))]
-pub(crate) struct OwnLine<T>(pub(crate) T);
+/// Stripes per layer: twice the cores (rounded up to a power of two, 2 to 256), so that the
+/// worker threads of a runtime, numbered in the order they first measure a request, each get
+/// a stripe of their own.
+pub(crate) fn stripe_count() -> usize {
+    static STRIPES: OnceLock<usize> = OnceLock::new();
+    *STRIPES.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        cores.saturating_mul(2).next_power_of_two().clamp(2, 256)
+    })
+}
 
-/// In-flight counts and busy time by method, and the count gauges (resolved on first use).
+/// This thread's stripe among `stripes` (a power of two): the thread's index, given in the
+/// order threads first ask, modulo `stripes`. One thread-local read.
+#[inline]
+pub(crate) fn thread_stripe(stripes: usize) -> usize {
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    let index = INDEX.with(|i| {
+        let index = i.get();
+        if index != usize::MAX {
+            return index;
+        }
+        let index = next_thread_index();
+        i.set(index);
+        index
+    });
+    index & stripes.wrapping_sub(1)
+}
+
+#[cold]
+fn next_thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1)
+}
+
+/// One stripe: a word per method (80 bytes), alone on its (128-byte) line.
+type Stripe = CachePadded<[AtomicU64; METHOD_COUNT]>;
+
+/// In-flight counts and busy time by method and stripe, and the count gauges (resolved on first
+/// use).
 pub(crate) struct InFlight {
     /// `(Σ ends − Σ starts) mod 2^44 << 20 | in flight (20 bits)` per method, times in µs since
-    /// the layer's epoch. Written twice per request (start, finish): apart from everything only
-    /// read.
-    words: OwnLine<[AtomicU64; METHOD_COUNT]>,
+    /// the layer's epoch, per stripe (a power of two of them).
+    stripes: Box<[Stripe]>,
     gauges: [OnceLock<Gauge>; METHOD_COUNT],
+    /// Held while publishing: publications of this layer happen one at a time.
+    publishing: Mutex<()>,
     /// `{prefix}.active_requests`.
     name: String,
 }
 
 impl InFlight {
     pub(crate) fn new(name: String) -> Self {
+        InFlight::with_stripes(name, stripe_count())
+    }
+
+    fn with_stripes(name: String, stripes: usize) -> Self {
         InFlight {
-            words: OwnLine(std::array::from_fn(|_| AtomicU64::new(0))),
+            stripes: (0..stripes.max(1))
+                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
             gauges: std::array::from_fn(|_| OnceLock::new()),
+            publishing: Mutex::new(()),
             name,
         }
     }
 
-    /// A request of `method` started at `now` µs since the epoch.
-    #[inline]
-    pub(crate) fn start(&self, method: u8, now: u64) {
-        self.change(method, (now.wrapping_neg() << COUNT_BITS).wrapping_add(1));
+    /// Number of stripes (a power of two).
+    pub(crate) fn stripes(&self) -> usize {
+        self.stripes.len()
     }
 
-    /// A request of `method` finished at `now` µs since the epoch.
+    /// A request of `method` started at `now` µs since the epoch, on `stripe`.
     #[inline]
-    pub(crate) fn finish(&self, method: u8, now: u64) {
-        self.change(method, (now << COUNT_BITS).wrapping_sub(1));
+    pub(crate) fn start(&self, stripe: usize, method: u8, now: u64) {
+        let i = usize::from(method).min(METHOD_COUNT - 1);
+        self.change(stripe, i, (now.wrapping_neg() << COUNT_BITS).wrapping_add(1));
+        if let Some(gauge) = self.gauges.get(i) {
+            if gauge.get().is_none() {
+                self.first_of_method(i);
+            }
+        }
+    }
+
+    /// A request of `method` that started on `stripe` finished at `now` µs since the epoch.
+    #[inline]
+    pub(crate) fn finish(&self, stripe: usize, method: u8, now: u64) {
+        let i = usize::from(method).min(METHOD_COUNT - 1);
+        self.change(stripe, i, (now << COUNT_BITS).wrapping_sub(1));
+    }
+
+    #[inline]
+    fn change(&self, stripe: usize, method: usize, add: u64) {
+        let stripe = stripe & (self.stripes.len() - 1);
+        if let Some(word) = self.stripes.get(stripe).and_then(|s| s.get(method)) {
+            word.fetch_add(add, Ordering::Relaxed);
+        }
+    }
+
+    /// The word of `method` summed over the stripes: what one shared word would hold.
+    fn word(&self, method: usize) -> u64 {
+        self.stripes.iter().fold(0u64, |sum, stripe| {
+            sum.wrapping_add(stripe.get(method).map_or(0, |w| w.load(Ordering::Relaxed)))
+        })
+    }
+
+    /// In flight now of the method at index `method`.
+    fn count(&self, method: usize) -> u64 {
+        self.word(method) & COUNT_MASK
     }
 
     /// In flight now, all methods.
     pub(crate) fn total(&self) -> i64 {
-        self.words.0.iter().map(|w| (w.load(Ordering::Relaxed) & COUNT_MASK) as i64).sum()
+        (0..METHOD_COUNT).map(|m| self.count(m) as i64).sum()
     }
 
     /// Busy time of all methods up to `now` µs, modulo 2^44 µs (only differences are used). A
     /// thread whose clock reading is later than `now` may already have landed its add: a
     /// transient deficit of at most that difference (the `utilization` publisher waits it out).
     pub(crate) fn busy_at(&self, now: u64) -> u64 {
-        let word =
-            self.words.0.iter().fold(0u64, |sum, w| sum.wrapping_add(w.load(Ordering::Relaxed)));
+        let word = (0..METHOD_COUNT).fold(0u64, |sum, m| sum.wrapping_add(self.word(m)));
         let (sum, n) = (word >> COUNT_BITS, word & COUNT_MASK);
         sum.wrapping_add(n.wrapping_mul(now)) & TIME_MASK
     }
 
-    #[inline]
-    fn change(&self, method: u8, add: u64) {
-        let i = usize::from(method).min(METHOD_COUNT - 1);
-        let (Some(word), Some(gauge)) = (self.words.0.get(i), self.gauges.get(i)) else {
-            return;
-        };
-        // SeqCst: the re-read in `publish` must see every add ordered before its own.
-        let count = word.fetch_add(add, Ordering::SeqCst).wrapping_add(add) & COUNT_MASK;
-        let gauge = gauge.get_or_init(|| self.gauge(method));
-        gauge.set(count as f64);
-        // Publish until what we set is still the count after setting it. Whichever thread sets
-        // last re-reads the final count, so when requests stop the gauge equals the count; two
-        // racing threads can otherwise leave a stale value behind for good.
-        let now = word.load(Ordering::SeqCst) & COUNT_MASK;
-        if now != count {
-            republish(word, gauge, now);
+    /// Sets the gauge of every method seen so far to its count in flight now.
+    pub(crate) fn publish(&self) {
+        let _one_at_a_time = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        for (method, gauge) in self.gauges.iter().enumerate() {
+            if let Some(gauge) = gauge.get() {
+                gauge.set(self.count(method) as f64);
+            }
         }
     }
 
+    /// The first request of a method: resolves its gauge through the current recorder and
+    /// publishes the count, so the series exists from the first request on.
     #[cold]
-    fn gauge(&self, method: u8) -> Gauge {
-        let labels = [Label::new(labels::METHOD, labels::method_label(method))];
-        metrics::gauge!(self.name.clone(), labels.iter())
-    }
-}
-
-/// The count changed while it was being published (another request of the method started or
-/// finished): set again until the value set is the count after setting it.
-#[cold]
-#[inline(never)]
-fn republish(word: &AtomicU64, gauge: &Gauge, mut seen: u64) {
-    loop {
-        gauge.set(seen as f64);
-        let now = word.load(Ordering::SeqCst) & COUNT_MASK;
-        if now == seen {
-            return;
+    #[inline(never)]
+    fn first_of_method(&self, method: usize) {
+        let _one_at_a_time = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = self.gauges.get(method) {
+            let gauge = slot.get_or_init(|| {
+                let labels = [Label::new(labels::METHOD, labels::method_label(method as u8))];
+                metrics::gauge!(self.name.clone(), labels.iter())
+            });
+            gauge.set(self.count(method) as f64);
         }
-        seen = now;
     }
 }
 
@@ -134,7 +210,7 @@ mod tests {
     const POST: u8 = 2;
 
     /// A gauge that keeps the last value set (as every recorder does), and often yields inside
-    /// `set`, so that other threads change the count between a thread's add and its set.
+    /// `set`, so that other threads change the count between a publisher's read and its set.
     #[derive(Default)]
     struct LastSet {
         bits: AtomicU64,
@@ -156,60 +232,155 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_gauge_ends_at_the_count_however_threads_race_to_set_it() {
-        // Rounds of racing threads: in each, every thread starts and finishes requests at once,
-        // then all stop and the gauge must show the count (0). A set that lands after a later
-        // count's set would leave a stale value (what the re-read after each set prevents).
-        const THREADS: usize = 3;
-        const ROUNDS: usize = 2_000;
-        let in_flight = std::sync::Arc::new(InFlight::new("t".into()));
+    fn with_gauge(in_flight: &InFlight, method: u8) -> std::sync::Arc<LastSet> {
         let last = std::sync::Arc::new(LastSet::default());
         let gauge = Gauge::from_arc(std::sync::Arc::clone(&last));
-        assert!(in_flight.gauges[usize::from(GET)].set(gauge).is_ok());
-        let go = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
-        let done = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
+        assert!(in_flight.gauges[usize::from(method)].set(gauge).is_ok());
+        last
+    }
+
+    fn value(last: &LastSet) -> f64 {
+        f64::from_bits(last.bits.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn the_gauge_is_exact_when_published_after_threads_on_several_stripes_end() {
+        // Rounds of racing threads, each on its own stripe (and one pair sharing a stripe), all
+        // starting and finishing requests while two publishers publish; when they stop, one
+        // more publication must show the count, and the count must be what is in flight.
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 500;
+        let in_flight = std::sync::Arc::new(InFlight::with_stripes("t".into(), 4));
+        let last = with_gauge(&in_flight, GET);
+        let go = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 2));
+        let done = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 2));
+        let mut threads: Vec<_> = (0..THREADS)
+            .map(|k| {
                 let (in_flight, go, done) = (in_flight.clone(), go.clone(), done.clone());
                 std::thread::spawn(move || {
+                    let stripe = k.min(2); // threads 2 and 3 share a stripe
                     for round in 0..ROUNDS as u64 {
                         go.wait();
-                        in_flight.start(GET, round * 10);
-                        in_flight.start(GET, round * 10 + 1);
-                        in_flight.finish(GET, round * 10 + 2);
-                        in_flight.finish(GET, round * 10 + 3);
+                        in_flight.start(stripe, GET, round * 10);
+                        in_flight.start(stripe, GET, round * 10 + 1);
+                        in_flight.finish(stripe, GET, round * 10 + 2);
+                        if k == 0 && round % 2 == 0 {
+                            // One request left in flight every even round.
+                            done.wait();
+                            continue;
+                        }
+                        in_flight.finish(stripe, GET, round * 10 + 3);
                         done.wait();
                     }
                 })
             })
             .collect();
-        let mut stale = 0;
-        for _ in 0..ROUNDS {
+        let publisher = {
+            let (in_flight, go, done) = (in_flight.clone(), go.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    go.wait();
+                    for _ in 0..3 {
+                        in_flight.publish();
+                    }
+                    done.wait();
+                }
+            })
+        };
+        let mut wrong = 0;
+        let mut in_flight_now = 0;
+        for round in 0..ROUNDS {
             go.wait();
+            in_flight.publish();
             done.wait();
-            assert_eq!(in_flight.total(), 0);
-            if f64::from_bits(last.bits.load(Ordering::SeqCst)) != 0.0 {
-                stale += 1;
-                // Put the gauge right for the next round.
-                last.bits.store(0f64.to_bits(), Ordering::SeqCst);
+            // Everyone stopped: the count is what was left in flight (thread 0 leaves one
+            // request in flight every even round), and one publication shows it.
+            if round % 2 == 0 {
+                in_flight_now += 1;
+            }
+            assert_eq!(in_flight.total(), in_flight_now);
+            in_flight.publish();
+            if value(&last) != in_flight_now as f64 {
+                wrong += 1;
             }
         }
+        threads.push(publisher);
         for t in threads {
             t.join().expect("thread");
         }
-        assert_eq!(stale, 0, "rounds that left the gauge at a stale count: {stale} of {ROUNDS}");
+        assert_eq!(
+            wrong, 0,
+            "rounds whose publication did not show the count: {wrong} of {ROUNDS}"
+        );
+    }
+
+    #[test]
+    fn the_first_request_of_a_method_publishes_and_later_ones_do_not() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let in_flight = metrics::with_local_recorder(&recorder, || {
+            let in_flight = InFlight::with_stripes("t".into(), 2);
+            in_flight.start(0, POST, 1);
+            in_flight.start(1, POST, 2);
+            in_flight
+        });
+        let gauge = || {
+            snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| match value
+            {
+                metrics_util::debugging::DebugValue::Gauge(g) if key.key().name() == "t" => {
+                    Some(g.into_inner())
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(gauge(), Some(1.0), "set once, by the first request");
+        in_flight.finish(0, POST, 3);
+        in_flight.finish(1, POST, 4);
+        assert_eq!(in_flight.total(), 0);
+        in_flight.publish();
+        assert_eq!(gauge(), Some(0.0), "published on demand, through the first recorder");
+    }
+
+    #[test]
+    fn stripes_sum_to_what_one_word_would_hold() {
+        // A request may even finish on another stripe than the one it started on: the sums
+        // are additions modulo 2^64, so the total is the same.
+        let busy = InFlight::with_stripes("t".into(), 4);
+        busy.start(0, GET, 1_000);
+        busy.start(3, GET, 1_500);
+        busy.finish(1, GET, 4_000); // started on stripe 0
+        assert_eq!(busy.total(), 1);
+        assert_eq!(busy.busy_at(5_000), 3_000 + 3_500);
+        busy.finish(2, GET, 6_000); // started on stripe 3
+        assert_eq!(busy.total(), 0);
+        assert_eq!(busy.busy_at(9_000), 3_000 + 4_500);
+    }
+
+    #[test]
+    fn a_thread_keeps_its_stripe_and_threads_get_different_ones() {
+        let stripes = 8;
+        let mine = thread_stripe(stripes);
+        assert_eq!(thread_stripe(stripes), mine);
+        let others: Vec<usize> = (0..3)
+            .map(|_| std::thread::spawn(move || thread_stripe(stripes)).join().expect("thread"))
+            .collect();
+        assert!(others.iter().all(|&s| s < stripes));
+        assert!(
+            others.windows(2).all(|w| w[0] != w[1]),
+            "threads that start one after another get different stripes: {others:?}"
+        );
+        assert!(stripe_count().is_power_of_two() && stripe_count() >= 2);
     }
 
     #[test]
     fn busy_time_is_the_area_under_the_in_flight_curve() {
         let busy = InFlight::new("t".into());
-        busy.start(GET, 0); // A starts
-        busy.start(POST, 2_000); // B starts
+        busy.start(0, GET, 0); // A starts
+        busy.start(1, POST, 2_000); // B starts
         assert_eq!(busy.total(), 2);
         assert_eq!(busy.busy_at(4_000), 4_000 + 2_000);
-        busy.finish(GET, 6_000); // A ends after 6 ms
-        busy.finish(POST, 10_000); // B ends after 8 ms
+        busy.finish(0, GET, 6_000); // A ends after 6 ms
+        busy.finish(1, POST, 10_000); // B ends after 8 ms
         assert_eq!(busy.busy_at(10_000), 14_000);
         assert_eq!(busy.busy_at(50_000), 14_000, "nothing in flight: no busy time");
         assert_eq!(busy.total(), 0);
@@ -218,23 +389,23 @@ mod tests {
     #[test]
     fn the_order_in_which_threads_land_their_events_does_not_matter() {
         let busy = InFlight::new("t".into());
-        busy.start(GET, 1_000);
-        busy.start(GET, 900); // a thread that read the clock earlier lands later
+        busy.start(0, GET, 1_000);
+        busy.start(1, GET, 900); // a thread that read the clock earlier lands later
         assert_eq!(busy.busy_at(1_000), 100, "the second request started at 900");
         assert_eq!(busy.busy_at(2_000), 2_100);
-        busy.finish(GET, 2_500);
-        busy.finish(GET, 2_400); // again out of order
+        busy.finish(0, GET, 2_500);
+        busy.finish(1, GET, 2_400); // again out of order
         assert_eq!(busy.busy_at(3_000), 1_500 + 1_500);
     }
 
     #[test]
     fn an_idle_gap_of_any_length_is_fine() {
         let busy = InFlight::new("t".into());
-        busy.start(GET, 5);
-        busy.finish(GET, 15);
+        busy.start(0, GET, 5);
+        busy.finish(0, GET, 15);
         let later = TIME_MASK * 3 + 12_345; // many wraps of the time field later
-        busy.start(POST, later);
-        busy.finish(POST, later + 7);
+        busy.start(1, POST, later);
+        busy.finish(1, POST, later + 7);
         assert_eq!(busy.busy_at(later + 100), 17);
     }
 
@@ -243,8 +414,8 @@ mod tests {
         let busy = InFlight::new("t".into());
         let near = TIME_MASK - 10;
         let before = busy.busy_at(near);
-        busy.start(GET, near);
-        busy.finish(GET, near + 30); // crosses 2^44
+        busy.start(0, GET, near);
+        busy.finish(0, GET, near + 30); // crosses 2^44
         assert_eq!(busy.busy_at(near + 100).wrapping_sub(before) & TIME_MASK, 30);
     }
 
@@ -255,27 +426,30 @@ mod tests {
             let busy = std::sync::Arc::clone(&busy);
             std::thread::spawn(move || f(&busy)).join().expect("thread");
         };
-        on_thread(Box::new(|b| b.start(GET, 1_000)));
-        on_thread(Box::new(|b| b.start(GET, 1_500)));
-        on_thread(Box::new(|b| b.finish(GET, 4_000)));
+        // A request finishes on the stripe it started on, whatever thread ends it.
+        on_thread(Box::new(|b| b.start(1, GET, 1_000)));
+        on_thread(Box::new(|b| b.start(0, GET, 1_500)));
+        on_thread(Box::new(|b| b.finish(1, GET, 4_000)));
         assert_eq!(busy.busy_at(5_000), 3_000 + 3_500, "one still in flight");
         assert_eq!(busy.total(), 1);
-        on_thread(Box::new(|b| b.finish(GET, 6_000)));
+        on_thread(Box::new(|b| b.finish(0, GET, 6_000)));
         assert_eq!(busy.busy_at(9_000), 3_000 + 4_500);
     }
 
     #[test]
     fn threads_adding_at_once_lose_nothing() {
-        let busy = std::sync::Arc::new(InFlight::new("t".into()));
+        let busy = std::sync::Arc::new(InFlight::with_stripes("t".into(), 2));
         let threads: Vec<_> = (0..4u64)
             .map(|k| {
                 let busy = std::sync::Arc::clone(&busy);
                 std::thread::spawn(move || {
                     let method = (k % 2) as u8 * POST;
+                    // Two threads per stripe: adds on one line from two threads land too.
+                    let stripe = (k / 2) as usize;
                     for i in 0..10_000u64 {
                         let t = k * 1_000_000 + i * 10;
-                        busy.start(method, t);
-                        busy.finish(method, t + 3);
+                        busy.start(stripe, method, t);
+                        busy.finish(stripe, method, t + 3);
                     }
                 })
             })

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
-use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
+use crate::shared::{Config, Leases, Shared, DEFAULT_ROUTE_CAP};
 use crate::small_blocks::SmallBlockWarning;
 use crate::user_labels::{self, LabelError, LabelKey, DEFAULT_LABEL_VALUE_CAP};
 use crate::utilization::UtilizationConfig;
@@ -61,6 +61,7 @@ impl VitalsLayer<IgnoreRequestBody> {
             label_value_cap: DEFAULT_LABEL_VALUE_CAP,
             protocol_version: true,
             url_scheme: Some("http".to_owned()),
+            system_clock: true,
         })
     }
 }
@@ -99,9 +100,14 @@ impl<M> VitalsLayer<M> {
     }
 
     /// The clock to time with (default: `quanta::Clock::new()`). Tests pass
-    /// `quanta::Clock::mock()` to get exact, sleep-free durations.
+    /// `quanta::Clock::mock()` to get exact, sleep-free durations. The background thread that
+    /// publishes the gauges once a second leaves a layer with a clock of its own alone (its time
+    /// moves when you move it): publish with [`publish_gauges`](crate::publish_gauges).
     pub fn clock(self, clock: quanta::Clock) -> Self {
-        self.reconfigure(|c| c.clock = clock)
+        self.reconfigure(|c| {
+            c.clock = clock;
+            c.system_clock = false;
+        })
     }
 
     /// Also measure request bodies: `input_blocks`, `input_bytes` and `input_time`, from the
@@ -123,19 +129,21 @@ impl<M> VitalsLayer<M> {
     }
 
     /// The shortest window `utilization` is computed over (default 10 s, statsd's default flush
-    /// interval; at least 1 µs). A window closes at the first request start or finish, or
+    /// interval; at least 1 µs). A window closes at the first request start or finish, gauge
+    /// publication ([`publish_gauges`](crate::publish_gauges): every render of the crate's
+    /// `/metrics` and live page, and a background thread once a second) or
     /// [`publish_utilization`](Self::publish_utilization) call, at least this long after the
-    /// previous close; the gauge is then set to the window's value. There is no background task:
-    /// with no traffic the gauge keeps its last value until a request or a
-    /// `publish_utilization` call (from your `/metrics` handler or a timer) closes the window.
+    /// previous close; the gauge is then set to the window's value. So with no traffic the next
+    /// window still closes (at the next scrape, or within a second of being due) and reads 0.
+    /// A layer with a [`clock`](Self::clock) of your own is published on demand only.
     pub fn utilization_window(self, window: std::time::Duration) -> Self {
         self.reconfigure(|c| c.utilization.window = window)
     }
 
     /// Closes the current `utilization` window now, if it is at least one window long: sets the
     /// gauge and returns its value (`None`: the window is not due yet, or another thread is
-    /// publishing it). Call it where you read metrics (a `/metrics` handler, a timer) so that
-    /// idle periods show up without waiting for the next request.
+    /// publishing it). [`publish_gauges`](crate::publish_gauges) does this for every layer (and
+    /// publishes `active_requests`); this call is for reading one layer's value.
     pub fn publish_utilization(&self) -> Option<f64> {
         self.shared.utilization.publish(&self.shared.in_flight, self.shared.config.clock.raw())
     }
@@ -314,7 +322,8 @@ impl<M> VitalsLayer<M> {
         self.shared.handles.len()
     }
 
-    /// Requests in flight right now, through this layer and its clones.
+    /// Requests in flight right now, through this layer and its clones (the sum of the
+    /// per-thread counts, exact when read).
     pub fn active_requests(&self) -> i64 {
         self.shared.in_flight.total()
     }
@@ -354,7 +363,7 @@ impl<S, M> Layer<S> for VitalsLayer<M> {
 
     fn layer(&self, inner: S) -> Self::Service {
         self.shared.utilization.announce();
-        Vitals::new(inner, Arc::clone(&self.shared))
+        Vitals::new(inner, Leases::of(&self.shared))
     }
 }
 

@@ -85,11 +85,17 @@
 //!   see [`RequestBody`]; tagged `http.request.body.state` = `complete`, `partial`, `unread`
 //!   or `error`.
 //! - **Utilisation**: the layer integrates busy time (requests in flight × time) without a lock
-//!   and publishes the `utilization` gauge once per window, on the first request start or finish
-//!   (or [`publish_utilization`](VitalsLayer::publish_utilization) call) after the window; no
-//!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
-//!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
+//!   and publishes the `utilization` gauge once per window, at the first request start or
+//!   finish, or gauge publication (below), after the window. The gauge is set to 0 when the
+//!   layer first wraps a service (and again at the first request, through the recorder current
+//!   then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
 //!   [`utilization_window`](VitalsLayer::utilization_window).
+//! - **When the gauges are published**: requests count themselves in flight on per-thread
+//!   counters and set no gauge; `active_requests` and `utilization` are published by
+//!   [`publish_gauges`], which the crate's own `/metrics` render and live page call before they
+//!   read (exact at every scrape), and by a background thread once a second (for statsd and
+//!   DogStatsD, which are not scraped). A quiet service reads its true count in flight and a
+//!   `utilization` of 0 after a burst.
 //! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
 //!   process (per-route hdrhistograms over a recent window and since start) and serves
 //!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
@@ -112,7 +118,8 @@
 //! | the response future is dropped before the head (timeout, disconnect) | `cancelled` |
 //! | the inner future or body panics while polled | `panic` |
 //!
-//! `active_requests` goes up at `call` and down at that same moment, so it cannot leak.
+//! The count behind `active_requests` goes up at `call` and down at that same moment, so it
+//! cannot leak.
 //! A body frame still held downstream when the request ends counts as output time too.
 //!
 //! ## Cost
@@ -136,6 +143,7 @@ mod body;
 pub mod dogstatsd;
 mod finish;
 mod future;
+mod gauges;
 mod grpc;
 mod handles;
 mod in_flight;
@@ -165,6 +173,7 @@ mod utilization;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use gauges::publish_gauges;
 pub use layer::VitalsLayer;
 #[cfg(feature = "prometheus")]
 pub use listener::ListenerConfig;
@@ -190,6 +199,7 @@ mod layering {
         "handles",
         "in_flight",
         "utilization",
+        "gauges",
         "small_blocks",
         "shared",
         "finish",

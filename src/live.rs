@@ -231,8 +231,10 @@ impl Live {
         metrics::set_global_recorder(fanout).map_err(|_| InstallError::AlreadyInstalled)
     }
 
-    /// Everything, now.
+    /// Everything, now (the layer gauges published first, so `active_requests` is the count in
+    /// flight now).
     pub fn snapshot(&self) -> Snapshot {
+        crate::gauges::publish_gauges();
         snapshot::take(&self.inner)
     }
 

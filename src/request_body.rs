@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Buf;
@@ -11,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::labels::InputState;
-use crate::shared::Shared;
+use crate::shared::{Lease, Leases};
 
 /// Whether [`Vitals`](crate::Vitals) measures request bodies; chosen on the layer, sealed.
 pub trait RequestBodyMode<B>: sealed::Sealed {
@@ -25,7 +24,7 @@ pub trait RequestBodyMode<B>: sealed::Sealed {
 /// What a request body needs to know about its request (internal).
 #[doc(hidden)]
 pub struct RequestContext<'a> {
-    pub(crate) shared: &'a Arc<Shared>,
+    pub(crate) shared: &'a Leases,
     pub(crate) route: u32,
     pub(crate) method: u8,
     /// False for a request left out by a skip rule: its body passes through unmeasured.
@@ -67,7 +66,7 @@ impl<B: Body> RequestBodyMode<B> for MeasureRequestBody {
     fn wrap(req: Request<B>, ctx: RequestContext<'_>) -> Request<RequestBody<B>> {
         req.map(|inner| {
             let input = InputRecord {
-                shared: Arc::clone(ctx.shared),
+                shared: ctx.shared.lease(),
                 route: ctx.route,
                 method: ctx.method,
                 blocks: 0,
@@ -124,7 +123,7 @@ impl<B: fmt::Debug> fmt::Debug for RequestBody<B> {
 }
 
 struct InputRecord {
-    shared: Arc<Shared>,
+    shared: Lease,
     route: u32,
     method: u8,
     blocks: u64,

@@ -14,7 +14,7 @@ use crate::future::ResponseFuture;
 use crate::labels;
 use crate::request_body::{RequestBodyMode, RequestContext};
 use crate::routes::{self, RouteName};
-use crate::shared::Shared;
+use crate::shared::{Leases, Shared};
 use crate::user_labels::{ValueIds, MAX_LABELS};
 
 /// The service made by [`VitalsLayer`](crate::VitalsLayer): measures each request of `S`.
@@ -23,12 +23,12 @@ use crate::user_labels::{ValueIds, MAX_LABELS};
 /// by default). Errors of `S` pass through unchanged.
 pub struct Vitals<S, M = crate::IgnoreRequestBody> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Leases>,
     mode: PhantomData<fn() -> M>,
 }
 
 impl<S, M> Vitals<S, M> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(inner: S, shared: Arc<Leases>) -> Self {
         Vitals { inner, shared, mode: PhantomData }
     }
 
@@ -75,7 +75,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &*self.shared;
+        let shared = &**self.shared.shared();
         if !shared.simple {
             return self.call_with_options(req);
         }
@@ -113,7 +113,7 @@ impl<S, M> Vitals<S, M> {
         M: RequestBodyMode<ReqBody>,
         S: Service<Request<M::Body>, Response = Response<ResBody>>,
     {
-        let shared = &*self.shared;
+        let shared = &**self.shared.shared();
         let mut labels: ValueIds = [0; MAX_LABELS];
         if shared.needs_head {
             let (head, body) = req.into_parts();
@@ -160,9 +160,11 @@ impl<S, M> Vitals<S, M> {
     }
 }
 
-/// Starts measuring a request that no skip rule left out: `t0`, its tags, its record.
+/// Starts measuring a request that no skip rule left out: `t0`, its tags, its record (with a
+/// lease of the calling thread's stripe).
 #[inline(always)]
-fn start<B>(shared: &Arc<Shared>, req: &Request<B>, route: u32, labels: ValueIds) -> Record {
+fn start<B>(leases: &Leases, req: &Request<B>, route: u32, labels: ValueIds) -> Record {
+    let shared = leases.shared();
     let t0 = shared.config.clock.raw();
     let tags = RequestTags {
         route,
@@ -171,7 +173,7 @@ fn start<B>(shared: &Arc<Shared>, req: &Request<B>, route: u32, labels: ValueIds
         scheme: labels::scheme_index(req.uri()),
         labels,
     };
-    Record::start(Arc::clone(shared), t0, tags)
+    Record::start(leases.lease(), t0, tags)
 }
 
 /// The route id of a request: its [`RouteName`], else axum's `MatchedPath`, else (with

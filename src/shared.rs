@@ -1,9 +1,28 @@
-//! What every service, future and body of one layer share: its settings and its state.
+//! What every service, future and body of one layer share: its settings and its state; and
+//! the [`Lease`]s through which requests hold it.
+//!
+//! A request must own a reference to its layer's [`Shared`] (its body outlives the service that
+//! made it). One `Arc<Shared>` count written by every request would be a cache line that every
+//! core takes from the others, twice per request. So a request holds a [`Lease`] instead: an
+//! `Arc` of one of the layer's *stripes* (one per thread index, see `in_flight::thread_stripe`),
+//! each on cache lines of its own and holding one reference to `Shared`. A request clones the
+//! stripe of the thread that calls the service and drops it wherever it ends: the threads of a
+//! busy server each write only their own stripe's count. `Shared`'s own count moves only when a
+//! service is built, cloned or dropped, and when the gauges are published.
+//!
+//! What a dropped layer keeps alive: [`Leases`] (the stripes) live as long as any service of the
+//! layer (a [`Vitals`](crate::Vitals)) does, and each stripe as long as a request on it; then
+//! `Shared` goes with the last of them. Nothing is kept per thread, and the gauge registry holds
+//! weak references only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use crossbeam_utils::CachePadded;
+
+use crate::gauges;
 
 use crate::handles::{HandleCache, TagSources};
-use crate::in_flight::InFlight;
+use crate::in_flight::{self, InFlight};
 use crate::names::MetricNames;
 use crate::routes::RouteTable;
 use crate::small_blocks::{SmallBlockWarning, SmallBlocks};
@@ -19,9 +38,9 @@ const HANDLE_SETS_PER_ROUTE: usize = 32;
 
 /// What every service, future and body of one layer share.
 ///
-/// Aligned to 128 bytes, so that in its `Arc` the reference counts (written at every clone and
-/// drop, i.e. by every request) sit on a line of their own, not on the settings' line that every
-/// request and frame reads (the clock).
+/// Aligned to 128 bytes, so that in its `Arc` the reference counts (written when a service is
+/// cloned or dropped) sit on a line of their own, not on the settings' line that every request
+/// and frame reads (the clock).
 #[repr(align(128))]
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -42,6 +61,9 @@ pub(crate) struct Shared {
     pub(crate) epoch: u64,
     /// Seconds per raw clock tick (see [`seconds_per_tick`]).
     pub(crate) seconds_per_tick: f64,
+    /// The stripes the services of this layer lease from (weak: the services own them), and
+    /// whether the layer is in the gauge registry yet.
+    leases: Mutex<(Weak<Leases>, bool)>,
 }
 
 /// Seconds per raw tick of `clock`: quanta scales raw readings linearly (a TSC by its calibrated
@@ -71,6 +93,10 @@ pub(crate) struct Config {
     pub(crate) protocol_version: bool,
     /// `url.scheme` of requests whose URI has none (`None`: the tag is off).
     pub(crate) url_scheme: Option<String>,
+    /// `clock` is the system clock (not one the user gave): the background thread publishes
+    /// the layer's gauges once a second. A clock of the user's own (a test's mock) moves only
+    /// when its owner moves it, so its gauges are published on demand only.
+    pub(crate) system_clock: bool,
 }
 
 /// A skip predicate over the request head.
@@ -103,15 +129,26 @@ impl Shared {
             small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
             epoch,
             seconds_per_tick: seconds_per_tick(&config.clock),
+            leases: Mutex::new((Weak::new(), false)),
             config,
         }
     }
 
-    /// A request of `method` leaves `active_requests` and the busy time at raw reading `end`.
+    /// A request of `method` that started on `stripe` leaves `active_requests` and the busy time
+    /// at raw reading `end`.
     #[inline]
-    pub(crate) fn leave(&self, method: u8, end: u64) {
+    pub(crate) fn leave(&self, stripe: usize, method: u8, end: u64) {
         let now = self.utilization.micros(end);
-        self.in_flight.finish(method, now);
+        self.in_flight.finish(stripe, method, now);
+        self.utilization.tick(&self.in_flight, now);
+    }
+
+    /// A request of `method` enters `active_requests` and the busy time at raw reading `t0`, on
+    /// `stripe`.
+    #[inline]
+    pub(crate) fn enter(&self, stripe: usize, method: u8, t0: u64) {
+        let now = self.utilization.micros(t0);
+        self.in_flight.start(stripe, method, now);
         self.utilization.tick(&self.in_flight, now);
     }
 
@@ -138,5 +175,114 @@ impl Shared {
     #[inline]
     pub(crate) fn skip_by_head(&self, head: &http::request::Parts) -> bool {
         self.config.skip_if.iter().any(|skip| skip(head))
+    }
+}
+
+impl gauges::Publish for Shared {
+    fn publish(&self) {
+        self.in_flight.publish();
+        self.utilization.publish_resolved(&self.in_flight, self.config.clock.raw());
+    }
+
+    fn timed(&self) -> bool {
+        self.config.system_clock
+    }
+}
+
+/// One stripe: a reference to the layer's `Shared`, and the stripe's index. Cache-padded, so
+/// that in its `Arc` the counts (written by the requests of the stripe's threads) share no line
+/// with another stripe's, nor with the pointer every request reads.
+struct Stripe {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+/// A request's reference to its layer's [`Shared`]: a clone of its thread's stripe (see the
+/// module docs). Cloning or dropping it writes only that stripe's count.
+pub(crate) struct Lease(Arc<CachePadded<Stripe>>);
+
+impl Lease {
+    /// The stripe's index (the stripe of `in_flight` the request counts itself on).
+    #[inline]
+    pub(crate) fn stripe(&self) -> usize {
+        self.0.index
+    }
+}
+
+impl Clone for Lease {
+    #[inline]
+    fn clone(&self) -> Self {
+        Lease(Arc::clone(&self.0))
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Shared;
+
+    #[inline]
+    fn deref(&self) -> &Shared {
+        &self.0.shared
+    }
+}
+
+/// The stripes of a layer, held by its services: requests lease from them.
+pub(crate) struct Leases {
+    shared: Arc<Shared>,
+    stripes: Box<[Lease]>,
+}
+
+impl Leases {
+    /// The leases of `shared`'s layer: the ones its live services use, or new ones. The first
+    /// time, the layer joins the gauge registry (see `gauges`).
+    pub(crate) fn of(shared: &Arc<Shared>) -> Arc<Leases> {
+        let mut slot = shared.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(leases) = slot.0.upgrade() {
+            return leases;
+        }
+        let stripes = shared.in_flight.stripes();
+        let leases = Arc::new(Leases {
+            shared: Arc::clone(shared),
+            stripes: (0..stripes)
+                .map(|index| {
+                    Lease(Arc::new(CachePadded::new(Stripe { shared: Arc::clone(shared), index })))
+                })
+                .collect(),
+        });
+        slot.0 = Arc::downgrade(&leases);
+        if !slot.1 {
+            slot.1 = true;
+            let weak: Weak<dyn gauges::Publish> =
+                Arc::downgrade(shared) as Weak<dyn gauges::Publish>;
+            gauges::register(weak, shared.config.system_clock);
+        }
+        leases
+    }
+
+    /// The layer's `Shared`.
+    #[inline]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A lease of the calling thread's stripe.
+    #[inline]
+    pub(crate) fn lease(&self) -> Lease {
+        let stripe = in_flight::thread_stripe(self.stripes.len());
+        match self.stripes.get(stripe) {
+            Some(lease) => lease.clone(),
+            // (The stripe count is a power of two, so the index is always in range.)
+            None => self.lease_of_first(),
+        }
+    }
+
+    #[cold]
+    fn lease_of_first(&self) -> Lease {
+        match self.stripes.first() {
+            Some(lease) => lease.clone(),
+            None => Lease(Arc::new(CachePadded::new(Stripe {
+                shared: Arc::clone(&self.shared),
+                index: 0,
+            }))),
+        }
     }
 }

@@ -1,19 +1,23 @@
-//! The `utilization` gauge: the busy time (kept by `in_flight`, in the same atomic word as the
-//! in-flight count) turned into a value once per window.
+//! The `utilization` gauge: the busy time (kept by `in_flight`, in the same atomic words as the
+//! in-flight counts) turned into a value once per window.
 //!
 //! The gauge is published per *window*: a window closes at the first *tick* at
 //! least `window` after the previous close, and its value is
 //! `Δbusy / (capacity × Δt)` (with a capacity) or `Δbusy / Δt`, the average concurrency (without).
-//! The windows tile time, so no busy time is lost or counted twice. Ticks are the starts and
-//! finishes of requests (a clock comparison and a relaxed load when no window is due) and
-//! [`VitalsLayer::publish_utilization`](crate::VitalsLayer::publish_utilization): no background
-//! task, no timer, nothing on the request path but that comparison. When a window is due, the
-//! thread that ticks takes a `try_lock` (never waits: if another thread is publishing, it goes
-//! on) and sets the gauge. The very first tick (the first request) publishes 0, and so does
-//! building the layer, so the gauge exists from the first scrape. Ticking on the request path rather than only on read keeps the gauge
-//! fresh for push backends (statsd) that nobody reads; with no traffic at all the gauge keeps its
-//! last value until the next request or `publish_utilization` call (call it from a `/metrics`
-//! handler or a timer of yours to see idle periods promptly).
+//! The windows tile time, so no busy time is lost or counted twice. Ticks are:
+//! - the starts and finishes of requests (a clock comparison and a relaxed load when no window is
+//!   due);
+//! - every publication of the layer gauges (`gauges::publish_gauges`): each render of the
+//!   crate's Prometheus recorder and live page, and a background thread once a second for layers
+//!   on the system clock. So a quiet service's window closes at the next scrape (or within a
+//!   second of being due), and reads 0 after a burst instead of keeping the burst's value;
+//! - [`VitalsLayer::publish_utilization`](crate::VitalsLayer::publish_utilization).
+//!
+//! When a window is due, the thread that ticks takes a `try_lock` (never waits: if another
+//! thread is publishing, it goes on) and sets the gauge. The very first tick of a request
+//! publishes 0, and so does building the layer, so the gauge exists from the first scrape.
+//! Publications on demand use only a gauge a request has resolved (through the recorder current
+//! on the request's thread), never resolve one through the publishing thread's recorder.
 //!
 //! Limits, documented rather than checked on the hot path: times have 1 µs resolution; at most
 //! 2^20 − 1 (1 048 575) requests of one method in flight per layer (more would carry into the
@@ -94,6 +98,13 @@ impl Utilization {
     #[inline]
     pub(crate) fn tick(&self, busy: &InFlight, now: u64) {
         self.publisher.tick(busy, now, false);
+    }
+
+    /// Closes the current window at raw reading `at` if it is due and a request has resolved
+    /// the gauge (a publication on demand, from any thread): see [`publish`](Self::publish).
+    pub(crate) fn publish_resolved(&self, busy: &InFlight, at: u64) -> Option<f64> {
+        self.publisher.gauge.get()?;
+        self.publish(busy, at)
     }
 
     /// Busy time so far, in microseconds of request time (modulo 2^44).

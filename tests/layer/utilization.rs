@@ -182,3 +182,65 @@ fn concurrent_starts_and_finishes_integrate_exactly() {
     assert_eq!(layer.active_requests(), 0);
     assert_eq!(layer.busy_time(), Duration::from_secs(3_000));
 }
+
+#[test]
+fn a_quiet_service_reads_zero_at_the_next_publication_after_a_burst() {
+    // A burst (one request busy from 0 to 8 s), then silence: no request ticks the windows
+    // any more, so only a publication (a scrape, the live page, the background thread for
+    // layers on the system clock) can close them.
+    let (b, clock) = bench();
+    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(10));
+    let mut svc = service(&b, &layer);
+    let x = start(&mut svc);
+    at(&b, 8);
+    finish(x);
+    at(&b, 9);
+    tower_vitals::publish_gauges();
+    assert_eq!(gauge(&b), Some(0.0), "9 s: no window is due yet");
+    at(&b, 12);
+    tower_vitals::publish_gauges();
+    assert_eq!(gauge(&b), Some(8.0 / 12.0), "the burst's window [0, 12 s], closed at a read");
+    at(&b, 25);
+    tower_vitals::publish_gauges();
+    assert_eq!(gauge(&b), Some(0.0), "the quiet window [12, 25 s] reads 0");
+}
+
+#[test]
+fn active_requests_is_exact_when_read_after_requests_on_several_threads_end() {
+    // Each thread counts its requests on its own stripe; a read sums them. The gauge is
+    // resolved by a first request on this thread (through its recorder), then 4 threads start
+    // 250 requests each and finish all but one.
+    let (b, clock) = bench();
+    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(3600));
+    let mut svc = service(&b, &layer);
+    finish(start(&mut svc));
+    let active = |b: &Bench| one(&snapshot(&b.snap), &NAMES.active_requests).gauge();
+    assert_eq!(active(&b), 0.0);
+    let started = Arc::new(std::sync::Barrier::new(5));
+    let read = Arc::new(std::sync::Barrier::new(5));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (layer, mock) = (layer.clone(), Arc::clone(&b.mock));
+            let (started, read) = (Arc::clone(&started), Arc::clone(&read));
+            std::thread::spawn(move || {
+                let (guard, snap) = local_recorder();
+                let b = Bench { _guard: guard, snap, mock };
+                let mut svc = service(&b, &layer);
+                let mut bodies: Vec<_> = (0..250).map(|_| start(&mut svc)).collect();
+                started.wait();
+                read.wait();
+                let last = bodies.pop().expect("a body");
+                bodies.into_iter().for_each(finish);
+                last
+            })
+        })
+        .collect();
+    started.wait();
+    assert_eq!(active(&b), 1_000.0, "all 1 000 in flight, read while the threads wait");
+    read.wait();
+    let left: Vec<_> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+    assert_eq!(active(&b), 4.0, "one request of each thread still in flight");
+    assert_eq!(layer.active_requests(), 4);
+    left.into_iter().for_each(finish);
+    assert_eq!(active(&b), 0.0, "back to 0 once the last ones end, on another thread");
+}

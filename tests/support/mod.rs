@@ -295,8 +295,11 @@ pub fn local_recorder() -> (metrics::LocalRecorderGuard<'static>, Snapshotter) {
 }
 
 /// Everything recorded since the last snapshot (the snapshotter drains counters and histograms;
-/// handles registered but not recorded to since are left out, gauges are kept).
+/// handles registered but not recorded to since are left out, gauges are kept). Like every
+/// reader of the layer gauges, it publishes them first (`tower_vitals::publish_gauges`: the
+/// crate's own renders do the same).
 pub fn snapshot(snapshotter: &Snapshotter) -> Vec<Seen> {
+    tower_vitals::publish_gauges();
     snapshotter
         .snapshot()
         .into_vec()
