@@ -40,8 +40,21 @@ browser_ran=$(grep -c '^test the_page_in_chromium_shows_what_vitals_json_says \.
 rm -f "$log"
 if [ "$browser_ran" -eq 0 ]; then echo "the Chromium test of /vitals did not run" >&2; exit 1; fi
 
-step "library without default features, and rustdoc -D warnings"
+step "the library without default features, and with each feature alone"
 cargo check --no-default-features --lib
+features=$(sed -n '/^\[features\]/,/^\[/p' Cargo.toml | grep -oE '^[a-z][a-z0-9_-]*' | grep -v '^default$')
+[ -n "$features" ] || { echo "no features found in Cargo.toml" >&2; exit 1; }
+for feature in $features; do
+  echo "-- --no-default-features --features $feature"
+  # Warnings fail too (not through RUSTFLAGS: that would rebuild every dependency).
+  out=$(cargo check --no-default-features --features "$feature" --lib --message-format short 2>&1) \
+    || { echo "$out" >&2; exit 1; }
+  if grep -Eq '(^|: )(warning|error)(\[[^]]*\])?: ' <<< "$out"; then
+    echo "$out" >&2; echo "feature $feature alone: warnings" >&2; exit 1
+  fi
+done
+
+step "rustdoc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --all-features --no-deps --quiet
 
 step "build benches and examples"

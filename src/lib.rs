@@ -127,6 +127,7 @@
 //! `is_end_stream` pass through unchanged.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Modules (rustfmt keeps them sorted by name). Their dependency order, bottom-up, is the
 // `ORDER` list of the `layering` unit test below and the table of ARCHITECTURE.md: each module
