@@ -32,10 +32,15 @@ done
 # traffic; Etsy statsd mean/upper_90 vs exact): scripts/fidelity.sh is the longer run.
 step "cargo test (unit, integration, real components incl. dashboards and fidelity, doctests)"
 log=$(mktemp)
-cargo test --all-features 2>&1 | tee "$log"
+# The components were installed above: a test that needs one fails if it is missing, never skips.
+TOWER_VITALS_REQUIRE_COMPONENTS=1 cargo test --all-features 2>&1 | tee "$log"
+if grep -q 'skipped: needs' "$log"; then
+  grep 'skipped: needs' "$log" >&2; rm -f "$log"
+  echo "tests above were skipped for a missing component" >&2; exit 1
+fi
 # Every test binary must pass at least its expected number of tests (scripts/check-test-counts.sh).
 passed=$(./scripts/check-test-counts.sh "$log") || { rm -f "$log"; exit 1; }
-# The live page's headless-Chromium test must have run (it fails, never skips, without chromium).
+# The live page's headless-Chromium test must have run.
 browser_ran=$(grep -c '^test the_page_in_chromium_shows_what_vitals_json_says \.\.\. ok' "$log" || true)
 rm -f "$log"
 if [ "$browser_ran" -eq 0 ]; then echo "the Chromium test of /vitals did not run" >&2; exit 1; fi
