@@ -24,7 +24,7 @@ expected=(
   "tests/prometheus_unscraped.rs=1"
   "tests/scrape_latency.rs=1"
   "tests/soak.rs=1"
-  "Doc-tests tower_vitals=35"
+  "Doc-tests tower_vitals=32"
 )
 
 # "<binary>=<passed>" for each binary that ran: its "Running"/"Doc-tests" line, then the
