@@ -25,7 +25,7 @@ expected=(
   "tests/scrape_latency.rs=1"
   "tests/scrape_attacks.rs=4"
   "tests/soak.rs=1"
-  "Doc-tests tower_vitals=37"
+  "Doc-tests tower_vitals=32"
 )
 
 # "<binary>=<passed>" for each binary that ran: its "Running"/"Doc-tests" line, then the

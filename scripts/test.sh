@@ -32,16 +32,34 @@ done
 # traffic; Etsy statsd mean/upper_90 vs exact): scripts/fidelity.sh is the longer run.
 step "cargo test (unit, integration, real components incl. dashboards and fidelity, doctests)"
 log=$(mktemp)
-cargo test --all-features 2>&1 | tee "$log"
+# The components were installed above: a test that needs one fails if it is missing, never skips.
+TOWER_VITALS_REQUIRE_COMPONENTS=1 cargo test --all-features 2>&1 | tee "$log"
+if grep -q 'skipped: needs' "$log"; then
+  grep 'skipped: needs' "$log" >&2; rm -f "$log"
+  echo "tests above were skipped for a missing component" >&2; exit 1
+fi
 # Every test binary must pass at least its expected number of tests (scripts/check-test-counts.sh).
 passed=$(./scripts/check-test-counts.sh "$log") || { rm -f "$log"; exit 1; }
-# The live page's headless-Chromium test must have run (it fails, never skips, without chromium).
+# The live page's headless-Chromium test must have run.
 browser_ran=$(grep -c '^test the_page_in_chromium_shows_what_vitals_json_says \.\.\. ok' "$log" || true)
 rm -f "$log"
 if [ "$browser_ran" -eq 0 ]; then echo "the Chromium test of /vitals did not run" >&2; exit 1; fi
 
-step "library without default features, and rustdoc -D warnings"
+step "the library without default features, and with each feature alone"
 cargo check --no-default-features --lib
+features=$(sed -n '/^\[features\]/,/^\[/p' Cargo.toml | grep -oE '^[a-z][a-z0-9_-]*' | grep -v '^default$')
+[ -n "$features" ] || { echo "no features found in Cargo.toml" >&2; exit 1; }
+for feature in $features; do
+  echo "-- --no-default-features --features $feature"
+  # Warnings fail too (not through RUSTFLAGS: that would rebuild every dependency).
+  out=$(cargo check --no-default-features --features "$feature" --lib --message-format short 2>&1) \
+    || { echo "$out" >&2; exit 1; }
+  if grep -Eq '(^|: )(warning|error)(\[[^]]*\])?: ' <<< "$out"; then
+    echo "$out" >&2; echo "feature $feature alone: warnings" >&2; exit 1
+  fi
+done
+
+step "rustdoc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --all-features --no-deps --quiet
 
 step "build benches and examples"

@@ -29,7 +29,7 @@
 //! | `requests` | counter | | 1 per finished request |
 //! | `request.duration` | histogram | s | `t0` → finish |
 //! | `application_time` | histogram | s | `t0` → response head (or the service's `Err`) |
-//! | `output_time` | histogram | s | sum of the time each body frame was held downstream |
+//! | `output_time` | histogram | s | sum of the time each body frame was held downstream (a slow reader shows only once the body outgrows the socket's send buffer) |
 //! | `output_blocks` | histogram | frames | data frames in the response body |
 //! | `output_bytes` | histogram | bytes | bytes in the response body |
 //! | `input_blocks`, `input_bytes`, `input_time` | histogram | | request body, opt-in ([`RequestBody`]) |
@@ -134,6 +134,7 @@
 //! `is_end_stream` pass through unchanged.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Modules (rustfmt keeps them sorted by name). Their dependency order, bottom-up, is the
 // `ORDER` list of the `layering` unit test below and the table of ARCHITECTURE.md: each module

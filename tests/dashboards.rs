@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metrics::Recorder;
 use metrics_util::layers::FanoutBuilder;
 use serde_json::Value;
-use support::components::{http_get, key_name, promtool_check_metrics, Prometheus, Statsd};
+use support::components::{
+    have, http_get, key_name, promtool_check_metrics, Component, Prometheus, Statsd,
+};
 use tower_vitals::labels::{ERROR_TYPE, GRPC_STATUS, METHOD, ROUTE, STATUS};
 use tower_vitals::prometheus::PrometheusMetrics;
 use tower_vitals::{MetricNames, DEFAULT_PREFIX};
@@ -412,6 +414,9 @@ fn unknown(kind: &str, used: &BTreeSet<String>, known: &BTreeSet<String>) -> Vec
 
 #[test]
 fn grafana_every_panel_query_returns_data_from_real_prometheus() {
+    if !have(&[Component::Prometheus]) {
+        return;
+    }
     let f = fixture();
     let dash = grafana();
     // Each server stored one form only: the panels answer from the classic half on one and the
@@ -459,6 +464,9 @@ fn grafana_every_panel_query_returns_data_from_real_prometheus() {
 
 #[test]
 fn grafana_queries_pass_promtool_check_rules() {
+    if !have(&[Component::Promtool]) {
+        return;
+    }
     let dir = support::components::TempDir::new("rules");
     let write_rules = |exprs: &[String]| {
         let rules: Vec<Value> = exprs
@@ -516,6 +524,9 @@ fn bucket_quantile(q: f64, buckets: &BTreeMap<String, f64>) -> f64 {
 
 #[test]
 fn two_instances_aggregate_by_route_and_the_instance_variable_narrows() {
+    if !have(&[Component::Prometheus]) {
+        return;
+    }
     let f = fixture();
     let dash = grafana();
     let exprs = panel_exprs(&dash);
@@ -606,6 +617,9 @@ fn two_instances_aggregate_by_route_and_the_instance_variable_narrows() {
 
 #[test]
 fn demo_metrics_pass_promtool_check_metrics() {
+    if !have(&[Component::Prometheus, Component::Promtool]) {
+        return;
+    }
     let f = fixture();
     let (status, text) = http_get(f.a.addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
@@ -617,6 +631,9 @@ fn demo_metrics_pass_promtool_check_metrics() {
 
 #[test]
 fn grafana_names_exist_in_the_crate_constants_and_in_what_prometheus_scraped() {
+    if !have(&[Component::Prometheus]) {
+        return;
+    }
     let (metrics, labels) = grafana_names(&grafana());
     assert!(metrics.len() >= 8 && labels.len() >= 6, "{metrics:?} {labels:?}");
 
@@ -754,6 +771,9 @@ fn datadog_known() -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn datadog_names_exist_in_the_crate_constants_and_in_what_real_statsd_received() {
+    if !have(&[Component::Statsd]) {
+        return;
+    }
     let dash = datadog();
     assert_eq!(dash["layout_type"], "ordered");
     assert_eq!(dash["template_variables"][0]["prefix"], ROUTE);
@@ -1074,6 +1094,9 @@ fn datadog_dashboard_has_what_the_importer_needs() {
 
 #[test]
 fn route_variable_narrows_to_one_route_raw_or_regex_escaped() {
+    if !have(&[Component::Prometheus]) {
+        return;
+    }
     let f = fixture();
     let expr = panel_exprs(&grafana())
         .into_iter()
@@ -1095,6 +1118,9 @@ fn route_variable_narrows_to_one_route_raw_or_regex_escaped() {
 
 #[test]
 fn small_block_and_aggregation_panels_give_exact_values_under_promtool_test_rules() {
+    if !have(&[Component::Promtool]) {
+        return;
+    }
     // Synthetic series, two instances: /bytes sends 1 MiB in 128-byte blocks (8192 per
     // response), /kb in 8 KiB blocks (128 per response); each instance finishes one request of
     // each per 15 s step; instance b also serves /kb at twice the rate.

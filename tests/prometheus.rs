@@ -13,7 +13,7 @@ use support::{prom_name, NAMES};
 use axum::routing::get_service;
 use axum::Router;
 use support::app::{CHUNK, CHUNKS, HOSTILE};
-use support::components::{http_get, promtool_check_metrics, Prometheus};
+use support::components::{have, http_get, promtool_check_metrics, Component, Prometheus};
 use tower_vitals::prometheus::{self, PrometheusMetrics};
 
 const USERS: u64 = 20;
@@ -76,6 +76,9 @@ fn one_value(prom: &Prometheus, promql: &str) -> f64 {
 
 #[test]
 fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
+    if !have(&[Component::Prometheus]) {
+        return;
+    }
     let addr = served_app();
     let prom = Prometheus::start(&[addr]);
     let wait = Duration::from_secs(15);
@@ -163,6 +166,9 @@ fn real_prometheus_scrapes_counts_quantiles_bytes_and_blocks_per_route() {
 
 #[test]
 fn promtool_accepts_the_metrics_endpoint_text() {
+    if !have(&[Component::Promtool]) {
+        return;
+    }
     let addr = served_app();
     let (status, text) = http_get(addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);

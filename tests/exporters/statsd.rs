@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tower_vitals::DEFAULT_PREFIX;
 
 use crate::support::app::{AppThread, BIG, CHUNK, CHUNKS, USERS, USER_BODY};
-use crate::support::components::{Flushed, Statsd};
+use crate::support::components::{have, Component, Flushed, Statsd};
 use tower_vitals::statsd::{self, HistogramType, Pipeline};
 
 /// (The test client speaks HTTP/1.0.)
@@ -70,6 +70,9 @@ fn wait_for_traffic(statsd: &Statsd) -> Flushed {
 
 #[test]
 fn real_statsd_receives_tags_counters_bytes_and_ms_timers_background() {
+    if !have(&[Component::Statsd]) {
+        return;
+    }
     let statsd = Statsd::start();
     let (recorder, exporter) = statsd::builder(statsd.addr().to_string())
         .classic()
@@ -89,6 +92,9 @@ fn real_statsd_receives_tags_counters_bytes_and_ms_timers_background() {
 
 #[test]
 fn real_statsd_receives_the_same_totals_inline() {
+    if !have(&[Component::Statsd]) {
+        return;
+    }
     let statsd = Statsd::start();
     let (recorder, exporter) = statsd::builder(statsd.addr().to_string())
         .classic()
@@ -107,6 +113,9 @@ fn real_statsd_receives_the_same_totals_inline() {
 
 #[test]
 fn real_statsd_gets_percentiles_of_sizes_when_asked() {
+    if !have(&[Component::Statsd]) {
+        return;
+    }
     let statsd = Statsd::start();
     let (recorder, _exporter) = statsd::builder(statsd.addr().to_string())
         .global_prefix("svc")

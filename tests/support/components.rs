@@ -1,7 +1,12 @@
 //! Real components for integration tests: a Prometheus server, an Etsy statsd daemon, and
 //! `promtool check metrics`. Each is started on 127.0.0.1 with free ports, waited for until it
-//! is really ready, and stopped (killed and reaped, temp dir removed) on `Drop`. A missing
-//! binary is a test failure naming `./scripts/install-components.sh`, never a skip.
+//! is really ready, and stopped (killed and reaped, temp dir removed) on `Drop`.
+//!
+//! A test that needs one starts with `if !components::have(&[Component::..]) { return; }`:
+//! without the component, `cargo test` prints one line (`skipped: needs prometheus (run
+//! ./scripts/install-components.sh)`) and the test returns. Under
+//! `TOWER_VITALS_REQUIRE_COMPONENTS=1` (set by `scripts/test.sh`, and so by CI) a missing
+//! component fails the test instead.
 //!
 //! The daemons run under a small bash watchdog that also stops them if the test process dies
 //! without dropping them (e.g. one kept in a `static OnceLock` for the whole test binary).
@@ -45,6 +50,66 @@ pub fn free_udp_port() -> u16 {
 fn which(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(binary)).find(|p| p.is_file())
+}
+
+/// Set to `1` (by `scripts/test.sh`, and so CI): a missing component fails the test that needs
+/// it instead of skipping it.
+pub const REQUIRE_COMPONENTS: &str = "TOWER_VITALS_REQUIRE_COMPONENTS";
+
+/// A real component some tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// The `prometheus` server.
+    Prometheus,
+    /// `promtool` (shipped with Prometheus).
+    Promtool,
+    /// Etsy statsd: `node` and `.tools/statsd` (installed by the script).
+    Statsd,
+    /// Headless `chromium`.
+    Chromium,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Prometheus => "prometheus",
+            Component::Promtool => "promtool",
+            Component::Statsd => "statsd",
+            Component::Chromium => "chromium",
+        }
+    }
+
+    fn installed(self) -> bool {
+        match self {
+            Component::Prometheus => which("prometheus").is_some(),
+            Component::Promtool => which("promtool").is_some(),
+            Component::Statsd => which("node").is_some() && statsd_js().is_file(),
+            Component::Chromium => which("chromium").is_some(),
+        }
+    }
+}
+
+/// Whether every component in `needs` is installed, so the calling test can run. If one is
+/// missing: under [`REQUIRE_COMPONENTS`]`=1` the test fails here; otherwise one line
+/// `skipped: needs X (run ./scripts/install-components.sh)` goes to stderr (written past the
+/// test harness's capture, so `cargo test` shows it) and this returns `false`: the test returns.
+pub fn have(needs: &[Component]) -> bool {
+    let missing: Vec<&str> = needs.iter().filter(|c| !c.installed()).map(|c| c.name()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let needs = missing.join(", ");
+    if std::env::var_os(REQUIRE_COMPONENTS).is_some_and(|v| v == "1") {
+        panic!("{test} needs {needs}, missing ({REQUIRE_COMPONENTS}=1): run {INSTALL}");
+    }
+    let line = format!("{test}: skipped: needs {needs} (run {INSTALL})\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
+}
+
+fn statsd_js() -> PathBuf {
+    repo_root().join(".tools/statsd/node_modules/statsd/stats.js")
 }
 
 /// A temp directory removed on drop.
@@ -399,7 +464,7 @@ impl Statsd {
     /// (`percentThreshold`).
     pub fn start_with(flush_interval_ms: u64, percent: u32) -> Statsd {
         let node = which("node").unwrap_or_else(|| missing("node (for statsd)"));
-        let stats_js = repo_root().join(".tools/statsd/node_modules/statsd/stats.js");
+        let stats_js = statsd_js();
         if !stats_js.is_file() {
             missing(&format!("statsd ({})", stats_js.display()));
         }
