@@ -7,9 +7,9 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
+use crate::record::{Polling, Record};
 
 pin_project! {
     /// The response body of [`Vitals`](crate::Vitals): the inner body, measured frame by frame.

@@ -134,7 +134,6 @@
 mod body;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
-mod finish;
 mod future;
 mod grpc;
 mod handles;
@@ -150,6 +149,7 @@ pub mod live;
 mod names;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod record;
 mod request_body;
 mod routes;
 mod service;
@@ -188,7 +188,7 @@ mod layering {
         "utilization",
         "small_blocks",
         "shared",
-        "finish",
+        "record",
         "request_body",
         "body",
         "future",

@@ -9,9 +9,9 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::finish::{Record, RequestTags};
 use crate::future::ResponseFuture;
 use crate::labels;
+use crate::record::{Record, RequestTags};
 use crate::request_body::{RequestBodyMode, RequestContext};
 use crate::routes::{self, RouteName};
 use crate::shared::Shared;
