@@ -29,11 +29,11 @@ pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 
 /// Tag key for the HTTP version of the request (OpenTelemetry `network.protocol.version`):
 /// `1.0`, `1.1`, `2`, `3` (`0.9`). On by default; see
-/// [`without_protocol_version`](crate::VitalsLayer::without_protocol_version).
+/// [`without_protocol_version`](crate::VitalsLayerBuilder::without_protocol_version).
 pub const PROTOCOL_VERSION: &str = "network.protocol.version";
 /// Tag key for the URI scheme (OpenTelemetry `url.scheme`): `http` or `https`. On by default;
-/// see [`url_scheme`](crate::VitalsLayer::url_scheme) and
-/// [`without_url_scheme`](crate::VitalsLayer::without_url_scheme).
+/// see [`url_scheme`](crate::VitalsLayerBuilder::url_scheme) and
+/// [`without_url_scheme`](crate::VitalsLayerBuilder::without_url_scheme).
 pub const URL_SCHEME: &str = "url.scheme";
 
 /// Tag key on the request-body metrics (`input_*`): how the service consumed the body:

@@ -42,54 +42,55 @@
 //! on failure: the 5xx code, `service_error`, `body_error`, `aborted`, `cancelled` or `panic`),
 //! `rpc.grpc.status_code` when the response carries `grpc-status`, and OpenTelemetry's
 //! `network.protocol.version` (`1.1`, `2`, ...) and `url.scheme` (`http`, `https`), which
-//! [`without_protocol_version`](VitalsLayer::without_protocol_version) and
-//! [`without_url_scheme`](VitalsLayer::without_url_scheme) turn off.
+//! [`without_protocol_version`](VitalsLayerBuilder::without_protocol_version) and
+//! [`without_url_scheme`](VitalsLayerBuilder::without_url_scheme) turn off.
 //!
 //! ## Leaving requests out, labels of your own
 //!
 //! ```
 //! use tower_vitals::{Label, VitalsLayer};
 //!
-//! let layer = VitalsLayer::new()
+//! let layer = VitalsLayer::builder()
 //!     .skip_routes(["/healthz", "/metrics"])               // never measured
 //!     .skip_if(|req: &http::request::Parts| req.headers.contains_key("x-synthetic"))
 //!     .label_from_request("api.version", |req: &http::request::Parts| {
 //!         req.headers.get("x-api-version")?.to_str().ok()  // a borrowed value: no allocation
 //!     })?
-//!     .label("cache")?;                                    // set by handlers:
+//!     .label("cache")?                                     // set by handlers:
+//!     .build();
 //! let mut res = http::Response::new(());
-//! res.extensions_mut().insert(Label::new("cache", "hit"));
+//! Label::new("cache", "hit").add_to(res.extensions_mut());
 //! # let _ = layer;
 //! # Ok::<(), tower_vitals::LabelError>(())
 //! ```
 //!
-//! A skipped request ([`skip_if`](VitalsLayer::skip_if), [`skip_routes`](VitalsLayer::skip_routes))
+//! A skipped request ([`skip_if`](VitalsLayerBuilder::skip_if), [`skip_routes`](VitalsLayerBuilder::skip_routes))
 //! passes through untouched: no metric, not in `active_requests` or `utilization`. Labels
-//! ([`label`](VitalsLayer::label), [`label_from_request`](VitalsLayer::label_from_request),
+//! ([`label`](VitalsLayerBuilder::label), [`label_from_request`](VitalsLayerBuilder::label_from_request),
 //! [`Label`], [`Labels`]) go on every response metric; at most [`MAX_LABELS`] keys, each capped
-//! at [`label_value_cap`](VitalsLayer::label_value_cap) distinct values (default
+//! at [`label_value_cap`](VitalsLayerBuilder::label_value_cap) distinct values (default
 //! [`DEFAULT_LABEL_VALUE_CAP`]) then `overflow`; a missing or empty value is `none`
 //! ([`labels::NO_VALUE`]). A key that breaks a rule is a [`LabelError`].
 //!
 //! ## gRPC, request bodies, utilisation, small blocks
 //!
-//! - **gRPC** (tonic: `Server::builder().layer(VitalsLayer::new().grpc_routes())`):
-//!   [`grpc_routes`](VitalsLayer::grpc_routes) makes the method path (`/pkg.Service/Method`)
+//! - **gRPC** (tonic: `Server::builder().layer(VitalsLayer::builder().grpc_routes().build())`):
+//!   [`grpc_routes`](VitalsLayerBuilder::grpc_routes) makes the method path (`/pkg.Service/Method`)
 //!   the route of gRPC requests, under the route cap. `grpc-status` is read from the trailers
 //!   frame, or from the headers of a trailers-only response, into `rpc.grpc.status_code`; a call
 //!   that fails with a server-side code (`UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
 //!   `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`: OpenTelemetry's list for servers) gets
 //!   `error.type` = the code's name, though its HTTP status is 200. Streaming calls count the
 //!   frames and bytes their body yields (tonic packs ready messages into shared frames).
-//! - **Request bodies** (opt-in, [`measure_request_body`](VitalsLayer::measure_request_body)):
+//! - **Request bodies** (opt-in, [`measure_request_body`](VitalsLayerBuilder::measure_request_body)):
 //!   see [`RequestBody`]; tagged `http.request.body.state` = `complete`, `partial`, `unread`
 //!   or `error`.
 //! - **Utilisation**: the layer integrates busy time (requests in flight × time) without a lock
 //!   and publishes the `utilization` gauge once per window, on the first request start or finish
 //!   (or [`publish_utilization`](VitalsLayer::publish_utilization) call) after the window; no
 //!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
-//!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
-//!   [`utilization_window`](VitalsLayer::utilization_window).
+//!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayerBuilder::capacity) and
+//!   [`utilization_window`](VitalsLayerBuilder::utilization_window).
 //! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
 //!   process (per-route hdrhistograms over a recent window and since start) and serves
 //!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
@@ -132,6 +133,7 @@
 // `ORDER` list of the `layering` unit test below and the table of ARCHITECTURE.md: each module
 // imports only modules before it there.
 mod body;
+mod clock;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
 mod future;
@@ -162,21 +164,25 @@ mod user_labels;
 mod utilization;
 
 pub use body::ResponseBody;
+pub use clock::{Clock, MockClock};
 pub use future::ResponseFuture;
-pub use layer::VitalsLayer;
+pub use layer::{VitalsLayer, VitalsLayerBuilder};
 pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
 pub use routes::RouteName;
 pub use service::Vitals;
 pub use shared::DEFAULT_ROUTE_CAP;
 pub use small_blocks::SmallBlockWarning;
-pub use user_labels::{Label, LabelError, Labels, DEFAULT_LABEL_VALUE_CAP, MAX_LABELS};
+pub use user_labels::{
+    label_fn, Label, LabelError, Labels, DEFAULT_LABEL_VALUE_CAP, MAX_LABELS, MAX_LABEL_VALUE_CAP,
+};
 
 /// The module order above is the dependency order: a module may import only modules listed
 /// before it. This test reads the sources and fails on any `crate::` path that points down.
 #[cfg(test)]
 mod layering {
     const ORDER: &[&str] = &[
+        "clock",
         "grpc",
         "labels",
         "names",

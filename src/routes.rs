@@ -14,7 +14,7 @@ use crate::slots::{Probe, Slots};
 ///
 /// Use it where no router supplies a template: a plain hyper service, a tower `Steer`, or to
 /// override axum's `MatchedPath`. Put a *template* here (`/users/{id}`), never the raw path: the
-/// number of distinct values is capped (see [`VitalsLayer::route_cap`](crate::VitalsLayer::route_cap)),
+/// number of distinct values is capped (see [`VitalsLayerBuilder::route_cap`](crate::VitalsLayerBuilder::route_cap)),
 /// and values past the cap are all counted as `overflow`.
 ///
 /// The layer reads it from the request's extensions when `call` runs, and from the response's

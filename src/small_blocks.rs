@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::routes::RouteTable;
 
 /// Settings of the small-block warning (see
-/// [`VitalsLayer::small_block_warning`](crate::VitalsLayer::small_block_warning)).
+/// [`VitalsLayerBuilder::small_block_warning`](crate::VitalsLayerBuilder::small_block_warning)).
 ///
 /// The defaults: warn when a route's multi-block responses average fewer than **512 bytes per
 /// block** over at least **4096 blocks**, at most once per route every **hour**.
@@ -38,7 +38,7 @@ use crate::routes::RouteTable;
 ///     .min_average_bytes(1024)
 ///     .min_blocks(10_000)
 ///     .interval(Duration::from_secs(600));
-/// let layer = VitalsLayer::new().small_block_warning(warning);
+/// let layer = VitalsLayer::builder().small_block_warning(warning).build();
 /// # let _ = layer;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
