@@ -139,9 +139,11 @@ pub mod dogstatsd;
 mod future;
 mod grpc;
 mod handles;
+mod hash;
 mod in_flight;
 #[cfg(any(feature = "prometheus", feature = "live"))]
 mod install;
+mod interner;
 pub mod labels;
 mod layer;
 #[cfg(feature = "prometheus")]
@@ -149,19 +151,21 @@ mod listener;
 #[cfg(feature = "live")]
 pub mod live;
 mod names;
+mod packed_key;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod record;
 mod request_body;
+mod route_name;
 mod routes;
 mod service;
 mod shared;
-mod slots;
 mod small_blocks;
 #[cfg(feature = "statsd")]
 pub mod statsd;
 mod user_labels;
 mod utilization;
+mod write_once;
 
 pub use body::ResponseBody;
 pub use clock::{Clock, MockClock};
@@ -169,7 +173,7 @@ pub use future::ResponseFuture;
 pub use layer::{VitalsLayer, VitalsLayerBuilder};
 pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
-pub use routes::RouteName;
+pub use route_name::RouteName;
 pub use service::Vitals;
 pub use shared::DEFAULT_ROUTE_CAP;
 pub use small_blocks::SmallBlockWarning;
@@ -186,9 +190,13 @@ mod layering {
         "grpc",
         "labels",
         "names",
-        "slots",
+        "hash",
+        "write_once",
+        "interner",
+        "route_name",
         "routes",
         "user_labels",
+        "packed_key",
         "handles",
         "in_flight",
         "utilization",

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use crate::grpc::StatusKey;
-use crate::handles::{PackedKey, ResponseHandles};
+use crate::handles::ResponseHandles;
 use crate::labels::{self, Outcome};
-use crate::routes::{self, RouteName};
+use crate::packed_key::PackedKey;
+use crate::route_name::{self, RouteName};
 use crate::shared::Shared;
 use crate::user_labels::ValueIds;
 
@@ -111,7 +112,7 @@ impl Record {
     #[inline(never)]
     pub(crate) fn response_extensions(&mut self, extensions: &http::Extensions) -> bool {
         if let Some(name) =
-            routes::route_names_exist().then(|| extensions.get::<RouteName>()).flatten()
+            route_name::route_names_exist().then(|| extensions.get::<RouteName>()).flatten()
         {
             let route = self.shared.routes.intern(name.as_str());
             if self.shared.routes.is_skipped(route) {
@@ -212,7 +213,7 @@ impl Record {
         // The common case straight from the slot table; the first request of a label set (or a
         // crowded table) through the cache's slow path. The fields are read where they are (no
         // copy of the key or the times to keep across the calls).
-        match self.shared.handles.response(self.key.finish(outcome, self.labels)) {
+        match self.shared.handles.response(self.key.label_set(outcome, self.labels)) {
             Some(handles) => self.record_into(handles, end),
             None => self.record_first(outcome, end),
         }

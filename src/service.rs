@@ -13,7 +13,8 @@ use crate::future::ResponseFuture;
 use crate::labels;
 use crate::record::{Record, RequestTags};
 use crate::request_body::{RequestBodyMode, RequestContext};
-use crate::routes::{self, RouteName};
+use crate::route_name::{self, RouteName};
+use crate::routes;
 use crate::shared::Shared;
 use crate::user_labels::{ValueIds, MAX_LABELS};
 
@@ -198,7 +199,7 @@ fn find_route(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> u32 {
-    if routes::route_names_exist() {
+    if route_name::route_names_exist() {
         if let Some(name) = extensions.get::<RouteName>() {
             return shared.routes.intern(name.as_str());
         }

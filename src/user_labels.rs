@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
+use crate::interner::Interner;
 use crate::labels;
-use crate::routes::RouteTable;
 
 /// The most label keys of the user's own one layer accepts.
 pub const MAX_LABELS: usize = 4;
@@ -325,7 +325,7 @@ pub(crate) type ValueIds = [u8; MAX_LABELS];
 /// The keys of a layer and one capped value interner per key.
 pub(crate) struct LabelTables {
     keys: Box<[LabelKey]>,
-    values: Box<[RouteTable]>,
+    values: Box<[Interner]>,
     /// Some key has a `label_from_request` function.
     from_request: bool,
 }
@@ -337,7 +337,7 @@ impl LabelTables {
             keys: keys.into(),
             values: keys
                 .iter()
-                .map(|_| RouteTable::with_reserved(cap, labels::NO_VALUE, labels::OVERFLOW, &[]))
+                .map(|_| Interner::new(cap, labels::NO_VALUE, labels::OVERFLOW))
                 .collect(),
             from_request: keys.iter().any(|k| k.from_request.is_some()),
         }
