@@ -85,7 +85,7 @@ where
             }
             Err(err) => {
                 record.head(now, 0);
-                guard.finish(Outcome::ServiceError);
+                guard.end(Outcome::ServiceError);
                 Poll::Ready(Err(err))
             }
         }

@@ -234,36 +234,106 @@ mod layering {
         files
     }
 
+    /// The module each root re-export comes from, read from this file's `pub use` items
+    /// (`crate::VitalsLayer` is `layer`'s): (item, module).
+    fn root_reexports() -> Vec<(String, String)> {
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs");
+        let text = std::fs::read_to_string(lib).expect("src/lib.rs");
+        let mut items = vec![];
+        let mut statement = String::new();
+        for line in text.lines() {
+            let line = line.split("//").next().unwrap_or_default().trim();
+            if statement.is_empty() && !line.starts_with("pub use ") {
+                continue;
+            }
+            statement.push_str(line);
+            statement.push(' ');
+            if !line.ends_with(';') {
+                continue;
+            }
+            let path = statement.trim().trim_start_matches("pub use ").trim_end_matches(';');
+            if let Some((module, names)) = path.split_once("::") {
+                let names = names.trim().trim_start_matches('{').trim_end_matches('}');
+                for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let name = name.rsplit(" as ").next().unwrap_or(name);
+                    let name = name.rsplit("::").next().unwrap_or(name);
+                    items.push((name.to_owned(), module.trim().to_owned()));
+                }
+            }
+            statement.clear();
+        }
+        items
+    }
+
+    /// The `crate::` paths of `text` (a source of `module`) that point at a module above it in
+    /// [`ORDER`], directly or through a root re-export: one message each.
+    fn downward_imports(
+        module: &str,
+        path: &str,
+        text: &str,
+        root: &[(String, String)],
+    ) -> Vec<String> {
+        let rank = ORDER.iter().position(|m| *m == module).expect("module in ORDER");
+        let mut found = vec![];
+        for (line_no, line) in text.lines().enumerate() {
+            // Comments, docs and `crate::X` links in docs do not create dependencies.
+            let code = line.split("//").next().unwrap_or_default();
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                let name: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                // A module, or an item the crate root re-exports from one (`crate::VitalsLayer`).
+                let (target, via) = match ORDER.iter().position(|m| *m == name) {
+                    Some(target) => (target, name.clone()),
+                    None => match root.iter().find(|(item, _)| *item == name) {
+                        Some((_, from)) => match ORDER.iter().position(|m| m == from) {
+                            Some(target) => (target, format!("{from} (as crate::{name})")),
+                            None => continue,
+                        },
+                        None => continue, // `{`, a macro, or a module outside the order
+                    },
+                };
+                if target > rank {
+                    found.push(format!(
+                        "{path}:{}: `{module}` imports `{via}`, which is above it",
+                        line_no + 1
+                    ));
+                }
+            }
+        }
+        found
+    }
+
     #[test]
     fn every_module_imports_only_modules_below_it() {
+        let root = root_reexports();
         let mut checked = 0;
-        for (rank, module) in ORDER.iter().enumerate() {
+        let mut found = vec![];
+        for module in ORDER {
             let files = sources(module);
             assert!(!files.is_empty(), "no source for module {module}");
             for (path, text) in files {
                 checked += 1;
-                for (line_no, line) in text.lines().enumerate() {
-                    // Comments, docs and `crate::X` links in docs do not create dependencies.
-                    let code = line.split("//").next().unwrap_or_default();
-                    for (at, _) in code.match_indices("crate::") {
-                        let rest = &code[at + "crate::".len()..];
-                        let name: String = rest
-                            .chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect();
-                        let Some(target) = ORDER.iter().position(|m| *m == name) else {
-                            continue; // a re-exported item (`crate::VitalsLayer`) or `{`
-                        };
-                        assert!(
-                            target < rank || name == *module,
-                            "{path}:{}: `{module}` imports `{name}`, which is above it",
-                            line_no + 1
-                        );
-                    }
-                }
+                found.extend(downward_imports(module, &path, &text, &root));
             }
         }
+        assert!(found.is_empty(), "{}", found.join("\n"));
         assert!(checked >= ORDER.len());
+    }
+
+    #[test]
+    fn root_reexports_count_as_imports_of_their_module() {
+        let root = root_reexports();
+        let from = |item: &str| root.iter().find(|(i, _)| i == item).map(|(_, m)| m.as_str());
+        assert_eq!(from("VitalsLayer"), Some("layer"));
+        assert_eq!(from("RouteName"), Some("route_name"));
+        assert_eq!(from("MAX_LABELS"), Some("user_labels"));
+        // `service` is below `layer`: naming the layer through the root is caught.
+        let found = downward_imports("service", "service.rs", "use crate::VitalsLayer;", &root);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("layer (as crate::VitalsLayer)"), "{found:?}");
+        let fine = downward_imports("service", "service.rs", "use crate::RouteName;", &root);
+        assert!(fine.is_empty(), "{fine:?}");
     }
 
     #[test]

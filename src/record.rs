@@ -1,9 +1,9 @@
 //! The exactly-once guard: the per-request record, and the only place that records metrics.
 //!
 //! A [`Record`] is created in `Vitals::call`, moves into the `ResponseFuture`, then into the
-//! `ResponseBody`. It is finished by value ([`Record::finish`]) at the end of the request, or by
+//! `ResponseBody`. It is finished by value ([`Record::end`]) at the end of the request, or by
 //! its `Drop` if it is dropped unfinished (cancellation, client gone, unwinding). Either way,
-//! the recording runs once: `finish` consumes the record, and `Drop` does nothing for a record
+//! the recording runs once: `end` consumes the record, and `Drop` does nothing for a record
 //! that was finished.
 
 use std::sync::Arc;
@@ -193,7 +193,7 @@ impl Record {
     }
 
     /// Ends the request with `outcome` and records every metric, once.
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    pub(crate) fn end(mut self, outcome: Outcome) {
         self.record(outcome);
     }
 
@@ -321,7 +321,7 @@ impl Polling<'_> {
 
     /// Ends the request with `outcome` in place; the slot is empty afterwards.
     #[inline]
-    pub(crate) fn finish(&mut self, outcome: Outcome) {
+    pub(crate) fn end(&mut self, outcome: Outcome) {
         if let Some(record) = self.0.as_mut() {
             record.record(outcome);
         }
@@ -342,10 +342,8 @@ impl Drop for Polling<'_> {
 mod tests {
     #[test]
     fn a_record_stays_small() {
-        // The record moves from `call` to the future to the body: each move copies it. At 88
-        // bytes the copies were inline; one more word made them `memcpy` calls (+58
-        // instructions per request under callgrind); 72 (flags in one byte, no `Option<u64>`)
-        // saves two words per move, 64 (`out_since` folded into `held`) one more.
+        // The record moves from `call` to the future to the body: each move copies it, and a
+        // larger record turns those copies into `memcpy` calls. One cache line at most.
         let size = std::mem::size_of::<super::Record>();
         assert!(size <= 64, "Record is {size} bytes");
     }

@@ -103,8 +103,7 @@ impl<S, M> Vitals<S, M> {
     /// `call` for a layer with skip predicates, labels or gRPC routes (out of line, so that
     /// `call` without them stays small). Skip predicates and label functions see the head.
     /// Each branch ends in its own call of the inner service: joining them (the request moved
-    /// out of the branch in a tuple) costs a copy of the head, +29 instructions per request with
-    /// one label under callgrind.
+    /// out of the branch in a tuple) would copy the whole request head once more.
     #[inline(never)]
     fn call_with_options<ReqBody, ResBody>(
         &mut self,

@@ -48,12 +48,19 @@ pub struct SmallBlockWarning {
     interval: Duration,
 }
 
+/// The default of [`SmallBlockWarning::min_average_bytes`] (the live page's threshold too).
+pub(crate) const DEFAULT_MIN_AVERAGE_BYTES: u64 = 512;
+/// The default of [`SmallBlockWarning::min_blocks`] (the live page's threshold too).
+pub(crate) const DEFAULT_MIN_BLOCKS: u64 = 4096;
+/// The default of [`SmallBlockWarning::interval`].
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl Default for SmallBlockWarning {
     fn default() -> Self {
         SmallBlockWarning {
-            min_average_bytes: 512,
-            min_blocks: 4096,
-            interval: Duration::from_secs(3600),
+            min_average_bytes: DEFAULT_MIN_AVERAGE_BYTES,
+            min_blocks: DEFAULT_MIN_BLOCKS,
+            interval: DEFAULT_INTERVAL,
         }
     }
 }
