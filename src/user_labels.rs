@@ -33,8 +33,8 @@ const MAX_KEY_LEN: usize = 64;
 
 /// A label of the user's own, as a response (or request) extension: `key` must be one the layer
 /// was told about ([`VitalsLayerBuilder::label`](crate::VitalsLayerBuilder::label) or
-/// [`label_from_request`](crate::VitalsLayerBuilder::label_from_request)); labels with other keys are
-/// ignored.
+/// [`label_from_request`](crate::VitalsLayerBuilder::label_from_request)); labels with other
+/// keys are ignored.
 ///
 /// A handler says what it did:
 ///
@@ -161,7 +161,8 @@ impl FromIterator<Label> for Labels {
     }
 }
 
-/// Why a label setting was refused by [`VitalsLayerBuilder::label`](crate::VitalsLayerBuilder::label),
+/// Why a label setting was refused by
+/// [`VitalsLayerBuilder::label`](crate::VitalsLayerBuilder::label),
 /// [`label_from_request`](crate::VitalsLayerBuilder::label_from_request) or
 /// [`label_value_cap`](crate::VitalsLayerBuilder::label_value_cap).
 #[derive(Debug, Clone, PartialEq, Eq)]
