@@ -328,6 +328,12 @@ impl<M> VitalsLayerBuilder<M> {
     }
 }
 
+impl Default for VitalsLayerBuilder<IgnoreRequestBody> {
+    fn default() -> Self {
+        VitalsLayer::builder()
+    }
+}
+
 impl<M> Clone for VitalsLayerBuilder<M> {
     fn clone(&self) -> Self {
         VitalsLayerBuilder { config: self.config.clone(), mode: PhantomData }
