@@ -348,20 +348,20 @@ const LABEL_VARIANTS: [(&str, Rec, usize); 4] = [
 
 /// A layer that leaves every request out.
 fn skipping() -> VitalsLayer {
-    VitalsLayer::new().skip_if(|_: &http::request::Parts| true)
+    VitalsLayer::builder().skip_if(|_: &http::request::Parts| true).build()
 }
 
 /// A layer with `keys` labels from the request (each a `'static` value).
 fn labelled(keys: usize) -> VitalsLayer {
     const KEYS: [(&str, &str); 4] =
         [("api.version", "2"), ("client", "web"), ("tier", "gold"), ("region", "eu")];
-    let mut layer = VitalsLayer::new();
+    let mut builder = VitalsLayer::builder();
     for (key, value) in KEYS.into_iter().take(keys) {
-        layer = layer
+        builder = builder
             .label_from_request(key, move |_: &http::request::Parts| Some(value))
             .expect("valid label key");
     }
-    layer
+    builder.build()
 }
 
 fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {

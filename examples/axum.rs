@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshotter = recorder.snapshotter();
     recorder.install()?;
 
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         // Health checks are not traffic: left out, never counted.
         .skip_routes(["/healthz"])
         // A label from the request head (no allocation: a borrowed str), capped at 32 values.
@@ -65,7 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             req.headers.get("x-api-version")?.to_str().ok()
         })?
         // A label handlers set on their response: `Label::new("cache", "hit")`.
-        .label("cache")?;
+        .label("cache")?
+        .build();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/users/{id}", get(user))

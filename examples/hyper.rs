@@ -58,7 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     recorder.install()?;
 
     // Probes are not traffic: a predicate over the request head leaves them out.
-    let layer = VitalsLayer::new().skip_if(|req: &http::request::Parts| req.uri.path() == "/ping");
+    let layer = VitalsLayer::builder()
+        .skip_if(|req: &http::request::Parts| req.uri.path() == "/ping")
+        .build();
     let service = ServiceBuilder::new()
         .map_request(name_route)
         .layer(layer.clone())

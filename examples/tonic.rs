@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     metrics::set_global_recorder(recorder)?;
 
     // The server: tonic's builder takes the layer; every RPC is measured.
-    let layer = VitalsLayer::new().grpc_routes();
+    let layer = VitalsLayer::builder().grpc_routes().build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

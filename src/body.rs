@@ -7,9 +7,9 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
+use crate::record::{Polling, Record};
 
 pin_project! {
     /// The response body of [`Vitals`](crate::Vitals): the inner body, measured frame by frame.
@@ -40,7 +40,7 @@ impl<B: Body> ResponseBody<B> {
     /// Starts the output phase. A body with nothing to send finishes the request at once.
     pub(crate) fn new(inner: B, record: Record) -> Self {
         if inner.is_end_stream() {
-            record.finish(Outcome::Complete);
+            record.end(Outcome::Complete);
             return ResponseBody { inner, record: None };
         }
         ResponseBody { inner, record: Some(record) }
@@ -99,13 +99,13 @@ impl<B: Body> Body for ResponseBody<B> {
                     }
                 }
                 if this.inner.is_end_stream() {
-                    guard.finish(Outcome::Complete);
+                    guard.end(Outcome::Complete);
                 } else {
                     record.frame_out();
                 }
             }
-            Poll::Ready(Some(Err(_))) => guard.finish(Outcome::BodyError),
-            Poll::Ready(None) => guard.finish(Outcome::Complete),
+            Poll::Ready(Some(Err(_))) => guard.end(Outcome::BodyError),
+            Poll::Ready(None) => guard.end(Outcome::Complete),
         }
         polled
     }

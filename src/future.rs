@@ -8,9 +8,9 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
-use crate::finish::{Polling, Record};
 use crate::grpc;
 use crate::labels::Outcome;
+use crate::record::{Polling, Record};
 
 pin_project! {
     /// The future of [`Vitals`](crate::Vitals): the inner future, timed until the head.
@@ -85,7 +85,7 @@ where
             }
             Err(err) => {
                 record.head(now, 0);
-                guard.finish(Outcome::ServiceError);
+                guard.end(Outcome::ServiceError);
                 Poll::Ready(Err(err))
             }
         }

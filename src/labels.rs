@@ -29,11 +29,11 @@ pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 
 /// Tag key for the HTTP version of the request (OpenTelemetry `network.protocol.version`):
 /// `1.0`, `1.1`, `2`, `3` (`0.9`). On by default; see
-/// [`without_protocol_version`](crate::VitalsLayer::without_protocol_version).
+/// [`without_protocol_version`](crate::VitalsLayerBuilder::without_protocol_version).
 pub const PROTOCOL_VERSION: &str = "network.protocol.version";
 /// Tag key for the URI scheme (OpenTelemetry `url.scheme`): `http` or `https`. On by default;
-/// see [`url_scheme`](crate::VitalsLayer::url_scheme) and
-/// [`without_url_scheme`](crate::VitalsLayer::without_url_scheme).
+/// see [`url_scheme`](crate::VitalsLayerBuilder::url_scheme) and
+/// [`without_url_scheme`](crate::VitalsLayerBuilder::without_url_scheme).
 pub const URL_SCHEME: &str = "url.scheme";
 
 /// Tag key on the request-body metrics (`input_*`): how the service consumed the body:
@@ -230,6 +230,10 @@ pub(crate) fn scheme_index(uri: &http::Uri) -> u8 {
 /// colon, so `:` is kept) and Prometheus label values (the exporter escapes quotes; control
 /// characters and backslashes are replaced here: metrics-exporter-prometheus reads a backslash
 /// before `\` or `"` as an escape, so `\"` would reach Prometheus as `"` but statsd as `\"`).
+/// Invisible characters that change how a value reads are replaced too: Unicode format
+/// characters (general category `Cf`: bidirectional overrides such as U+202E, zero-width spaces
+/// and joiners, U+FEFF) and the line and paragraph separators U+2028 and U+2029, so that a
+/// dashboard never shows a route spelled backwards or two values that look the same.
 /// Each such character becomes `_`; the result is cut to [`MAX_ROUTE_LEN`] bytes at a character
 /// boundary; an empty value becomes `_`.
 ///
@@ -238,6 +242,7 @@ pub(crate) fn scheme_index(uri: &http::Uri) -> u8 {
 /// assert_eq!(sanitize_tag_value("/a|b,c#d:e\n"), "/a_b_c_d:e_");
 /// assert_eq!(sanitize_tag_value("/users/{id}"), "/users/{id}");
 /// assert_eq!(sanitize_tag_value(r#"/a\"b"#), r#"/a_"b"#);
+/// assert_eq!(sanitize_tag_value("/a\u{202e}b\u{200b}"), "/a_b_");
 /// ```
 pub fn sanitize_tag_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(MAX_ROUTE_LEN));
@@ -247,7 +252,7 @@ pub fn sanitize_tag_value(value: &str) -> String {
         }
         let safe = match c {
             '|' | ',' | '#' | '\\' => '_',
-            c if c.is_control() => '_',
+            c if c.is_control() || is_invisible(c) => '_',
             c => c,
         };
         out.push(safe);
@@ -258,9 +263,72 @@ pub fn sanitize_tag_value(value: &str) -> String {
     out
 }
 
+/// Unicode general category `Cf` (format), as of Unicode 16.0.0 (`DerivedGeneralCategory.txt`),
+/// sorted ranges.
+const FORMAT_CHARS: [(char, char); 21] = [
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+/// A format character (`Cf`) or a line / paragraph separator (U+2028, U+2029: `Zl`, `Zp`).
+fn is_invisible(c: char) -> bool {
+    // Every one of them is past U+00AC: ASCII and Latin-1 letters stay one compare.
+    if c < '\u{ad}' {
+        return false;
+    }
+    if c == '\u{2028}' || c == '\u{2029}' {
+        return true;
+    }
+    FORMAT_CHARS
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_characters_and_separators_become_underscores() {
+        for c in ['\u{202e}', '\u{200b}', '\u{feff}', '\u{2028}', '\u{2029}', '\u{ad}', '\u{e0041}']
+        {
+            assert_eq!(sanitize_tag_value(&format!("/a{c}b")), "/a_b", "U+{:04X}", c as u32);
+        }
+        // Neighbours of the ranges, and visible non-ASCII text, are kept.
+        for kept in
+            ['\u{ac}', '\u{200a}', '\u{2027}', '\u{202f}', '\u{2065}', 'é', '日', '\u{1f600}']
+        {
+            assert_eq!(sanitize_tag_value(&format!("/a{kept}b")), format!("/a{kept}b"));
+        }
+        assert!(FORMAT_CHARS.windows(2).all(|w| w[0].1 < w[1].0), "sorted, disjoint");
+    }
 
     #[test]
     fn sanitize_cuts_long_values_at_a_char_boundary() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use crate::clock::Clock;
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
@@ -27,42 +28,69 @@ use crate::utilization::UtilizationConfig;
 /// current when a label set is first seen, and cached in this layer (and its clones); two
 /// layers never share a cache.
 ///
+/// [`VitalsLayer::new`] is the layer with the defaults; [`VitalsLayer::builder`] configures one:
+///
 /// ```
 /// use tower_vitals::VitalsLayer;
-/// let layer = VitalsLayer::new()
+/// let layer = VitalsLayer::builder()
 ///     .prefix("myapp.http")     // metric names: myapp.http.requests, ...
-///     .route_cap(256);          // at most 256 distinct routes, then `overflow`
+///     .route_cap(256)           // at most 256 distinct routes, then `overflow`
+///     .build();
 /// # let _ = layer;
 /// ```
 ///
-/// The type parameter says whether request bodies are measured too; it starts as
-/// [`IgnoreRequestBody`] and becomes [`MeasureRequestBody`] with
-/// [`measure_request_body`](VitalsLayer::measure_request_body).
+/// The layer's state (route table, handle cache, in-flight counts) is built once, by
+/// [`build`](VitalsLayerBuilder::build); clones of a layer share it.
+///
+/// The type parameter says whether request bodies are measured too; it is
+/// [`IgnoreRequestBody`] unless the builder was told
+/// [`measure_request_body`](VitalsLayerBuilder::measure_request_body).
 pub struct VitalsLayer<M = IgnoreRequestBody> {
     shared: Arc<Shared>,
     mode: PhantomData<fn() -> M>,
 }
 
+/// Configures a [`VitalsLayer`]: made by [`VitalsLayer::builder`], turned into the layer once by
+/// [`build`](Self::build).
+///
+/// Every setting is checked where it is given: the ones that can be wrong
+/// ([`label`](Self::label), [`label_from_request`](Self::label_from_request),
+/// [`label_value_cap`](Self::label_value_cap)) return a [`LabelError`]; the others are always
+/// valid, and `build` cannot fail.
+pub struct VitalsLayerBuilder<M = IgnoreRequestBody> {
+    config: Config,
+    mode: PhantomData<fn() -> M>,
+}
+
 impl VitalsLayer<IgnoreRequestBody> {
-    /// A layer with the defaults: prefix `http.server`, route cap 1024, request bodies not
-    /// measured, the system clock (`quanta`), `utilization` as average concurrency over 10 s
-    /// windows, gRPC paths not used as routes, the default [`SmallBlockWarning`].
+    /// A layer with the defaults (the same as `VitalsLayer::builder().build()`): prefix
+    /// `http.server`, route cap 1024, request bodies not measured, the system [`Clock`],
+    /// `utilization` as average concurrency over 10 s windows, gRPC paths not used as routes,
+    /// the default [`SmallBlockWarning`].
     pub fn new() -> Self {
-        VitalsLayer::from_config(Config {
-            prefix: DEFAULT_PREFIX.to_owned(),
-            route_cap: DEFAULT_ROUTE_CAP,
-            clock: quanta::Clock::new(),
-            utilization: UtilizationConfig::default(),
-            grpc_routes: false,
-            small_blocks: Some(SmallBlockWarning::default()),
-            skip_if: Vec::new(),
-            skip_routes: Vec::new(),
-            label_keys: Vec::new(),
-            label_value_cap: DEFAULT_LABEL_VALUE_CAP,
-            protocol_version: true,
-            url_scheme: Some("http".to_owned()),
-            system_clock: true,
-        })
+        VitalsLayer::builder().build()
+    }
+
+    /// A builder with the defaults of [`new`](Self::new), to change some of them.
+    pub fn builder() -> VitalsLayerBuilder<IgnoreRequestBody> {
+        VitalsLayerBuilder {
+            config: Config {
+                prefix: DEFAULT_PREFIX.to_owned(),
+                route_cap: DEFAULT_ROUTE_CAP,
+                clock: Clock::new(),
+                utilization: UtilizationConfig::default(),
+                grpc_routes: false,
+                small_blocks: Some(SmallBlockWarning::default()),
+                skip_if: Vec::new(),
+                skip_routes: Vec::new(),
+                label_keys: Vec::new(),
+                label_value_cap: DEFAULT_LABEL_VALUE_CAP,
+                protocol_version: true,
+                url_scheme: Some("http".to_owned()),
+                system_clock: true,
+            },
+            mode: PhantomData,
+        }
     }
 }
 
@@ -72,49 +100,45 @@ impl Default for VitalsLayer<IgnoreRequestBody> {
     }
 }
 
-impl<M> VitalsLayer<M> {
-    fn from_config(config: Config) -> Self {
-        VitalsLayer { shared: Arc::new(Shared::new(config)), mode: PhantomData }
-    }
-
-    fn reconfigure(self, change: impl FnOnce(&mut Config)) -> Self {
-        let mut config = self.shared.config.clone();
-        change(&mut config);
-        VitalsLayer::from_config(config)
+impl<M> VitalsLayerBuilder<M> {
+    /// Builds the layer: its route table, handle cache and counters, once. Clone the layer to
+    /// use it on several services with one set of metrics state.
+    pub fn build(self) -> VitalsLayer<M> {
+        VitalsLayer { shared: Arc::new(Shared::new(self.config)), mode: PhantomData }
     }
 
     /// The metric-name prefix (default `http.server`): names become `{prefix}.requests`,
     /// `{prefix}.request.duration`, ... Characters other than ASCII letters, digits, `_` and `.`
     /// become `_`; an empty prefix falls back to the default. Prometheus shows dots as `_`.
-    pub fn prefix(self, prefix: impl AsRef<str>) -> Self {
-        let prefix = sanitize_prefix(prefix.as_ref());
-        self.reconfigure(|c| c.prefix = prefix)
+    pub fn prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        self.config.prefix = sanitize_prefix(prefix.as_ref());
+        self
     }
 
-    /// The most distinct `http.route` values this layer will emit (default 1024). Names seen
+    /// The most distinct `http.route` values the layer will emit (default 1024). Names seen
     /// after the cap is reached are tagged `overflow`; requests without a name, `unmatched`. So a
     /// layer emits at most `cap + 2` route values, whatever its clients send. A cap of 0 is
     /// allowed (every named route becomes `overflow`).
-    pub fn route_cap(self, cap: usize) -> Self {
-        self.reconfigure(|c| c.route_cap = cap)
+    pub fn route_cap(mut self, cap: usize) -> Self {
+        self.config.route_cap = cap;
+        self
     }
 
-    /// The clock to time with (default: `quanta::Clock::new()`). Tests pass
-    /// `quanta::Clock::mock()` to get exact, sleep-free durations. The background thread that
-    /// publishes the gauges once a second leaves a layer with a clock of its own alone (its time
-    /// moves when you move it): publish with [`publish_gauges`](crate::publish_gauges).
-    pub fn clock(self, clock: quanta::Clock) -> Self {
-        self.reconfigure(|c| {
-            c.clock = clock;
-            c.system_clock = false;
-        })
+    /// The clock to time with (default: [`Clock::new`], the system clock). Tests pass a
+    /// [`Clock::mock`] to get exact, sleep-free durations. The background thread that publishes
+    /// the gauges once a second leaves a layer with a clock of its own alone (its time moves when
+    /// you move it): publish with [`publish_gauges`](crate::publish_gauges).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
+        self.config.system_clock = false;
+        self
     }
 
     /// Also measure request bodies: `input_blocks`, `input_bytes` and `input_time`, from the
     /// frames the service actually reads. The inner service then receives
     /// [`RequestBody<B>`](crate::RequestBody) bodies.
-    pub fn measure_request_body(self) -> VitalsLayer<MeasureRequestBody> {
-        VitalsLayer { shared: self.shared, mode: PhantomData }
+    pub fn measure_request_body(self) -> VitalsLayerBuilder<MeasureRequestBody> {
+        VitalsLayerBuilder { config: self.config, mode: PhantomData }
     }
 
     /// The number of requests the service can run at once (the concurrency limit it runs with,
@@ -124,38 +148,22 @@ impl<M> VitalsLayer<M> {
     /// number of requests in flight over the window. A capacity of 0 counts as 1.
     ///
     /// See [`utilization_window`](Self::utilization_window) for when the gauge is updated.
-    pub fn capacity(self, capacity: u32) -> Self {
-        self.reconfigure(|c| c.utilization.capacity = Some(capacity))
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.config.utilization.capacity = Some(capacity);
+        self
     }
 
     /// The shortest window `utilization` is computed over (default 10 s, statsd's default flush
     /// interval; at least 1 µs). A window closes at the first request start or finish, gauge
     /// publication ([`publish_gauges`](crate::publish_gauges): every render of the crate's
     /// `/metrics` and live page, and a background thread once a second) or
-    /// [`publish_utilization`](Self::publish_utilization) call, at least this long after the
-    /// previous close; the gauge is then set to the window's value. So with no traffic the next
-    /// window still closes (at the next scrape, or within a second of being due) and reads 0.
-    /// A layer with a [`clock`](Self::clock) of your own is published on demand only.
-    pub fn utilization_window(self, window: std::time::Duration) -> Self {
-        self.reconfigure(|c| c.utilization.window = window)
-    }
-
-    /// Closes the current `utilization` window now, if it is at least one window long: sets the
-    /// gauge and returns its value (`None`: the window is not due yet, or another thread is
-    /// publishing it). [`publish_gauges`](crate::publish_gauges) does this for every layer (and
-    /// publishes `active_requests`); this call is for reading one layer's value.
-    pub fn publish_utilization(&self) -> Option<f64> {
-        self.shared.utilization.publish(&self.shared.in_flight, self.shared.config.clock.raw())
-    }
-
-    /// Busy time so far (the integral of requests in flight over time), through this layer and
-    /// its clones, at 1 µs resolution.
-    pub fn busy_time(&self) -> std::time::Duration {
-        let micros = self
-            .shared
-            .utilization
-            .busy_micros(&self.shared.in_flight, self.shared.config.clock.raw());
-        std::time::Duration::from_micros(micros)
+    /// [`publish_utilization`](VitalsLayer::publish_utilization) call, at least this long after
+    /// the previous close; the gauge is then set to the window's value. So with no traffic the
+    /// next window still closes (at the next scrape, or within a second of being due) and reads
+    /// 0. A layer with a [`clock`](Self::clock) of your own is published on demand only.
+    pub fn utilization_window(mut self, window: std::time::Duration) -> Self {
+        self.config.utilization.window = window;
+        self
     }
 
     /// Use the request path as the route of gRPC requests (`content-type: application/grpc...`)
@@ -164,20 +172,24 @@ impl<M> VitalsLayer<M> {
     /// Only paths of that shape count (two non-empty segments of ASCII letters, digits, `_` and
     /// `.`; anything else is `unmatched`), and they are admitted under the same
     /// [`route_cap`](Self::route_cap) as every route. Plain HTTP requests never use their path.
-    /// Turn it on for a tonic server (`Server::builder().layer(VitalsLayer::new().grpc_routes())`):
-    /// the layer sits outside tonic's router, so no route template is known there otherwise.
-    pub fn grpc_routes(self) -> Self {
-        self.reconfigure(|c| c.grpc_routes = true)
+    /// Turn it on for a tonic server
+    /// (`Server::builder().layer(VitalsLayer::builder().grpc_routes().build())`): the layer sits
+    /// outside tonic's router, so no route template is known there otherwise.
+    pub fn grpc_routes(mut self) -> Self {
+        self.config.grpc_routes = true;
+        self
     }
 
     /// The small-block warning's settings (on by default with [`SmallBlockWarning::default`]).
-    pub fn small_block_warning(self, warning: SmallBlockWarning) -> Self {
-        self.reconfigure(|c| c.small_blocks = Some(warning))
+    pub fn small_block_warning(mut self, warning: SmallBlockWarning) -> Self {
+        self.config.small_blocks = Some(warning);
+        self
     }
 
     /// Turns the small-block warning off (no per-route sums are kept).
-    pub fn without_small_block_warning(self) -> Self {
-        self.reconfigure(|c| c.small_blocks = None)
+    pub fn without_small_block_warning(mut self) -> Self {
+        self.config.small_blocks = None;
+        self
     }
 
     /// Leaves out the requests for which `skip` returns `true`: they pass through untouched and
@@ -188,39 +200,40 @@ impl<M> VitalsLayer<M> {
     ///
     /// ```
     /// use tower_vitals::VitalsLayer;
-    /// let layer = VitalsLayer::new()
-    ///     .skip_if(|req: &http::request::Parts| req.uri.path().starts_with("/static/"));
+    /// let layer = VitalsLayer::builder()
+    ///     .skip_if(|req: &http::request::Parts| req.uri.path().starts_with("/static/"))
+    ///     .build();
     /// # let _ = layer;
     /// ```
-    pub fn skip_if<F>(self, skip: F) -> Self
+    pub fn skip_if<F>(mut self, skip: F) -> Self
     where
         F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
     {
-        let skip: crate::shared::SkipFn = Arc::new(skip);
-        self.reconfigure(|c| c.skip_if.push(skip))
+        self.config.skip_if.push(Arc::new(skip));
+        self
     }
 
     /// Leaves out the requests whose route is one of `routes`, compared with the route value
     /// the layer would tag (axum's `MatchedPath`, a [`RouteName`](crate::RouteName) request
-    /// extension, the gRPC method path with [`grpc_routes`](Self::grpc_routes)), as given,
-    /// before sanitising. [`UNMATCHED`](crate::labels::UNMATCHED) leaves out requests with no
-    /// route. These names take no place under the [`route_cap`](Self::route_cap).
+    /// extension, the gRPC method path with [`grpc_routes`](Self::grpc_routes)), whole and as
+    /// given, before sanitising. [`UNMATCHED`](crate::labels::UNMATCHED) leaves out requests with
+    /// no route. These names take no place under the [`route_cap`](Self::route_cap).
     ///
     /// A `RouteName` set on the *response* that names one of them drops the request from the
     /// metrics when the head arrives (it was counted in `active_requests` until then).
     ///
     /// ```
     /// use tower_vitals::VitalsLayer;
-    /// let layer = VitalsLayer::new().skip_routes(["/healthz", "/metrics"]);
+    /// let layer = VitalsLayer::builder().skip_routes(["/healthz", "/metrics"]).build();
     /// # let _ = layer;
     /// ```
-    pub fn skip_routes<I>(self, routes: I) -> Self
+    pub fn skip_routes<I>(mut self, routes: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        let routes: Vec<String> = routes.into_iter().map(Into::into).collect();
-        self.reconfigure(|c| c.skip_routes.extend(routes))
+        self.config.skip_routes.extend(routes.into_iter().map(Into::into));
+        self
     }
 
     /// Adds the label `key`, whose value comes from a [`Label`](crate::Label) (or
@@ -230,10 +243,10 @@ impl<M> VitalsLayer<M> {
     ///
     /// ```
     /// use tower_vitals::{Label, VitalsLayer};
-    /// let layer = VitalsLayer::new().label("cache")?;
+    /// let layer = VitalsLayer::builder().label("cache")?.build();
     /// // in the handler:
     /// let mut res = http::Response::new(());
-    /// res.extensions_mut().insert(Label::new("cache", "hit"));
+    /// Label::new("cache", "hit").add_to(res.extensions_mut());
     /// # let _ = layer;
     /// # Ok::<(), tower_vitals::LabelError>(())
     /// ```
@@ -256,12 +269,17 @@ impl<M> VitalsLayer<M> {
     ///
     /// ```
     /// use tower_vitals::VitalsLayer;
-    /// let layer = VitalsLayer::new().label_from_request("api.version", |req: &http::request::Parts| {
-    ///     req.headers.get("x-api-version")?.to_str().ok()
-    /// })?;
+    /// let layer = VitalsLayer::builder()
+    ///     .label_from_request("api.version", |req: &http::request::Parts| {
+    ///         req.headers.get("x-api-version")?.to_str().ok()
+    ///     })?
+    ///     .build();
     /// # let _ = layer;
     /// # Ok::<(), tower_vitals::LabelError>(())
     /// ```
+    ///
+    /// A closure written in place, as above, gets the right signature. To store one in a
+    /// variable first, wrap it in [`label_fn`](crate::label_fn).
     ///
     /// # Errors
     /// As [`label`](Self::label).
@@ -273,38 +291,88 @@ impl<M> VitalsLayer<M> {
     }
 
     fn add_label(
-        self,
+        mut self,
         key: String,
         from_request: Option<user_labels::FromRequest>,
     ) -> Result<Self, LabelError> {
-        user_labels::check_key(&key, &self.shared.config.label_keys)?;
-        let key = LabelKey { name: Arc::from(key), from_request };
-        Ok(self.reconfigure(|c| c.label_keys.push(key)))
+        user_labels::check_key(&key, &self.config.label_keys)?;
+        self.config.label_keys.push(LabelKey { name: Arc::from(key), from_request });
+        Ok(self)
     }
 
     /// The most distinct values each label key of the user's own keeps (default 32, at most
-    /// 250: larger caps are lowered to it). Values seen after the cap are tagged `overflow`,
-    /// so a key has at most `cap + 2` values (with `none` and `overflow`).
-    pub fn label_value_cap(self, cap: usize) -> Self {
-        self.reconfigure(|c| c.label_value_cap = cap)
+    /// [`MAX_LABEL_VALUE_CAP`](crate::MAX_LABEL_VALUE_CAP)). Values seen after the cap are tagged
+    /// `overflow`, so a key has at most `cap + 2` values (with `none` and `overflow`).
+    ///
+    /// # Errors
+    /// [`LabelError::ValueCapTooLarge`] for a cap above
+    /// [`MAX_LABEL_VALUE_CAP`](crate::MAX_LABEL_VALUE_CAP).
+    pub fn label_value_cap(mut self, cap: usize) -> Result<Self, LabelError> {
+        user_labels::check_value_cap(cap)?;
+        self.config.label_value_cap = cap;
+        Ok(self)
     }
 
     /// Stops emitting the `network.protocol.version` tag (on by default).
-    pub fn without_protocol_version(self) -> Self {
-        self.reconfigure(|c| c.protocol_version = false)
+    pub fn without_protocol_version(mut self) -> Self {
+        self.config.protocol_version = false;
+        self
     }
 
     /// Stops emitting the `url.scheme` tag (on by default).
-    pub fn without_url_scheme(self) -> Self {
-        self.reconfigure(|c| c.url_scheme = None)
+    pub fn without_url_scheme(mut self) -> Self {
+        self.config.url_scheme = None;
+        self
     }
 
     /// The `url.scheme` of requests whose URI carries no `http`/`https` scheme (HTTP/1 servers
     /// see origin-form URIs; HTTP/2 servers set the scheme): default `http`. Behind a proxy that
     /// terminates TLS, pass `http::uri::Scheme::HTTPS`. Turns the tag on if it was off.
-    pub fn url_scheme(self, scheme: http::uri::Scheme) -> Self {
-        let scheme = crate::labels::sanitize_tag_value(scheme.as_str());
-        self.reconfigure(|c| c.url_scheme = Some(scheme))
+    pub fn url_scheme(mut self, scheme: http::uri::Scheme) -> Self {
+        self.config.url_scheme = Some(crate::labels::sanitize_tag_value(scheme.as_str()));
+        self
+    }
+}
+
+impl Default for VitalsLayerBuilder<IgnoreRequestBody> {
+    fn default() -> Self {
+        VitalsLayer::builder()
+    }
+}
+
+impl<M> Clone for VitalsLayerBuilder<M> {
+    fn clone(&self) -> Self {
+        VitalsLayerBuilder { config: self.config.clone(), mode: PhantomData }
+    }
+}
+
+impl<M> fmt::Debug for VitalsLayerBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VitalsLayerBuilder")
+            .field("prefix", &self.config.prefix)
+            .field("route_cap", &self.config.route_cap)
+            .field("mode", &std::any::type_name::<M>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> VitalsLayer<M> {
+    /// Closes the current `utilization` window now, if it is at least one window long: sets the
+    /// gauge and returns its value (`None`: the window is not due yet, or another thread is
+    /// publishing it). [`publish_gauges`](crate::publish_gauges) does this for every layer (and
+    /// publishes `active_requests`); this call is for reading one layer's value.
+    pub fn publish_utilization(&self) -> Option<f64> {
+        self.shared.utilization.publish(&self.shared.in_flight, self.shared.config.clock.raw())
+    }
+
+    /// Busy time so far (the integral of requests in flight over time), through this layer and
+    /// its clones, at 1 µs resolution.
+    pub fn busy_time(&self) -> std::time::Duration {
+        let micros = self
+            .shared
+            .utilization
+            .busy_micros(&self.shared.in_flight, self.shared.config.clock.raw());
+        std::time::Duration::from_micros(micros)
     }
 
     /// The metric names this layer emits (after the prefix was applied).
@@ -377,7 +445,7 @@ mod tests {
         assert_eq!(sanitize_prefix(""), DEFAULT_PREFIX);
         assert_eq!(sanitize_prefix("..."), DEFAULT_PREFIX);
         assert_eq!(sanitize_prefix("a|b:c"), "a_b_c");
-        let layer = VitalsLayer::new().prefix("x y");
+        let layer = VitalsLayer::builder().prefix("x y").build();
         assert_eq!(layer.metric_names().requests, "x_y.requests");
     }
 }

@@ -42,54 +42,55 @@
 //! on failure: the 5xx code, `service_error`, `body_error`, `aborted`, `cancelled` or `panic`),
 //! `rpc.grpc.status_code` when the response carries `grpc-status`, and OpenTelemetry's
 //! `network.protocol.version` (`1.1`, `2`, ...) and `url.scheme` (`http`, `https`), which
-//! [`without_protocol_version`](VitalsLayer::without_protocol_version) and
-//! [`without_url_scheme`](VitalsLayer::without_url_scheme) turn off.
+//! [`without_protocol_version`](VitalsLayerBuilder::without_protocol_version) and
+//! [`without_url_scheme`](VitalsLayerBuilder::without_url_scheme) turn off.
 //!
 //! ## Leaving requests out, labels of your own
 //!
 //! ```
 //! use tower_vitals::{Label, VitalsLayer};
 //!
-//! let layer = VitalsLayer::new()
+//! let layer = VitalsLayer::builder()
 //!     .skip_routes(["/healthz", "/metrics"])               // never measured
 //!     .skip_if(|req: &http::request::Parts| req.headers.contains_key("x-synthetic"))
 //!     .label_from_request("api.version", |req: &http::request::Parts| {
 //!         req.headers.get("x-api-version")?.to_str().ok()  // a borrowed value: no allocation
 //!     })?
-//!     .label("cache")?;                                    // set by handlers:
+//!     .label("cache")?                                     // set by handlers:
+//!     .build();
 //! let mut res = http::Response::new(());
-//! res.extensions_mut().insert(Label::new("cache", "hit"));
+//! Label::new("cache", "hit").add_to(res.extensions_mut());
 //! # let _ = layer;
 //! # Ok::<(), tower_vitals::LabelError>(())
 //! ```
 //!
-//! A skipped request ([`skip_if`](VitalsLayer::skip_if), [`skip_routes`](VitalsLayer::skip_routes))
+//! A skipped request ([`skip_if`](VitalsLayerBuilder::skip_if), [`skip_routes`](VitalsLayerBuilder::skip_routes))
 //! passes through untouched: no metric, not in `active_requests` or `utilization`. Labels
-//! ([`label`](VitalsLayer::label), [`label_from_request`](VitalsLayer::label_from_request),
+//! ([`label`](VitalsLayerBuilder::label), [`label_from_request`](VitalsLayerBuilder::label_from_request),
 //! [`Label`], [`Labels`]) go on every response metric; at most [`MAX_LABELS`] keys, each capped
-//! at [`label_value_cap`](VitalsLayer::label_value_cap) distinct values (default
+//! at [`label_value_cap`](VitalsLayerBuilder::label_value_cap) distinct values (default
 //! [`DEFAULT_LABEL_VALUE_CAP`]) then `overflow`; a missing or empty value is `none`
 //! ([`labels::NO_VALUE`]). A key that breaks a rule is a [`LabelError`].
 //!
 //! ## gRPC, request bodies, utilisation, small blocks
 //!
-//! - **gRPC** (tonic: `Server::builder().layer(VitalsLayer::new().grpc_routes())`):
-//!   [`grpc_routes`](VitalsLayer::grpc_routes) makes the method path (`/pkg.Service/Method`)
+//! - **gRPC** (tonic: `Server::builder().layer(VitalsLayer::builder().grpc_routes().build())`):
+//!   [`grpc_routes`](VitalsLayerBuilder::grpc_routes) makes the method path (`/pkg.Service/Method`)
 //!   the route of gRPC requests, under the route cap. `grpc-status` is read from the trailers
 //!   frame, or from the headers of a trailers-only response, into `rpc.grpc.status_code`; a call
 //!   that fails with a server-side code (`UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
 //!   `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`: OpenTelemetry's list for servers) gets
 //!   `error.type` = the code's name, though its HTTP status is 200. Streaming calls count the
 //!   frames and bytes their body yields (tonic packs ready messages into shared frames).
-//! - **Request bodies** (opt-in, [`measure_request_body`](VitalsLayer::measure_request_body)):
+//! - **Request bodies** (opt-in, [`measure_request_body`](VitalsLayerBuilder::measure_request_body)):
 //!   see [`RequestBody`]; tagged `http.request.body.state` = `complete`, `partial`, `unread`
 //!   or `error`.
 //! - **Utilisation**: the layer integrates busy time (requests in flight × time) without a lock
 //!   and publishes the `utilization` gauge once per window, at the first request start or
 //!   finish, or gauge publication (below), after the window. The gauge is set to 0 when the
 //!   layer first wraps a service (and again at the first request, through the recorder current
-//!   then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
-//!   [`utilization_window`](VitalsLayer::utilization_window).
+//!   then), so it is there from the first scrape. See [`capacity`](VitalsLayerBuilder::capacity) and
+//!   [`utilization_window`](VitalsLayerBuilder::utilization_window).
 //! - **When the gauges are published**: requests count themselves in flight on per-thread
 //!   counters and set no gauge; `active_requests` and `utilization` are published by
 //!   [`publish_gauges`], which the crate's own `/metrics` render and live page call before they
@@ -140,16 +141,18 @@
 // `ORDER` list of the `layering` unit test below and the table of ARCHITECTURE.md: each module
 // imports only modules before it there.
 mod body;
+mod clock;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
-mod finish;
 mod future;
 mod gauges;
 mod grpc;
 mod handles;
+mod hash;
 mod in_flight;
 #[cfg(any(feature = "prometheus", feature = "live"))]
 mod install;
+mod interner;
 pub mod labels;
 mod layer;
 #[cfg(feature = "prometheus")]
@@ -157,53 +160,64 @@ mod listener;
 #[cfg(feature = "live")]
 pub mod live;
 mod names;
+mod packed_key;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod record;
 mod request_body;
+mod route_name;
 mod routes;
 mod service;
 mod shared;
-mod slots;
 mod small_blocks;
 #[cfg(feature = "statsd")]
 pub mod statsd;
 mod user_labels;
 mod utilization;
+mod write_once;
 
 pub use body::ResponseBody;
+pub use clock::{Clock, MockClock};
 pub use future::ResponseFuture;
 pub use gauges::publish_gauges;
-pub use layer::VitalsLayer;
+pub use layer::{VitalsLayer, VitalsLayerBuilder};
 #[cfg(feature = "prometheus")]
 pub use listener::ListenerConfig;
 pub use names::{MetricNames, DEFAULT_PREFIX};
 pub use request_body::{IgnoreRequestBody, MeasureRequestBody, RequestBody, RequestBodyMode};
-pub use routes::RouteName;
+pub use route_name::RouteName;
 pub use service::Vitals;
 pub use shared::DEFAULT_ROUTE_CAP;
 pub use small_blocks::SmallBlockWarning;
-pub use user_labels::{Label, LabelError, Labels, DEFAULT_LABEL_VALUE_CAP, MAX_LABELS};
+pub use user_labels::{
+    label_fn, Label, LabelError, Labels, DEFAULT_LABEL_VALUE_CAP, MAX_LABELS, MAX_LABEL_VALUE_CAP,
+};
 
 /// The module order above is the dependency order: a module may import only modules listed
 /// before it. This test reads the sources and fails on any `crate::` path that points down.
 #[cfg(test)]
 mod layering {
     const ORDER: &[&str] = &[
+        "clock",
         "grpc",
         "labels",
         "names",
-        "slots",
+        "hash",
+        "write_once",
+        "interner",
+        "route_name",
         "routes",
         "user_labels",
+        "packed_key",
         "handles",
         "in_flight",
         "utilization",
         "gauges",
         "small_blocks",
         "shared",
-        "finish",
+        "record",
         "request_body",
         "body",
         "future",
@@ -236,36 +250,106 @@ mod layering {
         files
     }
 
+    /// The module each root re-export comes from, read from this file's `pub use` items
+    /// (`crate::VitalsLayer` is `layer`'s): (item, module).
+    fn root_reexports() -> Vec<(String, String)> {
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs");
+        let text = std::fs::read_to_string(lib).expect("src/lib.rs");
+        let mut items = vec![];
+        let mut statement = String::new();
+        for line in text.lines() {
+            let line = line.split("//").next().unwrap_or_default().trim();
+            if statement.is_empty() && !line.starts_with("pub use ") {
+                continue;
+            }
+            statement.push_str(line);
+            statement.push(' ');
+            if !line.ends_with(';') {
+                continue;
+            }
+            let path = statement.trim().trim_start_matches("pub use ").trim_end_matches(';');
+            if let Some((module, names)) = path.split_once("::") {
+                let names = names.trim().trim_start_matches('{').trim_end_matches('}');
+                for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let name = name.rsplit(" as ").next().unwrap_or(name);
+                    let name = name.rsplit("::").next().unwrap_or(name);
+                    items.push((name.to_owned(), module.trim().to_owned()));
+                }
+            }
+            statement.clear();
+        }
+        items
+    }
+
+    /// The `crate::` paths of `text` (a source of `module`) that point at a module above it in
+    /// [`ORDER`], directly or through a root re-export: one message each.
+    fn downward_imports(
+        module: &str,
+        path: &str,
+        text: &str,
+        root: &[(String, String)],
+    ) -> Vec<String> {
+        let rank = ORDER.iter().position(|m| *m == module).expect("module in ORDER");
+        let mut found = vec![];
+        for (line_no, line) in text.lines().enumerate() {
+            // Comments, docs and `crate::X` links in docs do not create dependencies.
+            let code = line.split("//").next().unwrap_or_default();
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                let name: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                // A module, or an item the crate root re-exports from one (`crate::VitalsLayer`).
+                let (target, via) = match ORDER.iter().position(|m| *m == name) {
+                    Some(target) => (target, name.clone()),
+                    None => match root.iter().find(|(item, _)| *item == name) {
+                        Some((_, from)) => match ORDER.iter().position(|m| m == from) {
+                            Some(target) => (target, format!("{from} (as crate::{name})")),
+                            None => continue,
+                        },
+                        None => continue, // `{`, a macro, or a module outside the order
+                    },
+                };
+                if target > rank {
+                    found.push(format!(
+                        "{path}:{}: `{module}` imports `{via}`, which is above it",
+                        line_no + 1
+                    ));
+                }
+            }
+        }
+        found
+    }
+
     #[test]
     fn every_module_imports_only_modules_below_it() {
+        let root = root_reexports();
         let mut checked = 0;
-        for (rank, module) in ORDER.iter().enumerate() {
+        let mut found = vec![];
+        for module in ORDER {
             let files = sources(module);
             assert!(!files.is_empty(), "no source for module {module}");
             for (path, text) in files {
                 checked += 1;
-                for (line_no, line) in text.lines().enumerate() {
-                    // Comments, docs and `crate::X` links in docs do not create dependencies.
-                    let code = line.split("//").next().unwrap_or_default();
-                    for (at, _) in code.match_indices("crate::") {
-                        let rest = &code[at + "crate::".len()..];
-                        let name: String = rest
-                            .chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect();
-                        let Some(target) = ORDER.iter().position(|m| *m == name) else {
-                            continue; // a re-exported item (`crate::VitalsLayer`) or `{`
-                        };
-                        assert!(
-                            target < rank || name == *module,
-                            "{path}:{}: `{module}` imports `{name}`, which is above it",
-                            line_no + 1
-                        );
-                    }
-                }
+                found.extend(downward_imports(module, &path, &text, &root));
             }
         }
+        assert!(found.is_empty(), "{}", found.join("\n"));
         assert!(checked >= ORDER.len());
+    }
+
+    #[test]
+    fn root_reexports_count_as_imports_of_their_module() {
+        let root = root_reexports();
+        let from = |item: &str| root.iter().find(|(i, _)| i == item).map(|(_, m)| m.as_str());
+        assert_eq!(from("VitalsLayer"), Some("layer"));
+        assert_eq!(from("RouteName"), Some("route_name"));
+        assert_eq!(from("MAX_LABELS"), Some("user_labels"));
+        // `service` is below `layer`: naming the layer through the root is caught.
+        let found = downward_imports("service", "service.rs", "use crate::VitalsLayer;", &root);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("layer (as crate::VitalsLayer)"), "{found:?}");
+        let fine = downward_imports("service", "service.rs", "use crate::RouteName;", &root);
+        assert!(fine.is_empty(), "{fine:?}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub struct MetricNames {
 
 impl MetricNames {
     /// The names under `prefix`, joined with a dot. The layer sanitises the prefix it is
-    /// given ([`VitalsLayer::prefix`](crate::VitalsLayer::prefix)); this function takes it as is.
+    /// given ([`VitalsLayerBuilder::prefix`](crate::VitalsLayerBuilder::prefix)); this function takes it as is.
     pub fn new(prefix: &str) -> Self {
         let name = |def: &MetricDef| format!("{prefix}.{}", def.suffix);
         MetricNames {

@@ -42,7 +42,7 @@ impl fmt::Debug for RequestContext<'_> {
 pub struct IgnoreRequestBody;
 
 /// Request bodies are wrapped in [`RequestBody`] and measured
-/// (see [`VitalsLayer::measure_request_body`](crate::VitalsLayer::measure_request_body)).
+/// (see [`VitalsLayerBuilder::measure_request_body`](crate::VitalsLayerBuilder::measure_request_body)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MeasureRequestBody;
 
@@ -86,7 +86,7 @@ impl<B: Body> RequestBodyMode<B> for MeasureRequestBody {
 
 pin_project! {
     /// A request body measured on its way to the service (opt-in, see
-    /// [`VitalsLayer::measure_request_body`](crate::VitalsLayer::measure_request_body)).
+    /// [`VitalsLayerBuilder::measure_request_body`](crate::VitalsLayerBuilder::measure_request_body)).
     ///
     /// - `input_blocks` and `input_bytes`: the data frames the service actually read, and their
     ///   bytes (not `Content-Length`).

@@ -9,11 +9,12 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::finish::{Record, RequestTags};
 use crate::future::ResponseFuture;
 use crate::labels;
+use crate::record::{Record, RequestTags};
 use crate::request_body::{RequestBodyMode, RequestContext};
-use crate::routes::{self, RouteName};
+use crate::route_name::{self, RouteName};
+use crate::routes;
 use crate::shared::{Leases, Shared};
 use crate::user_labels::{ValueIds, MAX_LABELS};
 
@@ -102,8 +103,7 @@ impl<S, M> Vitals<S, M> {
     /// `call` for a layer with skip predicates, labels or gRPC routes (out of line, so that
     /// `call` without them stays small). Skip predicates and label functions see the head.
     /// Each branch ends in its own call of the inner service: joining them (the request moved
-    /// out of the branch in a tuple) costs a copy of the head, +29 instructions per request with
-    /// one label under callgrind.
+    /// out of the branch in a tuple) would copy the whole request head once more.
     #[inline(never)]
     fn call_with_options<ReqBody, ResBody>(
         &mut self,
@@ -200,7 +200,7 @@ fn find_route(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> u32 {
-    if routes::route_names_exist() {
+    if route_name::route_names_exist() {
         if let Some(name) = extensions.get::<RouteName>() {
             return shared.routes.intern(name.as_str());
         }

@@ -21,6 +21,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::gauges;
 
+use crate::clock::Clock;
 use crate::handles::{HandleCache, TagSources};
 use crate::in_flight::{self, InFlight};
 use crate::names::MetricNames;
@@ -30,7 +31,7 @@ use crate::user_labels::{LabelKey, LabelTables};
 use crate::utilization::{Utilization, UtilizationConfig};
 
 /// The default cap on distinct `http.route` values (see
-/// [`VitalsLayer::route_cap`](crate::VitalsLayer::route_cap)).
+/// [`VitalsLayerBuilder::route_cap`](crate::VitalsLayerBuilder::route_cap)).
 pub const DEFAULT_ROUTE_CAP: usize = 1024;
 
 /// Handle sets cached per route admitted, at most (past it: resolved per request, not cached).
@@ -70,7 +71,7 @@ pub(crate) struct Shared {
 /// factor, other clocks by 1 ns), so a duration is `ticks × this` (one multiply instead of
 /// quanta's 128-bit scaling per conversion; exact for nanosecond clocks, within 1e-12 of quanta's
 /// integer nanoseconds for a TSC).
-pub(crate) fn seconds_per_tick(clock: &quanta::Clock) -> f64 {
+pub(crate) fn seconds_per_tick(clock: &Clock) -> f64 {
     const SPAN: u64 = 1 << 40;
     clock.delta_as_nanos(0, SPAN) as f64 / SPAN as f64 * 1e-9
 }
@@ -80,7 +81,7 @@ pub(crate) fn seconds_per_tick(clock: &quanta::Clock) -> f64 {
 pub(crate) struct Config {
     pub(crate) prefix: String,
     pub(crate) route_cap: usize,
-    pub(crate) clock: quanta::Clock,
+    pub(crate) clock: Clock,
     pub(crate) utilization: UtilizationConfig,
     pub(crate) grpc_routes: bool,
     pub(crate) small_blocks: Option<SmallBlockWarning>,
@@ -109,7 +110,7 @@ impl Shared {
         let epoch = config.clock.raw();
         let in_flight = InFlight::new(names.active_requests.clone());
         let utilization = Utilization::new(
-            config.clock.clone(),
+            config.clock.quanta().clone(),
             &config.utilization,
             names.utilization.clone(),
             epoch,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::routes::RouteTable;
 
 /// Settings of the small-block warning (see
-/// [`VitalsLayer::small_block_warning`](crate::VitalsLayer::small_block_warning)).
+/// [`VitalsLayerBuilder::small_block_warning`](crate::VitalsLayerBuilder::small_block_warning)).
 ///
 /// The defaults: warn when a route's multi-block responses average fewer than **512 bytes per
 /// block** over at least **4096 blocks**, at most once per route every **hour**.
@@ -38,7 +38,7 @@ use crate::routes::RouteTable;
 ///     .min_average_bytes(1024)
 ///     .min_blocks(10_000)
 ///     .interval(Duration::from_secs(600));
-/// let layer = VitalsLayer::new().small_block_warning(warning);
+/// let layer = VitalsLayer::builder().small_block_warning(warning).build();
 /// # let _ = layer;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +48,19 @@ pub struct SmallBlockWarning {
     interval: Duration,
 }
 
+/// The default of [`SmallBlockWarning::min_average_bytes`] (the live page's threshold too).
+pub(crate) const DEFAULT_MIN_AVERAGE_BYTES: u64 = 512;
+/// The default of [`SmallBlockWarning::min_blocks`] (the live page's threshold too).
+pub(crate) const DEFAULT_MIN_BLOCKS: u64 = 4096;
+/// The default of [`SmallBlockWarning::interval`].
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl Default for SmallBlockWarning {
     fn default() -> Self {
         SmallBlockWarning {
-            min_average_bytes: 512,
-            min_blocks: 4096,
-            interval: Duration::from_secs(3600),
+            min_average_bytes: DEFAULT_MIN_AVERAGE_BYTES,
+            min_blocks: DEFAULT_MIN_BLOCKS,
+            interval: DEFAULT_INTERVAL,
         }
     }
 }

@@ -124,7 +124,7 @@ pub fn install(addr: impl Into<String>) -> Result<StatsdHandle, StatsdError> {
 impl StatsdBuilder {
     /// A prefix put before every metric name, joined with a dot: `.global_prefix("myapp")`
     /// sends `myapp.http.server.requests`. It adds to the layer's own prefix
-    /// ([`VitalsLayer::prefix`](crate::VitalsLayer::prefix), `http.server` by default, which
+    /// ([`VitalsLayerBuilder::prefix`](crate::VitalsLayerBuilder::prefix), `http.server` by default, which
     /// replaces); metrics-exporter-dogstatsd calls the same setting `set_global_prefix`.
     pub fn global_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.global_prefix = Some(prefix.into());

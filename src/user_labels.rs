@@ -13,27 +13,28 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
+use crate::interner::Interner;
 use crate::labels;
-use crate::routes::RouteTable;
 
 /// The most label keys of the user's own one layer accepts.
 pub const MAX_LABELS: usize = 4;
 
 /// The default cap on distinct values per label key (see
-/// [`VitalsLayer::label_value_cap`](crate::VitalsLayer::label_value_cap)).
+/// [`VitalsLayerBuilder::label_value_cap`](crate::VitalsLayerBuilder::label_value_cap)).
 pub const DEFAULT_LABEL_VALUE_CAP: usize = 32;
 
-/// The largest cap on distinct values per label key; larger caps are lowered to it (value ids
-/// are one byte: `none`, `overflow` and at most 250 values).
-pub(crate) const MAX_LABEL_VALUE_CAP: usize = 250;
+/// The largest cap on distinct values per label key (see
+/// [`VitalsLayerBuilder::label_value_cap`](crate::VitalsLayerBuilder::label_value_cap)): a value
+/// travels with the request as a one-byte id, shared with `none` and `overflow`.
+pub const MAX_LABEL_VALUE_CAP: usize = 250;
 
 /// The longest label key, in bytes.
 const MAX_KEY_LEN: usize = 64;
 
 /// A label of the user's own, as a response (or request) extension: `key` must be one the layer
-/// was told about ([`VitalsLayer::label`](crate::VitalsLayer::label) or
-/// [`label_from_request`](crate::VitalsLayer::label_from_request)); labels with other keys are
-/// ignored.
+/// was told about ([`VitalsLayerBuilder::label`](crate::VitalsLayerBuilder::label) or
+/// [`label_from_request`](crate::VitalsLayerBuilder::label_from_request)); labels with other
+/// keys are ignored.
 ///
 /// A handler says what it did:
 ///
@@ -44,9 +45,23 @@ const MAX_KEY_LEN: usize = 64;
 /// ```
 ///
 /// On the response it wins over every other source of the same key; on the request (set by a
-/// middleware in front of the layer) it wins over the key's `label_from_request` function. Use
-/// [`Labels`] to set several keys on one message. Values are capped per key and sanitised when
-/// first seen; an empty value counts as missing (`none`).
+/// middleware in front of the layer) it wins over the key's `label_from_request` function.
+/// Values are capped per key and sanitised when first seen; an empty value counts as missing
+/// (`none`).
+///
+/// A message holds one extension per type, so a second `extensions.insert(Label ..)` replaces
+/// the first. To set labels from several places (a middleware and the handler), add each with
+/// [`add_to`](Label::add_to): the labels gather in one [`Labels`] extension, and a later label of
+/// the same key replaces the earlier one.
+///
+/// ```
+/// use tower_vitals::{Label, Labels};
+/// let mut res = http::Response::new(());
+/// Label::new("cache", "hit").add_to(res.extensions_mut());
+/// Label::new("path", "fast").add_to(res.extensions_mut());
+/// let labels = res.extensions().get::<Labels>().expect("both labels");
+/// assert_eq!(labels.iter().count(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Label {
     key: Cow<'static, str>,
@@ -68,6 +83,13 @@ impl Label {
     pub fn value(&self) -> &str {
         &self.value
     }
+
+    /// Adds this label to `extensions` next to the labels already there: into their [`Labels`]
+    /// extension (made if missing; a plain `Label` extension already there moves into it first).
+    /// A label of the same key already there is replaced.
+    pub fn add_to(self, extensions: &mut http::Extensions) {
+        Labels::from([self]).add_to(extensions);
+    }
 }
 
 /// Several [`Label`]s as one extension (a message holds one value per extension type).
@@ -78,8 +100,10 @@ impl Label {
 /// res.extensions_mut().insert(Labels::from([Label::new("cache", "hit"), Label::new("path", "fast")]));
 /// ```
 ///
-/// When a key appears both here and in a [`Label`] extension of the same message, the `Label`
-/// wins; within `Labels`, the first of a key wins.
+/// One value per key: adding a label whose key is already here replaces the earlier one
+/// ([`with`](Labels::with), [`add_to`](Labels::add_to), and so `from` and `collect` keep the last
+/// of a key). When a key appears both here and in a plain [`Label`] extension of the same
+/// message, the `Label` wins ([`Label::add_to`] avoids that case by moving it in here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels(Vec<Label>);
 
@@ -89,10 +113,30 @@ impl Labels {
         Labels(Vec::new())
     }
 
-    /// Adds a label.
+    /// Adds a label, replacing the one of the same key if there is one.
     pub fn with(mut self, label: Label) -> Self {
-        self.0.push(label);
+        self.insert(label);
         self
+    }
+
+    fn insert(&mut self, label: Label) {
+        match self.0.iter_mut().find(|l| l.key == label.key) {
+            Some(same_key) => *same_key = label,
+            None => self.0.push(label),
+        }
+    }
+
+    /// Adds these labels to `extensions`, merged with the labels already there (see
+    /// [`Label::add_to`]): a second `extensions.insert(Labels ..)` would replace the first.
+    pub fn add_to(self, extensions: &mut http::Extensions) {
+        let plain = extensions.remove::<Label>();
+        let merged = extensions.get_or_insert_with(Labels::new);
+        if let Some(label) = plain {
+            merged.insert(label);
+        }
+        for label in self.0 {
+            merged.insert(label);
+        }
     }
 
     /// The labels, in the order given.
@@ -103,18 +147,24 @@ impl Labels {
 
 impl<const N: usize> From<[Label; N]> for Labels {
     fn from(labels: [Label; N]) -> Self {
-        Labels(labels.into())
+        labels.into_iter().collect()
     }
 }
 
 impl FromIterator<Label> for Labels {
     fn from_iter<I: IntoIterator<Item = Label>>(iter: I) -> Self {
-        Labels(iter.into_iter().collect())
+        let mut labels = Labels::new();
+        for label in iter {
+            labels.insert(label);
+        }
+        labels
     }
 }
 
-/// Why a label key was refused by [`VitalsLayer::label`](crate::VitalsLayer::label) or
-/// [`label_from_request`](crate::VitalsLayer::label_from_request).
+/// Why a label setting was refused by
+/// [`VitalsLayerBuilder::label`](crate::VitalsLayerBuilder::label),
+/// [`label_from_request`](crate::VitalsLayerBuilder::label_from_request) or
+/// [`label_value_cap`](crate::VitalsLayerBuilder::label_value_cap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LabelError {
@@ -142,6 +192,13 @@ pub enum LabelError {
         /// The key given.
         key: String,
     },
+    /// The cap on distinct values per key is above [`MAX_LABEL_VALUE_CAP`].
+    ValueCapTooLarge {
+        /// The cap given.
+        cap: usize,
+        /// The largest cap allowed ([`MAX_LABEL_VALUE_CAP`]).
+        max: usize,
+    },
 }
 
 impl fmt::Display for LabelError {
@@ -164,6 +221,10 @@ impl fmt::Display for LabelError {
                 f,
                 "invalid label key {key:?}: use 1 to {MAX_KEY_LEN} ASCII letters, digits, `_` or \
                  `.`, not starting with a digit or `__`"
+            ),
+            LabelError::ValueCapTooLarge { cap, max } => write!(
+                f,
+                "label value cap {cap} is too large: each key keeps at most {max} distinct values"
             ),
         }
     }
@@ -213,6 +274,38 @@ pub(crate) fn check_key(key: &str, taken: &[LabelKey]) -> Result<(), LabelError>
     Ok(())
 }
 
+/// Checks a cap on distinct values per key.
+pub(crate) fn check_value_cap(cap: usize) -> Result<(), LabelError> {
+    if cap > MAX_LABEL_VALUE_CAP {
+        return Err(LabelError::ValueCapTooLarge { cap, max: MAX_LABEL_VALUE_CAP });
+    }
+    Ok(())
+}
+
+/// Gives a label function its signature, so that it can be stored in a variable before it is
+/// passed to [`label_from_request`](crate::VitalsLayerBuilder::label_from_request).
+///
+/// A closure that returns a value borrowed from the request head must be declared for every
+/// lifetime of that head (`for<'a> Fn(&'a Parts) -> Option<&'a str>`). Rust infers that only for
+/// a closure written where such a function is expected; `let f = |req: &Parts| ...` alone gets
+/// one lifetime and does not compile. `label_fn` is such a place, and returns the closure as is.
+///
+/// ```
+/// use http::request::Parts;
+/// use tower_vitals::{label_fn, VitalsLayer};
+///
+/// let api_version = label_fn(|req: &Parts| req.headers.get("x-api-version")?.to_str().ok());
+/// let layer = VitalsLayer::builder().label_from_request("api.version", api_version)?.build();
+/// # let _ = layer;
+/// # Ok::<(), tower_vitals::LabelError>(())
+/// ```
+pub fn label_fn<F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a Parts) -> Option<&'a str> + Send + Sync + 'static,
+{
+    f
+}
+
 /// A label value function: the request head in, a borrowed (or `'static`) value out.
 pub(crate) type FromRequest = Arc<dyn for<'a> Fn(&'a Parts) -> Option<&'a str> + Send + Sync>;
 
@@ -233,7 +326,7 @@ pub(crate) type ValueIds = [u8; MAX_LABELS];
 /// The keys of a layer and one capped value interner per key.
 pub(crate) struct LabelTables {
     keys: Box<[LabelKey]>,
-    values: Box<[RouteTable]>,
+    values: Box<[Interner]>,
     /// Some key has a `label_from_request` function.
     from_request: bool,
 }
@@ -245,7 +338,7 @@ impl LabelTables {
             keys: keys.into(),
             values: keys
                 .iter()
-                .map(|_| RouteTable::with_reserved(cap, labels::NO_VALUE, labels::OVERFLOW, &[]))
+                .map(|_| Interner::new(cap, labels::NO_VALUE, labels::OVERFLOW))
                 .collect(),
             from_request: keys.iter().any(|k| k.from_request.is_some()),
         }

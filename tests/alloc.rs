@@ -319,9 +319,10 @@ fn labelled(
 #[test]
 fn request_label_allocates_nothing_more() {
     assert_same("single frame, label from the request", false, plain(SINGLE), || {
-        VitalsLayer::new()
+        VitalsLayer::builder()
             .label_from_request("api.version", api_version)
             .expect("key")
+            .build()
             .layer(plain(SINGLE))
     });
 }
@@ -329,19 +330,24 @@ fn request_label_allocates_nothing_more() {
 #[test]
 fn handler_label_allocates_nothing_more() {
     assert_same("streaming, label from the handler", true, labelled(STREAMING, false), || {
-        VitalsLayer::new().label("cache").expect("key").layer(labelled(STREAMING, false))
+        VitalsLayer::builder()
+            .label("cache")
+            .expect("key")
+            .build()
+            .layer(labelled(STREAMING, false))
     });
 }
 
 #[test]
 fn four_labels_from_both_sides_allocate_nothing_more() {
     assert_same("single frame, four labels", true, labelled(SINGLE, true), || {
-        VitalsLayer::new()
+        VitalsLayer::builder()
             .label_from_request("api.version", api_version)
             .and_then(|l| l.label_from_request("client", |_: &http::request::Parts| Some("cli")))
             .and_then(|l| l.label("cache"))
             .and_then(|l| l.label("path"))
             .expect("four keys")
+            .build()
             .layer(labelled(SINGLE, true))
     });
 }
@@ -349,10 +355,10 @@ fn four_labels_from_both_sides_allocate_nothing_more() {
 #[test]
 fn skipped_requests_allocate_nothing_more() {
     assert_same("single frame, skipped by skip_if", false, plain(SINGLE), || {
-        VitalsLayer::new().skip_if(|_: &http::request::Parts| true).layer(plain(SINGLE))
+        VitalsLayer::builder().skip_if(|_: &http::request::Parts| true).build().layer(plain(SINGLE))
     });
     assert_same("streaming, skipped by skip_routes", true, plain(STREAMING), || {
-        VitalsLayer::new().skip_routes(["/users/{id}"]).layer(plain(STREAMING))
+        VitalsLayer::builder().skip_routes(["/users/{id}"]).build().layer(plain(STREAMING))
     });
 }
 
@@ -376,10 +382,11 @@ fn axum_handler_label_allocates_nothing_more() {
         false,
         app(router(SINGLE).layer(PassBodyLayer)),
         || {
-            let layer = VitalsLayer::new()
+            let layer = VitalsLayer::builder()
                 .label_from_request("api.version", api_version)
                 .and_then(|l| l.label("cache"))
-                .expect("keys");
+                .expect("keys")
+                .build();
             app(router(SINGLE).layer(layer))
         },
     );

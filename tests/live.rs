@@ -35,14 +35,8 @@ impl Body for OneFrame {
 }
 
 /// One request: `app_ns` in the handler, one frame of `bytes` held `hold_ns` downstream.
-fn request<S>(
-    svc: &mut S,
-    mock: &quanta::Mock,
-    app_ns: u64,
-    hold_ns: u64,
-    bytes: usize,
-    status: u16,
-) where
+fn request<S>(svc: &mut S, mock: &Mocks, app_ns: u64, hold_ns: u64, bytes: usize, status: u16)
+where
     S: Service<Request<()>, Response = Response<tower_vitals::ResponseBody<OneFrame>>>,
     S::Error: std::fmt::Debug,
 {
@@ -50,13 +44,13 @@ fn request<S>(
     let mut req = Request::new(());
     req.extensions_mut().insert(RouteName::new(if status >= 500 { "/fail" } else { "/r" }));
     let mut fut = std::pin::pin!(svc.call(req));
-    mock.increment(app_ns);
+    mock.advance(Duration::from_nanos(app_ns));
     let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else { panic!("ready at once") };
     let mut body = std::pin::pin!(res.into_body());
     let first = body.as_mut().poll_frame(&mut cx);
     assert!(matches!(first, Poll::Ready(Some(Ok(_)))));
     let _ = bytes;
-    mock.increment(hold_ns);
+    mock.advance(Duration::from_nanos(hold_ns));
     assert!(matches!(body.as_mut().poll_frame(&mut cx), Poll::Ready(None)));
 }
 
@@ -84,6 +78,17 @@ fn check(what: &str, json: &Value, samples: &[f64]) {
     assert!((got - mean).abs() <= 1e-12 * mean.max(1.0), "{what} mean {got} vs {mean}");
 }
 
+/// The live recorder's clock (a `quanta` mock) and the layer's ([`tower_vitals::MockClock`]),
+/// moved together.
+struct Mocks(Arc<quanta::Mock>, tower_vitals::MockClock);
+
+impl Mocks {
+    fn advance(&self, by: Duration) {
+        self.0.increment(by);
+        self.1.advance(by);
+    }
+}
+
 /// Seconds as the layer computes them from mock nanoseconds.
 fn secs(ns: u64) -> f64 {
     ns as f64 * 1e-9
@@ -96,7 +101,7 @@ struct Phase {
 }
 
 /// Deterministic log-spread times: 1 µs to ~2 s in the handler, 0 to ~0.5 s held.
-fn run_phase<S>(svc: &mut S, mock: &quanta::Mock, seed: u64, n: u64) -> Phase
+fn run_phase<S>(svc: &mut S, mock: &Mocks, seed: u64, n: u64) -> Phase
 where
     S: Service<Request<()>, Response = Response<tower_vitals::ResponseBody<OneFrame>>>,
     S::Error: std::fmt::Debug,
@@ -129,24 +134,27 @@ fn route<'j>(json: &'j Value, name: &str) -> &'j Value {
 
 #[test]
 fn vitals_json_percentiles_equal_hdrhistogram_and_the_window_rotates() {
-    let (clock, mock) = quanta::Clock::mock();
-    let mock: Arc<quanta::Mock> = mock;
+    let (clock, live_mock) = quanta::Clock::mock();
+    let (layer_clock, layer_mock) = tower_vitals::Clock::mock();
+    let mock = Mocks(live_mock, layer_mock);
     // A one-hour window (two halves of 30 min): each phase below spans a few minutes of mock
     // time (its requests' own durations), well inside one half.
     let live = Live::builder().window(Duration::from_secs(3600)).clock(clock.clone()).build();
     let recorder = live.recorder();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let mut svc = VitalsLayer::new().clock(clock).layer(tower::service_fn(|req: Request<()>| {
-        let status = if req.extensions().get::<RouteName>().map(RouteName::as_str) == Some("/fail")
-        {
-            500
-        } else {
-            200
-        };
-        let mut res = Response::new(OneFrame(Some(Bytes::from_static(&[b'x'; 100]))));
-        *res.status_mut() = http::StatusCode::from_u16(status).expect("status");
-        std::future::ready(Ok::<_, Infallible>(res))
-    }));
+    let mut svc = VitalsLayer::builder().clock(layer_clock).build().layer(tower::service_fn(
+        |req: Request<()>| {
+            let status =
+                if req.extensions().get::<RouteName>().map(RouteName::as_str) == Some("/fail") {
+                    500
+                } else {
+                    200
+                };
+            let mut res = Response::new(OneFrame(Some(Bytes::from_static(&[b'x'; 100]))));
+            *res.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            std::future::ready(Ok::<_, Infallible>(res))
+        },
+    ));
 
     // Phase A at t = 0, B in the next half, C in the half after that.
     let a = run_phase(&mut svc, &mock, 1, 600);
@@ -165,7 +173,7 @@ fn vitals_json_percentiles_equal_hdrhistogram_and_the_window_rotates() {
     assert_eq!(f["since_start"]["errors"]["500"].as_u64(), Some(5));
     assert_eq!(f["since_start"]["status"]["5xx"].as_u64(), Some(5));
 
-    let elapsed = |m: &quanta::Mock, s: u64| m.increment(Duration::from_secs(s));
+    let elapsed = |m: &Mocks, s: u64| m.advance(Duration::from_secs(s));
     elapsed(&mock, 1801);
     let b = run_phase(&mut svc, &mock, 2, 400);
     let json: Value = serde_json::from_str(&live.json()).expect("json");
@@ -215,10 +223,9 @@ fn any_prefix_is_kept_apart_and_the_prefix_filter_keeps_one() {
         .build();
     let _local = metrics::set_default_local_recorder(&fanout);
     for prefix in ["api", "http.server"] {
-        let mut svc =
-            VitalsLayer::new().prefix(prefix).layer(tower::service_fn(|_: Request<()>| {
-                std::future::ready(Ok::<_, Infallible>(Response::new(OneFrame(None))))
-            }));
+        let mut svc = VitalsLayer::builder().prefix(prefix).build().layer(tower::service_fn(
+            |_: Request<()>| std::future::ready(Ok::<_, Infallible>(Response::new(OneFrame(None)))),
+        ));
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let mut fut = std::pin::pin!(svc.call(Request::new(())));
         let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else { panic!("ready") };

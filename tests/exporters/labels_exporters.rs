@@ -24,11 +24,12 @@ const HOSTILE: &str = "a|b,c#d:e\nf\"g\\h{i}=j k";
 /// Drives three requests through a labelled layer on the current local recorder: a hostile
 /// request label and a hostile handler label, a plain one, and one with neither (`none`).
 fn traffic() {
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .label_from_request("client.kind", |req: &Parts| req.headers.get("x-client")?.to_str().ok())
         .expect("key")
         .label("cache")
-        .expect("key");
+        .expect("key")
+        .build();
     let svc = layer.layer(tower::service_fn(|req: Request<String>| {
         let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
         let value = match req.uri().path() {

@@ -4,7 +4,6 @@
 
 use crate::support::{prom_name, NAMES};
 use std::net::UdpSocket;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -16,9 +15,12 @@ const SECOND: u64 = 1_000_000_000;
 /// One request in flight from 0 to 6 s, another from 2 s to 10 s: 14 request-seconds over the
 /// 10 s window; with a capacity of 4, utilization = 14 / 40 = 0.35. The finish at 10 s publishes.
 fn one_window() -> VitalsLayer {
-    let (clock, mock) = quanta::Clock::mock();
-    let layer =
-        VitalsLayer::new().clock(clock).capacity(4).utilization_window(Duration::from_secs(10));
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer = VitalsLayer::builder()
+        .clock(clock)
+        .capacity(4)
+        .utilization_window(Duration::from_secs(10))
+        .build();
     let mut svc = layer.layer(tower::service_fn(|_: Request<String>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             bytes::Bytes::from_static(b"x"),
@@ -36,7 +38,9 @@ fn one_window() -> VitalsLayer {
         let polled = http_body::Body::poll_frame(std::pin::Pin::new(&mut body), &mut cx);
         assert!(polled.is_ready());
     };
-    let set = |mock: &Arc<quanta::Mock>, s: u64| mock.increment(s * SECOND - mock.value());
+    let set = |mock: &tower_vitals::MockClock, s: u64| {
+        mock.advance(std::time::Duration::from_nanos(s * SECOND) - mock.elapsed())
+    };
     let a = call();
     set(&mock, 2);
     let b = call();

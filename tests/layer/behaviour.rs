@@ -2,7 +2,6 @@
 //! metrics-util's `DebuggingRecorder` set per test (the layer is built after it).
 
 use std::future::Future;
-use std::sync::Arc;
 use std::task::Poll;
 
 use crate::support::*;
@@ -15,14 +14,16 @@ use tower_vitals::{RouteName, VitalsLayer};
 struct Harness {
     _guard: metrics::LocalRecorderGuard<'static>,
     snap: Snapshotter,
-    mock: Arc<quanta::Mock>,
+    mock: tower_vitals::MockClock,
+    clock: tower_vitals::Clock,
     layer: VitalsLayer,
 }
 
 fn harness() -> Harness {
     let (guard, snap) = local_recorder();
-    let (clock, mock) = quanta::Clock::mock();
-    Harness { _guard: guard, snap, mock, layer: VitalsLayer::new().clock(clock) }
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer = VitalsLayer::builder().clock(clock.clone()).build();
+    Harness { _guard: guard, snap, mock, clock, layer }
 }
 
 fn req(route: Option<&'static str>) -> Request<String> {
@@ -43,7 +44,7 @@ fn assert_close(got: f64, want: f64) {
 
 /// Runs one request through a layered scripted service, draining the body. Returns the snapshot.
 fn run(h: &Harness, head: Head, steps: Vec<(u64, Step)>, exact: bool) -> Vec<Seen> {
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h
         .layer
         .layer(scripted(&h.mock, head, move || ScriptBody::new(&mock, steps.clone(), exact)));
@@ -68,7 +69,7 @@ fn assert_once(seen: &[Seen], error_type: Option<&str>) {
 #[test]
 fn exact_content_length_finishes_on_the_last_frame() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(10, Step::Data(3)), (10, Step::Data(4))], true)
     }));
@@ -119,7 +120,7 @@ fn trailers_are_read_not_counted() {
 #[test]
 fn empty_body_finishes_at_the_head() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc =
         h.layer.layer(scripted(&h.mock, ok(200), move || ScriptBody::new(&mock, vec![], true)));
     let res = block_on(svc.oneshot(req(Some("/empty")))).expect("response");
@@ -142,14 +143,14 @@ fn error_frame_is_body_error() {
 #[test]
 fn drop_mid_body_is_aborted() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(0, Step::Data(100)), (0, Step::Data(100))], false)
     }));
     let res = block_on(svc.oneshot(req(Some("/big")))).expect("response");
     let mut body = res.into_body();
     assert!(poll_once(&mut body).is_ready());
-    h.mock.increment(500u64); // the frame is held downstream, then the client is gone
+    h.mock.advance(std::time::Duration::from_nanos(500u64)); // the frame is held downstream, then the client is gone
     drop(body);
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("aborted"));
@@ -161,7 +162,7 @@ fn drop_mid_body_is_aborted() {
 #[test]
 fn drop_before_head_is_cancelled() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(
         &h.mock,
         Head::Respond { pending: 5, status: 200, advance_ns: 0 },
@@ -170,7 +171,7 @@ fn drop_before_head_is_cancelled() {
     let mut fut = Box::pin(svc.oneshot(req(Some("/slow"))));
     let waker = futures_util::task::noop_waker();
     assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
-    h.mock.increment(2_000u64);
+    h.mock.advance(std::time::Duration::from_nanos(2_000u64));
     drop(fut);
     let seen = snapshot(&h.snap);
     assert_once(&seen, Some("cancelled"));
@@ -183,7 +184,7 @@ fn drop_before_head_is_cancelled() {
 #[test]
 fn service_err_is_service_error_and_passes_through() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, Head::Fail { advance_ns: 300 }, move || {
         ScriptBody::new(&mock, vec![], false)
     }));
@@ -198,7 +199,7 @@ fn service_err_is_service_error_and_passes_through() {
 #[test]
 fn panic_in_the_future_is_recorded_as_panic() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h
         .layer
         .layer(scripted(&h.mock, Head::Panic, move || ScriptBody::new(&mock, vec![], false)));
@@ -213,7 +214,7 @@ fn panic_in_the_future_is_recorded_as_panic() {
 #[test]
 fn panic_in_poll_frame_is_recorded_as_panic() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(0, Step::Data(1)), (0, Step::Panic)], false)
     }));
@@ -240,7 +241,7 @@ fn one_byte_frames_count_every_block() {
 #[test]
 fn output_time_sums_the_time_frames_are_held_downstream() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(
             &mock,
@@ -252,7 +253,7 @@ fn output_time_sums_the_time_frames_are_held_downstream() {
     let mut body = res.into_body();
     for held in [100u64, 200, 300] {
         assert!(poll_once(&mut body).is_ready());
-        h.mock.increment(held); // the server writes the frame to a slow client
+        h.mock.advance(std::time::Duration::from_nanos(held)); // the server writes the frame to a slow client
     }
     assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
     let seen = snapshot(&h.snap);
@@ -276,7 +277,7 @@ fn server_error_status_is_tagged_with_its_code() {
 #[test]
 fn head_request_dropped_unpolled_is_complete() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(0, Step::Data(5))], true)
     }));
@@ -292,7 +293,7 @@ fn head_request_dropped_unpolled_is_complete() {
 #[test]
 fn size_hint_and_is_end_stream_pass_through() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(0, Step::Data(5))], true)
     }));
@@ -305,7 +306,7 @@ fn size_hint_and_is_end_stream_pass_through() {
 #[test]
 fn unknown_method_and_missing_route_use_fixed_values() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let svc =
         h.layer.layer(scripted(&h.mock, ok(200), move || ScriptBody::new(&mock, vec![], true)));
     let mut r = req(None);
@@ -320,8 +321,8 @@ fn unknown_method_and_missing_route_use_fixed_values() {
 #[test]
 fn route_cap_sends_new_names_to_overflow() {
     let h = harness();
-    let layer = h.layer.clone().route_cap(2);
-    let mock = Arc::clone(&h.mock);
+    let layer = VitalsLayer::builder().clock(h.clock.clone()).route_cap(2).build();
+    let mock = h.mock.clone();
     let svc = layer.layer(scripted(&h.mock, ok(200), move || ScriptBody::new(&mock, vec![], true)));
     for name in ["/a", "/b", "/c", "/d", "/a"] {
         let mut r = req(None);
@@ -357,7 +358,7 @@ fn route_name_on_the_response_overrides_the_request() {
 #[test]
 fn active_requests_counts_in_flight_and_returns_to_zero() {
     let h = harness();
-    let mock = Arc::clone(&h.mock);
+    let mock = h.mock.clone();
     let mut svc = h.layer.layer(scripted(&h.mock, ok(200), move || {
         ScriptBody::new(&mock, vec![(0, Step::Data(1))], false)
     }));
@@ -421,7 +422,7 @@ fn metrics_are_described_with_units() {
 #[test]
 fn request_body_is_measured_when_asked() {
     let h = harness();
-    let layer = h.layer.clone().measure_request_body();
+    let layer = VitalsLayer::builder().clock(h.clock.clone()).measure_request_body().build();
     let svc = layer.layer(tower::service_fn(
         |r: Request<tower_vitals::RequestBody<http_body_util::Full<bytes::Bytes>>>| async move {
             let mut body = r.into_body();
@@ -461,6 +462,6 @@ fn layer_types_are_send_sync_and_clone_as_servers_require() {
     send(&fut);
     let res = block_on(fut).expect("response");
     send(&res);
-    let measured = VitalsLayer::new().measure_request_body();
+    let measured = VitalsLayer::builder().measure_request_body().build();
     send_sync_clone(&measured);
 }

@@ -145,7 +145,7 @@ fn route_cap_zero_and_one_still_bound_routes_at_cap_plus_two() {
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
         let _guard = metrics::set_default_local_recorder(&recorder);
-        let layer = VitalsLayer::new().route_cap(cap);
+        let layer = VitalsLayer::builder().route_cap(cap).build();
         let svc = layer.layer(tower::service_fn(|req| async move { answer(req) }));
         let mut rng = hostile::Rng::new(SEED ^ cap as u64);
         for i in 0..2_000 {

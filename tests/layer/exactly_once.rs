@@ -6,7 +6,6 @@
 //! clock says they were.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::support::*;
@@ -277,8 +276,8 @@ fn assert_seconds(name: &str, got: f64, want_ns: u64) -> Result<(), TestCaseErro
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (clock, mock) = quanta::Clock::mock();
-    let layer = VitalsLayer::new().clock(clock);
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer = VitalsLayer::builder().clock(clock).build();
 
     let head = match &case.head {
         HeadCase::Respond { pending, status, advance } => {
@@ -292,7 +291,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     };
     let steps = case.steps.clone();
     let exact = case.exact;
-    let body_mock = Arc::clone(&mock);
+    let body_mock = mock.clone();
     let svc = layer
         .layer(scripted(&mock, head, move || ScriptBody::new(&body_mock, steps.clone(), exact)));
     let mut req = http::Request::new(String::new());
@@ -307,7 +306,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             _ => 1_000,
         };
         for _ in 0..limit {
-            mock.increment(3u64);
+            mock.advance(std::time::Duration::from_nanos(3u64));
             if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
                 return Some(res);
             }
@@ -332,7 +331,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                                 blocks += 1;
                                 bytes += d.len() as u64;
                             }
-                            mock.increment(case.hold);
+                            mock.advance(std::time::Duration::from_nanos(case.hold));
                         }
                         Poll::Ready(Some(Err(_))) => return BodySaw::Err,
                         Poll::Ready(None) => return BodySaw::End,

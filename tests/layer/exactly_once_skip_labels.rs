@@ -6,7 +6,6 @@
 //! bytes and blocks recorded are those that passed through the measured bodies.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::task::Poll;
 
 use crate::support::*;
@@ -83,20 +82,21 @@ struct Expected {
 fn run(batch: &[Req]) -> Result<(), TestCaseError> {
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (clock, mock) = quanta::Clock::mock();
-    let layer = VitalsLayer::new()
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer = VitalsLayer::builder()
         .clock(clock)
         .skip_if(|req: &Parts| req.headers.contains_key("x-skip"))
         .skip_routes(["/healthz"])
         .label_from_request("tier", |req: &Parts| req.headers.get("x-tier")?.to_str().ok())
         .expect("key")
         .label("cache")
-        .expect("key");
+        .expect("key")
+        .build();
 
     let mut expected = Expected::default();
     for r in batch {
         let steps: Vec<(u64, Step)> = r.steps.iter().cloned().map(|s| (100, s)).collect();
-        let body_mock = Arc::clone(&mock);
+        let body_mock = mock.clone();
         let (cache, fail) = (r.cache, r.end == End::ServiceError);
         let svc = layer.layer(tower::service_fn(move |_req: http::Request<String>| {
             let body = ScriptBody::new(&body_mock, steps.clone(), false);

@@ -97,7 +97,7 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn unary_calls_carry_the_grpc_status_and_method_route() {
     let (_guard, snap) = local_recorder();
-    let server = Running::start(VitalsLayer::new().grpc_routes()).await;
+    let server = Running::start(VitalsLayer::builder().grpc_routes().build()).await;
     let mut client = server.client().await;
 
     let hello = |name: &str| HelloRequest { name: name.to_owned() };
@@ -144,7 +144,7 @@ async fn unary_calls_carry_the_grpc_status_and_method_route() {
 #[tokio::test]
 async fn server_streaming_counts_frames_and_bytes() {
     let (_guard, snap) = local_recorder();
-    let server = Running::start(VitalsLayer::new().grpc_routes()).await;
+    let server = Running::start(VitalsLayer::builder().grpc_routes().build()).await;
     let mut client = server.client().await;
 
     // 8 messages of 40 000 bytes: each is past tonic's 32 KiB yield threshold, one frame each.
@@ -170,7 +170,7 @@ async fn server_streaming_counts_frames_and_bytes() {
 #[tokio::test]
 async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
     let (_guard, snap) = local_recorder();
-    let server = Running::start(VitalsLayer::new().grpc_routes()).await;
+    let server = Running::start(VitalsLayer::builder().grpc_routes().build()).await;
     let mut client = server.client().await;
 
     let request = CountRequest { count: 100, size: 10 };
@@ -196,7 +196,7 @@ async fn small_streamed_messages_are_coalesced_by_tonic_and_bytes_stay_exact() {
 #[tokio::test]
 async fn a_stream_the_client_cancels_is_aborted() {
     let (_guard, snap) = local_recorder();
-    let server = Running::start(VitalsLayer::new().grpc_routes()).await;
+    let server = Running::start(VitalsLayer::builder().grpc_routes().build()).await;
     let mut client = server.client().await;
 
     // 10 000 messages of 40 000 bytes (400 MB): far more than flow control lets through before
@@ -233,7 +233,7 @@ async fn without_grpc_routes_the_path_is_never_a_route() {
 #[tokio::test]
 async fn grpc_routes_stay_under_the_route_cap() {
     let (_guard, snap) = local_recorder();
-    let server = Running::start(VitalsLayer::new().grpc_routes().route_cap(1)).await;
+    let server = Running::start(VitalsLayer::builder().grpc_routes().route_cap(1).build()).await;
     let mut client = server.client().await;
     within("hello", client.hello(HelloRequest { name: "x".into() })).await.expect("OK call");
     let mut stream = within("count", client.count(CountRequest { count: 1, size: 1 }))

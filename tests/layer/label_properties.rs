@@ -200,7 +200,7 @@ proptest! {
         let recorder = prometheus_recorder();
         let handle = recorder.handle();
         let _guard = metrics::set_default_local_recorder(&recorder);
-        let layer = VitalsLayer::new().route_cap(cap);
+        let layer = VitalsLayer::builder().route_cap(cap).build();
         let svc = layer.layer(tower::service_fn(|_req: Request<String>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
         }));

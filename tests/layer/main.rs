@@ -4,6 +4,7 @@
 //! recorder or allocator have binaries of their own (`tests/*.rs`).
 //!
 //! - `behaviour`: one named test per body shape and end, on a mock clock
+//! - `builder`: the builder, and the findings of the first users (skips, labels, caps)
 //! - `exactly_once`: the exactly-once property against a model of the layer
 //! - `label_properties`: sanitiser, method and `grpc-status` normalisation, route labels
 //! - `cardinality`: hostile traffic keeps the series count bounded
@@ -15,6 +16,7 @@
 mod support;
 
 mod behaviour;
+mod builder;
 mod cardinality;
 mod exactly_once;
 mod exactly_once_skip_labels;

@@ -2,7 +2,6 @@
 //! the body was consumed (`http.request.body.state`). Exact values on a mock clock, then a slow
 //! chunked upload from a real client over real hyper on 127.0.0.1.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
@@ -18,18 +17,18 @@ const STATE: &str = "http.request.body.state";
 struct Harness {
     _guard: metrics::LocalRecorderGuard<'static>,
     snap: Snapshotter,
-    mock: Arc<quanta::Mock>,
+    mock: tower_vitals::MockClock,
     layer: VitalsLayer<tower_vitals::MeasureRequestBody>,
 }
 
 fn harness() -> Harness {
     let (guard, snap) = local_recorder();
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = tower_vitals::Clock::mock();
     Harness {
         _guard: guard,
         snap,
         mock,
-        layer: VitalsLayer::new().clock(clock).measure_request_body(),
+        layer: VitalsLayer::builder().clock(clock).measure_request_body().build(),
     }
 }
 
@@ -162,7 +161,7 @@ async fn slow_chunked_upload_over_real_hyper() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new().measure_request_body();
+    let layer = VitalsLayer::builder().measure_request_body().build();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -11,7 +11,6 @@ use crate::support::hostile;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -149,7 +148,7 @@ fn in_flight_app(layer: VitalsLayer) -> Router {
 #[tokio::test]
 async fn skip_routes_through_axum_leaves_the_route_out_and_measures_the_others() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new().skip_routes(["/healthz"]);
+    let layer = VitalsLayer::builder().skip_routes(["/healthz"]).build();
     let (addr, server) = serve_axum(in_flight_app(layer.clone()).layer(layer.clone())).await;
     let client = client();
     for _ in 0..5 {
@@ -172,9 +171,10 @@ async fn skip_routes_through_axum_leaves_the_route_out_and_measures_the_others()
 #[tokio::test]
 async fn skip_if_through_axum_uses_the_request_head() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .skip_if(|req: &Parts| req.uri.path().starts_with("/static/"))
-        .skip_if(|req: &Parts| req.headers.contains_key("x-synthetic"));
+        .skip_if(|req: &Parts| req.headers.contains_key("x-synthetic"))
+        .build();
     let (addr, server) = serve_axum(in_flight_app(layer.clone()).layer(layer.clone())).await;
     let client = client();
     assert_eq!(fetch(&client, addr, "/static/app.js", &[]).await, (200, "0".to_owned()));
@@ -196,7 +196,7 @@ async fn skip_if_through_axum_uses_the_request_head() {
 #[tokio::test]
 async fn skip_unmatched_leaves_out_requests_without_a_route() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new().skip_routes([tower_vitals::labels::UNMATCHED]);
+    let layer = VitalsLayer::builder().skip_routes([tower_vitals::labels::UNMATCHED]).build();
     let app = Router::new().route("/users/{id}", get(|| async { "u" })).layer(layer.clone());
     let (addr, server) = serve_axum(app).await;
     let client = client();
@@ -236,9 +236,10 @@ fn name_route_on_request(mut req: Request<Incoming>) -> Request<Incoming> {
 #[tokio::test]
 async fn skip_rules_through_plain_hyper() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .skip_routes(["/healthz"])
-        .skip_if(|req: &Parts| req.uri.path() == "/ping");
+        .skip_if(|req: &Parts| req.uri.path() == "/ping")
+        .build();
     let svc = tower::ServiceBuilder::new()
         .map_request(name_route_on_request)
         .layer(layer.clone())
@@ -263,11 +264,14 @@ async fn skip_rules_through_plain_hyper() {
 #[test]
 fn skipped_request_passes_through_as_a_response_body_and_adds_no_busy_time() {
     let (_guard, snap) = local_recorder();
-    let (clock, mock) = quanta::Clock::mock();
-    let layer = VitalsLayer::new().clock(clock).skip_if(|req: &Parts| req.uri.path() == "/skip");
-    let svc_mock = Arc::clone(&mock);
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer = VitalsLayer::builder()
+        .clock(clock)
+        .skip_if(|req: &Parts| req.uri.path() == "/skip")
+        .build();
+    let svc_mock = mock.clone();
     let svc = layer.layer(tower::service_fn(move |_req: Request<String>| {
-        svc_mock.increment(Duration::from_millis(250));
+        svc_mock.advance(Duration::from_millis(250));
         std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
             b"twelve bytes",
         )))))
@@ -308,13 +312,14 @@ async fn labelled_user(Path(id): Path<u32>) -> Response<Body> {
 #[tokio::test]
 async fn labels_from_the_request_head_and_from_the_handler_reach_the_metrics() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .label_from_request("api.version", |req: &Parts| {
             req.headers.get("x-api-version")?.to_str().ok()
         })
         .expect("a valid key")
         .label("cache")
-        .expect("a valid key");
+        .expect("a valid key")
+        .build();
     let app = Router::new().route("/users/{id}", get(labelled_user)).layer(layer.clone());
     let (addr, server) = serve_axum(app).await;
     let client = client();
@@ -353,7 +358,7 @@ async fn labels_from_the_request_head_and_from_the_handler_reach_the_metrics() {
 #[test]
 fn label_sources_precedence_response_then_request_extension_then_function() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .label_from_request("tier", |req: &Parts| {
             req.headers.get("x-tier").and_then(|v| v.to_str().ok())
         })
@@ -361,7 +366,8 @@ fn label_sources_precedence_response_then_request_extension_then_function() {
         .label("cache")
         .expect("key")
         .label("path")
-        .expect("key");
+        .expect("key")
+        .build();
     let svc = layer.layer(tower::service_fn(|req: Request<String>| {
         let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
         match req.uri().path() {
@@ -424,11 +430,12 @@ async fn echo_label(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 async fn ten_thousand_hostile_header_values_give_at_most_cap_plus_one_values_per_key() {
     const N: usize = 10_000;
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .label_from_request("tenant", |req: &Parts| req.headers.get("x-tenant")?.to_str().ok())
         .expect("key")
         .label("echo")
-        .expect("key");
+        .expect("key")
+        .build();
     let (addr, server) = serve_hyper(layer.layer(tower::service_fn(echo_label)), false).await;
     let client = client();
     let mut rng = hostile::Rng::new(0x001a_be15);
@@ -478,12 +485,14 @@ async fn ten_thousand_hostile_header_values_give_at_most_cap_plus_one_values_per
 #[test]
 fn label_value_cap_is_per_key_and_configurable() {
     let (_guard, snap) = local_recorder();
-    let layer = VitalsLayer::new()
+    let layer = VitalsLayer::builder()
         .label_value_cap(2)
+        .expect("cap")
         .label_from_request("a", |req: &Parts| req.headers.get("a")?.to_str().ok())
         .expect("key")
         .label_from_request("b", |req: &Parts| req.headers.get("b")?.to_str().ok())
-        .expect("key");
+        .expect("key")
+        .build();
     let svc = layer.layer(tower::service_fn(|_req: Request<String>| {
         std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"k")))))
     }));
@@ -520,17 +529,17 @@ fn label_keys_are_checked_when_the_layer_is_built() {
         "quantile",
     ];
     for key in reserved {
-        let err = VitalsLayer::new().label(key).expect_err(key);
+        let err = VitalsLayer::builder().label(key).expect_err(key);
         assert!(matches!(err, LabelError::Reserved { .. }), "{key}: {err:?}");
         let text = err.to_string();
         assert!(text.contains(key) && text.contains("reserved"), "{text}");
     }
     for key in ["", "1abc", "a b", "__x", "a|b", "a:b", "é", &"k".repeat(65)] {
-        let err = VitalsLayer::new().label(key).expect_err(key);
+        let err = VitalsLayer::builder().label(key).expect_err(key);
         assert!(matches!(err, LabelError::InvalidKey { .. }), "{key:?}: {err:?}");
     }
     // Two keys Prometheus would show as one.
-    let err = VitalsLayer::new()
+    let err = VitalsLayer::builder()
         .label("api.version")
         .and_then(|l| l.label_from_request("api_version", |_: &Parts| None))
         .expect_err("duplicate");
@@ -538,16 +547,16 @@ fn label_keys_are_checked_when_the_layer_is_built() {
     assert!(err.to_string().contains("api_version"), "{err}");
 
     // At most MAX_LABELS keys: the next one is an error that says so.
-    let mut layer = VitalsLayer::new();
+    let mut builder = VitalsLayer::builder();
     for i in 0..MAX_LABELS {
-        layer = layer.label(format!("k{i}")).expect("within the limit");
+        builder = builder.label(format!("k{i}")).expect("within the limit");
     }
-    let err = layer.label("one_more").expect_err("too many");
+    let err = builder.label("one_more").expect_err("too many");
     assert!(matches!(err, LabelError::TooMany { max: MAX_LABELS }), "{err:?}");
     assert!(err.to_string().contains(&MAX_LABELS.to_string()), "{err}");
     // Fine keys pass, and the error type is a std error.
     let ok: Result<_, Box<dyn std::error::Error>> =
-        VitalsLayer::new().label("tenant.tier").map_err(Into::into);
+        VitalsLayer::builder().label("tenant.tier").map_err(Into::into);
     assert!(ok.is_ok());
 }
 
@@ -596,8 +605,10 @@ fn scheme_from_the_uri_else_the_layer_and_both_tags_can_be_turned_off() {
     };
 
     let (guard, snap) = local_recorder();
-    let behind_tls =
-        VitalsLayer::new().url_scheme(http::uri::Scheme::HTTPS).layer(tower::service_fn(ok));
+    let behind_tls = VitalsLayer::builder()
+        .url_scheme(http::uri::Scheme::HTTPS)
+        .build()
+        .layer(tower::service_fn(ok));
     send(&behind_tls, "/origin-form", Version::HTTP_11);
     send(&behind_tls, "http://example.com/absolute", Version::HTTP_2);
     send(&behind_tls, "https://example.com/absolute", Version::HTTP_3);
@@ -608,9 +619,10 @@ fn scheme_from_the_uri_else_the_layer_and_both_tags_can_be_turned_off() {
     drop(guard);
 
     let (_guard, snap) = local_recorder();
-    let off = VitalsLayer::new()
+    let off = VitalsLayer::builder()
         .without_protocol_version()
         .without_url_scheme()
+        .build()
         .layer(tower::service_fn(ok));
     send(&off, "https://example.com/", Version::HTTP_2);
     let seen = snapshot(&snap);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use tower::{Layer, ServiceExt};
-use tower_vitals::{RouteName, SmallBlockWarning, VitalsLayer};
+use tower_vitals::{RouteName, SmallBlockWarning, VitalsLayer, VitalsLayerBuilder};
 
 /// 8 KiB of zeros, sliced for every frame (no allocation per frame).
 static ZEROS: [u8; 8192] = [0; 8192];
@@ -110,10 +110,10 @@ fn serve(layer: &VitalsLayer, route: &'static str, responses: usize, total: usiz
     }
 }
 
-/// A layer on a mock clock (for the rate limit) with a no-op metrics recorder.
-fn mock_layer() -> (VitalsLayer, Arc<quanta::Mock>) {
-    let (clock, mock) = quanta::Clock::mock();
-    (VitalsLayer::new().clock(clock), mock)
+/// A layer builder on a mock clock (for the rate limit) with a no-op metrics recorder.
+fn mock_layer() -> (VitalsLayerBuilder, tower_vitals::MockClock) {
+    let (clock, mock) = tower_vitals::Clock::mock();
+    (VitalsLayer::builder().clock(clock), mock)
 }
 
 const ONE_MB: usize = 1_000_000;
@@ -122,7 +122,8 @@ const ONE_MB: usize = 1_000_000;
 fn one_megabyte_in_one_byte_blocks_warns_once_per_route() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.clone(), || {
-        let (layer, mock) = mock_layer();
+        let (builder, mock) = mock_layer();
+        let layer = builder.build();
         serve(&layer, "/download/{file}", 1, ONE_MB, 1);
         let events = capture.take();
         assert_eq!(events.len(), 1, "{events:#?}");
@@ -148,7 +149,7 @@ fn one_megabyte_in_one_byte_blocks_warns_once_per_route() {
         assert_eq!(events[0]["route"], "/stream");
 
         // An hour later the first route may warn again.
-        mock.increment(Duration::from_secs(3600));
+        mock.advance(Duration::from_secs(3600));
         serve(&layer, "/download/{file}", 1, ONE_MB, 1);
         assert_eq!(capture.take().len(), 1);
     });
@@ -158,15 +159,14 @@ fn one_megabyte_in_one_byte_blocks_warns_once_per_route() {
 fn one_megabyte_in_8k_blocks_never_warns() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.clone(), || {
-        let (layer, _mock) = mock_layer();
+        let layer = mock_layer().0.build();
         // 100 responses of 1 MB in 8 KiB frames: 12 300 blocks, judged twice (each 4096+).
         serve(&layer, "/download/{file}", 100, ONE_MB, 8192);
         assert!(capture.take().is_empty());
 
         // The same traffic is judged, and would warn with a higher threshold: the test can fail.
         let strict = SmallBlockWarning::default().min_average_bytes(16 * 1024);
-        let (fresh, _mock) = mock_layer();
-        let layer = fresh.small_block_warning(strict);
+        let layer = mock_layer().0.small_block_warning(strict).build();
         serve(&layer, "/download/{file}", 100, ONE_MB, 8192);
         let events = capture.take();
         assert_eq!(events.len(), 1, "{events:#?}");
@@ -178,7 +178,7 @@ fn one_megabyte_in_8k_blocks_never_warns() {
 fn small_single_block_responses_never_warn() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.clone(), || {
-        let (layer, _mock) = mock_layer();
+        let layer = mock_layer().0.build();
         serve(&layer, "/users/{id}", 10_000, 40, 40); // 10 000 small JSON-like answers
         assert!(capture.take().is_empty());
     });
@@ -188,13 +188,14 @@ fn small_single_block_responses_never_warn() {
 fn the_warning_can_be_tuned_and_turned_off() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.clone(), || {
-        let (layer, _mock) = mock_layer();
-        let off = layer.clone().without_small_block_warning();
+        let (builder, _mock) = mock_layer();
+        let off = builder.clone().without_small_block_warning().build();
         serve(&off, "/tiny", 1, ONE_MB, 1);
         assert!(capture.take().is_empty());
 
         // Fewer blocks needed to judge: 2 responses of 100 bytes in 10-byte frames.
-        let quick = layer.small_block_warning(SmallBlockWarning::default().min_blocks(20));
+        let quick =
+            builder.small_block_warning(SmallBlockWarning::default().min_blocks(20)).build();
         serve(&quick, "/tiny", 2, 100, 10);
         let events = capture.take();
         assert_eq!(events.len(), 1);

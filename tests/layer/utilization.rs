@@ -14,12 +14,12 @@ const SECOND: u64 = 1_000_000_000;
 struct Bench {
     _guard: metrics::LocalRecorderGuard<'static>,
     snap: Snapshotter,
-    mock: Arc<quanta::Mock>,
+    mock: tower_vitals::MockClock,
 }
 
-fn bench() -> (Bench, quanta::Clock) {
+fn bench() -> (Bench, tower_vitals::Clock) {
     let (guard, snap) = local_recorder();
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = tower_vitals::Clock::mock();
     (Bench { _guard: guard, snap, mock }, clock)
 }
 
@@ -34,7 +34,7 @@ fn service(
     Error = std::io::Error,
     Future = tower_vitals::ResponseFuture<HeadFuture>,
 > {
-    let mock = Arc::clone(&b.mock);
+    let mock = b.mock.clone();
     layer.layer(scripted(
         &b.mock,
         Head::Respond { pending: 0, status: 200, advance_ns: 0 },
@@ -64,8 +64,8 @@ fn gauge(b: &Bench) -> Option<f64> {
 }
 
 fn at(b: &Bench, seconds: u64) {
-    let now = b.mock.value();
-    b.mock.increment(seconds * SECOND - now);
+    let now = b.mock.elapsed();
+    b.mock.advance(std::time::Duration::from_nanos(seconds * SECOND) - now);
 }
 
 /// Two overlapping requests, 0–6 s and 2–10 s: 14 request-seconds in the first 10 s window.
@@ -86,8 +86,11 @@ fn first_window(b: &Bench, layer: &VitalsLayer) {
 #[test]
 fn utilization_is_busy_time_over_capacity_times_window() {
     let (b, clock) = bench();
-    let layer =
-        VitalsLayer::new().clock(clock).capacity(4).utilization_window(Duration::from_secs(10));
+    let layer = VitalsLayer::builder()
+        .clock(clock)
+        .capacity(4)
+        .utilization_window(Duration::from_secs(10))
+        .build();
     first_window(&b, &layer);
     assert_eq!(gauge(&b), Some(14.0 / (4.0 * 10.0)));
 
@@ -114,7 +117,8 @@ fn utilization_is_busy_time_over_capacity_times_window() {
 #[test]
 fn without_a_capacity_utilization_is_average_concurrency() {
     let (b, clock) = bench();
-    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(10));
+    let layer =
+        VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(10)).build();
     first_window(&b, &layer);
     assert_eq!(gauge(&b), Some(1.4));
     let seen = snapshot(&b.snap);
@@ -125,8 +129,11 @@ fn without_a_capacity_utilization_is_average_concurrency() {
 #[test]
 fn clones_of_a_layer_share_one_integral() {
     let (b, clock) = bench();
-    let layer =
-        VitalsLayer::new().clock(clock).capacity(2).utilization_window(Duration::from_secs(4));
+    let layer = VitalsLayer::builder()
+        .clock(clock)
+        .capacity(2)
+        .utilization_window(Duration::from_secs(4))
+        .build();
     let mut one_svc = service(&b, &layer);
     let mut other_svc = service(&b, &layer.clone());
     let x = start(&mut one_svc);
@@ -140,8 +147,11 @@ fn clones_of_a_layer_share_one_integral() {
 #[test]
 fn a_capacity_of_zero_counts_as_one() {
     let (b, clock) = bench();
-    let layer =
-        VitalsLayer::new().clock(clock).capacity(0).utilization_window(Duration::from_secs(1));
+    let layer = VitalsLayer::builder()
+        .clock(clock)
+        .capacity(0)
+        .utilization_window(Duration::from_secs(1))
+        .build();
     let mut svc = service(&b, &layer);
     let x = start(&mut svc);
     at(&b, 2);
@@ -153,13 +163,14 @@ fn a_capacity_of_zero_counts_as_one() {
 fn concurrent_starts_and_finishes_integrate_exactly() {
     // 4 threads × 250 requests all in flight together for exactly 3 s of mock time: the
     // lock-free integral must come out at 1 000 × 3 s, whatever the interleaving of the CASes.
-    let (clock, mock) = quanta::Clock::mock();
-    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(3600));
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer =
+        VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(3600)).build();
     let started = Arc::new(std::sync::Barrier::new(5));
     let advanced = Arc::new(std::sync::Barrier::new(5));
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let (layer, mock) = (layer.clone(), Arc::clone(&mock));
+            let (layer, mock) = (layer.clone(), mock.clone());
             let (started, advanced) = (Arc::clone(&started), Arc::clone(&advanced));
             std::thread::spawn(move || {
                 let (guard, snap) = local_recorder();
@@ -174,7 +185,7 @@ fn concurrent_starts_and_finishes_integrate_exactly() {
         .collect();
     started.wait();
     assert_eq!(layer.active_requests(), 1_000);
-    mock.increment(3 * SECOND);
+    mock.advance(std::time::Duration::from_nanos(3 * SECOND));
     advanced.wait();
     for t in threads {
         t.join().expect("thread");
@@ -189,7 +200,7 @@ fn a_quiet_service_reads_zero_at_the_next_publication_after_a_burst() {
     // any more, so only a publication (a scrape, the live page, the background thread for
     // layers on the system clock) can close them.
     let (b, clock) = bench();
-    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(10));
+    let layer = VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(10)).build();
     let mut svc = service(&b, &layer);
     let x = start(&mut svc);
     at(&b, 8);
@@ -211,7 +222,7 @@ fn active_requests_is_exact_when_read_after_requests_on_several_threads_end() {
     // resolved by a first request on this thread (through its recorder), then 4 threads start
     // 250 requests each and finish all but one.
     let (b, clock) = bench();
-    let layer = VitalsLayer::new().clock(clock).utilization_window(Duration::from_secs(3600));
+    let layer = VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(3600)).build();
     let mut svc = service(&b, &layer);
     finish(start(&mut svc));
     let active = |b: &Bench| one(&snapshot(&b.snap), &NAMES.active_requests).gauge();
@@ -220,7 +231,7 @@ fn active_requests_is_exact_when_read_after_requests_on_several_threads_end() {
     let read = Arc::new(std::sync::Barrier::new(5));
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let (layer, mock) = (layer.clone(), Arc::clone(&b.mock));
+            let (layer, mock) = (layer.clone(), b.mock.clone());
             let (started, read) = (Arc::clone(&started), Arc::clone(&read));
             std::thread::spawn(move || {
                 let (guard, snap) = local_recorder();

@@ -13,7 +13,7 @@ pub mod prom_text;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use quanta::Mock;
+use tower_vitals::MockClock;
 use tower_vitals::{MetricNames, DEFAULT_PREFIX};
 
 /// The layer's metric names under the default prefix, as the crate defines them.
@@ -69,19 +69,19 @@ pub enum Step {
 pub struct ScriptBody {
     pub steps: VecDeque<(Duration, Step)>,
     pub exact: bool,
-    pub mock: Arc<Mock>,
+    pub mock: MockClock,
 }
 
 impl ScriptBody {
     pub fn new(
-        mock: &Arc<Mock>,
+        mock: &MockClock,
         steps: impl IntoIterator<Item = (u64, Step)>,
         exact: bool,
     ) -> Self {
         ScriptBody {
             steps: steps.into_iter().map(|(ns, s)| (Duration::from_nanos(ns), s)).collect(),
             exact,
-            mock: Arc::clone(mock),
+            mock: mock.clone(),
         }
     }
 }
@@ -97,7 +97,7 @@ impl Body for ScriptBody {
         let Some((advance, step)) = self.steps.pop_front() else {
             return Poll::Ready(None);
         };
-        self.mock.increment(advance);
+        self.mock.advance(advance);
         match step {
             Step::Data(n) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n]))))),
             Step::Trailers(code) => {
@@ -139,7 +139,7 @@ pub enum Head {
 pub struct HeadFuture {
     head: Head,
     body: Option<ScriptBody>,
-    mock: Arc<Mock>,
+    mock: MockClock,
 }
 
 impl Future for HeadFuture {
@@ -153,7 +153,7 @@ impl Future for HeadFuture {
             }
             Head::Respond { status, advance_ns, .. } => {
                 let (status, advance) = (*status, *advance_ns);
-                self.mock.increment(advance);
+                self.mock.advance(std::time::Duration::from_nanos(advance));
                 let body = self.body.take().expect("polled after completion");
                 let mut res = Response::new(body);
                 *res.status_mut() = http::StatusCode::from_u16(status).expect("status");
@@ -161,7 +161,7 @@ impl Future for HeadFuture {
             }
             Head::Fail { advance_ns } => {
                 let advance = *advance_ns;
-                self.mock.increment(advance);
+                self.mock.advance(std::time::Duration::from_nanos(advance));
                 Poll::Ready(Err(std::io::Error::other("scripted service error")))
             }
             Head::Panic => panic!("scripted panic in the service future"),
@@ -171,7 +171,7 @@ impl Future for HeadFuture {
 
 /// A service answering every request with the same scripted head and body.
 pub fn scripted(
-    mock: &Arc<Mock>,
+    mock: &MockClock,
     head: Head,
     body: impl Fn() -> ScriptBody + Clone,
 ) -> impl tower::Service<
@@ -180,11 +180,11 @@ pub fn scripted(
     Error = std::io::Error,
     Future = HeadFuture,
 > + Clone {
-    let mock = Arc::clone(mock);
+    let mock = mock.clone();
     tower::service_fn(move |_req: Request<String>| HeadFuture {
         head: head.clone(),
         body: Some(body()),
-        mock: Arc::clone(&mock),
+        mock: mock.clone(),
     })
 }
 

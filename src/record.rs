@@ -1,15 +1,16 @@
 //! The exactly-once guard: the per-request record, and the only place that records metrics.
 //!
 //! A [`Record`] is created in `Vitals::call`, moves into the `ResponseFuture`, then into the
-//! `ResponseBody`. It is finished by value ([`Record::finish`]) at the end of the request, or by
+//! `ResponseBody`. It is finished by value ([`Record::end`]) at the end of the request, or by
 //! its `Drop` if it is dropped unfinished (cancellation, client gone, unwinding). Either way,
-//! the recording runs once: `finish` consumes the record, and `Drop` does nothing for a record
+//! the recording runs once: `end` consumes the record, and `Drop` does nothing for a record
 //! that was finished.
 
 use crate::grpc::StatusKey;
-use crate::handles::{PackedKey, ResponseHandles};
+use crate::handles::ResponseHandles;
 use crate::labels::{self, Outcome};
-use crate::routes::{self, RouteName};
+use crate::packed_key::PackedKey;
+use crate::route_name::{self, RouteName};
 use crate::shared::Lease;
 use crate::user_labels::ValueIds;
 
@@ -108,7 +109,7 @@ impl Record {
     #[inline(never)]
     pub(crate) fn response_extensions(&mut self, extensions: &http::Extensions) -> bool {
         if let Some(name) =
-            routes::route_names_exist().then(|| extensions.get::<RouteName>()).flatten()
+            route_name::route_names_exist().then(|| extensions.get::<RouteName>()).flatten()
         {
             let route = self.shared.routes.intern(name.as_str());
             if self.shared.routes.is_skipped(route) {
@@ -189,7 +190,7 @@ impl Record {
     }
 
     /// Ends the request with `outcome` and records every metric, once.
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    pub(crate) fn end(mut self, outcome: Outcome) {
         self.record(outcome);
     }
 
@@ -209,7 +210,7 @@ impl Record {
         // The common case straight from the slot table; the first request of a label set (or a
         // crowded table) through the cache's slow path. The fields are read where they are (no
         // copy of the key or the times to keep across the calls).
-        match self.shared.handles.response(self.key.finish(outcome, self.labels)) {
+        match self.shared.handles.response(self.key.label_set(outcome, self.labels)) {
             Some(handles) => self.record_into(handles, end),
             None => self.record_first(outcome, end),
         }
@@ -317,7 +318,7 @@ impl Polling<'_> {
 
     /// Ends the request with `outcome` in place; the slot is empty afterwards.
     #[inline]
-    pub(crate) fn finish(&mut self, outcome: Outcome) {
+    pub(crate) fn end(&mut self, outcome: Outcome) {
         if let Some(record) = self.0.as_mut() {
             record.record(outcome);
         }
@@ -338,10 +339,8 @@ impl Drop for Polling<'_> {
 mod tests {
     #[test]
     fn a_record_stays_small() {
-        // The record moves from `call` to the future to the body: each move copies it. At 88
-        // bytes the copies were inline; one more word made them `memcpy` calls (+58
-        // instructions per request under callgrind); 72 (flags in one byte, no `Option<u64>`)
-        // saves two words per move, 64 (`out_since` folded into `held`) one more.
+        // The record moves from `call` to the future to the body: each move copies it, and a
+        // larger record turns those copies into `memcpy` calls. One cache line at most.
         let size = std::mem::size_of::<super::Record>();
         assert!(size <= 64, "Record is {size} bytes");
     }
