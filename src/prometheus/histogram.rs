@@ -130,7 +130,7 @@ impl SumKind {
     #[inline]
     fn fixed(scaled: f64) -> u64 {
         const MAX: f64 = (1u64 << 53) as f64;
-        let x = scaled.min(MAX).max(-MAX);
+        let x = scaled.clamp(-MAX, MAX);
         let rounded = if x >= 0.0 { x + 0.5 } else { x - 0.5 };
         rounded as i64 as u64
     }
