@@ -69,7 +69,7 @@ pub fn collect() {
 
 /// [`describe`] and [`collect`] into `recorder`, whichever recorder is current on this thread:
 /// the hook a scrape calls, with the recorder it is about to render.
-#[allow(dead_code)] // called by the Prometheus render when process metrics are turned on
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))] // the Prometheus render's hook
 pub(crate) fn collect_into(recorder: &dyn Recorder) {
     metrics::with_local_recorder(recorder, || {
         describe();

@@ -89,33 +89,27 @@ impl super::PrometheusMetrics {
 }
 
 /// The format a scrape asks for with its `Accept`, and its `Content-Type`.
-fn negotiate(metrics: &super::PrometheusMetrics, accept: Option<&HeaderValue>) -> Format {
-    #[cfg(feature = "native-histograms")]
-    if metrics.native.is_some() && accept.is_some_and(super::asks_protobuf) {
-        return Format::Protobuf;
+fn negotiate(accept: Option<&HeaderValue>) -> Format {
+    if accept.is_some_and(super::asks_protobuf) {
+        Format::Protobuf
+    } else {
+        Format::Text
     }
-    let _ = (metrics, accept);
-    Format::Text
 }
 
 fn content_type(format: Format) -> HeaderValue {
     match format {
-        #[cfg(feature = "native-histograms")]
         Format::Protobuf => HeaderValue::from_static(super::PROTOBUF_CONTENT_TYPE),
         _ => HeaderValue::from_static(super::CONTENT_TYPE),
     }
 }
 
-/// The exposition in `format` (the text format for anything this handle cannot render).
+/// The exposition in `format` (the text format for anything else).
 fn render(metrics: &super::PrometheusMetrics, format: Format) -> Bytes {
-    #[cfg(feature = "native-histograms")]
-    if format == Format::Protobuf {
-        if let Some(body) = metrics.render_protobuf() {
-            return body.into();
-        }
+    match format {
+        Format::Protobuf => metrics.render_protobuf().into(),
+        _ => metrics.render().into(),
     }
-    let _ = format;
-    metrics.render().into()
 }
 
 pub(super) async fn serve(
@@ -141,15 +135,13 @@ async fn serve_configured(
 /// [`answer`](Self::answer).
 #[derive(Clone, Debug)]
 pub(crate) struct MetricsEndpoint {
-    metrics: super::PrometheusMetrics,
     exposition: Exposition,
 }
 
 impl MetricsEndpoint {
     pub(crate) fn new(metrics: super::PrometheusMetrics, share_for: std::time::Duration) -> Self {
-        let rendering = metrics.clone();
-        let exposition = Exposition::new(move |format| render(&rendering, format), share_for);
-        MetricsEndpoint { metrics, exposition }
+        let exposition = Exposition::new(move |format| render(&metrics, format), share_for);
+        MetricsEndpoint { exposition }
     }
 
     /// The answer to `request`: the exposition for `GET`/`HEAD /metrics`, `405` for other
@@ -160,7 +152,7 @@ impl MetricsEndpoint {
         } else if !exposition::reads(request.method()) {
             StatusCode::METHOD_NOT_ALLOWED
         } else {
-            let format = negotiate(&self.metrics, request.headers().get(header::ACCEPT));
+            let format = negotiate(request.headers().get(header::ACCEPT));
             let answer =
                 self.exposition.answer(format, content_type(format), request.headers()).await;
             return answer.map(MetricsBody::new);
