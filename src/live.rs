@@ -148,13 +148,14 @@ use std::time::Duration;
 mod json;
 mod page;
 mod recorder;
+mod render;
 #[cfg(feature = "prometheus")]
 mod server;
 mod snapshot;
 mod window;
 
 pub use json::SCHEMA;
-pub use page::{LiveService, CONTENT_SECURITY_POLICY, PAGE};
+pub use page::{content_security_policy, LiveBody, LiveFuture, LiveService, PAGE};
 pub use recorder::LiveRecorder;
 #[cfg(feature = "prometheus")]
 pub use server::LiveServer;
@@ -197,7 +198,7 @@ impl Live {
         LiveBuilder::default().build()
     }
 
-    /// Settings: window, prefix, route cap, clock.
+    /// Settings: window, prefix, route cap, stripes, clock.
     pub fn builder() -> LiveBuilder {
         LiveBuilder::default()
     }
@@ -276,7 +277,16 @@ pub struct LiveBuilder {
     window: Duration,
     prefix: Option<String>,
     max_routes: usize,
+    stripes: usize,
     clock: quanta::Clock,
+}
+
+/// The most stripes per route [`LiveBuilder::stripes`] accepts.
+pub const MAX_STRIPES: usize = 256;
+
+/// The default stripes per route: the threads that can run at once, at most 16.
+fn default_stripes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
 }
 
 impl Default for LiveBuilder {
@@ -285,6 +295,7 @@ impl Default for LiveBuilder {
             window: DEFAULT_WINDOW,
             prefix: None,
             max_routes: crate::DEFAULT_ROUTE_CAP + 2,
+            stripes: default_stripes(),
             clock: quanta::Clock::new(),
         }
     }
@@ -310,6 +321,15 @@ impl LiveBuilder {
         self
     }
 
+    /// Stripes per route (default: the threads that can run at once, at most 16; clamped to
+    /// 1..=[`MAX_STRIPES`]). Each recording thread writes to one stripe of a route (picked once
+    /// per thread), so threads on different stripes never wait for each other; more stripes than
+    /// threads only costs memory (see "Cost and memory" in the [module docs](self)).
+    pub fn stripes(mut self, stripes: usize) -> Self {
+        self.stripes = stripes.clamp(1, MAX_STRIPES);
+        self
+    }
+
     /// The clock windows and uptime are measured with (a `quanta::Clock::mock()` in tests).
     pub fn clock(mut self, clock: quanta::Clock) -> Self {
         self.clock = clock;
@@ -318,7 +338,8 @@ impl LiveBuilder {
 
     /// The summary.
     pub fn build(self) -> Live {
-        Live { inner: Arc::new(Inner::new(self.clock, self.window, self.prefix, self.max_routes)) }
+        let inner = Inner::new(self.clock, self.window, self.prefix, self.max_routes, self.stripes);
+        Live { inner: Arc::new(inner) }
     }
 }
 
