@@ -61,7 +61,7 @@ fn thread_stripe() -> usize {
 
 /// One stripe of a route: its own lock on its own cache line, its numbers allocated when a
 /// thread first records into it.
-type Stripe = CachePadded<Mutex<Option<Box<StripeStats>>>>;
+pub(crate) type Stripe = CachePadded<Mutex<Option<Box<StripeStats>>>>;
 
 /// One route: one stripe per group of recording threads (a thread's stripe lock is contended
 /// only by a snapshot, or by another thread that picked the same stripe), and the totals kept

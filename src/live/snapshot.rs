@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram as Hdr;
 
-use super::recorder::{gauge_value, Inner, RouteState};
+use super::recorder::{gauge_value, Inner, RouteState, Stripe};
 use super::window::{Period, Point, StripeStats, STATUS_CLASSES};
 
 /// A route is flagged for small blocks when its responses average fewer than this many bytes
@@ -278,11 +278,11 @@ fn read_route(
         stats.rotate(epoch, &mut totals.total);
     }
     totals.total.add_into(&mut since_start);
-    *heap_bytes += totals.heap_bytes();
+    *heap_bytes += totals.heap_bytes() + stripes.len() * std::mem::size_of::<Stripe>();
     for stats in stripes.iter().filter_map(|g| g.as_deref()) {
         stats.add_into(&mut since_start, &mut window);
         window_start = window_start.min(stats.window_start(now.slot));
-        *heap_bytes += stats.heap_bytes();
+        *heap_bytes += stats.heap_bytes() + std::mem::size_of::<StripeStats>();
         let points = stats.history(now.nanos / now.step);
         if history.is_empty() {
             history = points;

@@ -430,8 +430,9 @@ mod tests {
         let (stripe, totals) = fill(1e9);
         let (small_stripe, small_totals) = fill(0.9);
         eprintln!(
-            "heap per stripe: full {stripe} B, under 1 s {small_stripe} B; \
-             per route's totals: full {totals} B, under 1 s {small_totals} B"
+            "heap per stripe: full {stripe} B, under 1 s {small_stripe} B, + {} B of struct; \
+             per route's totals: full {totals} B, under 1 s {small_totals} B",
+            std::mem::size_of::<StripeStats>()
         );
         assert_eq!(stripe, 2 * 3 * 3328 * 4, "two window halves, 32-bit counts");
         assert_eq!(totals, 3 * 3328 * 8, "since start, 64-bit counts");
