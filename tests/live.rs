@@ -288,16 +288,19 @@ fn two_threads_on_one_route_under_snapshots_and_rotations_lose_nothing() {
 /// 100 concurrent `/vitals.json` at the route cap, served by the app's own runtime (an admin
 /// route of the app's router): the app's requests keep their pace. Measured as a ratio in one
 /// run (no absolute time): the app's p99 while the 100 are in flight, over its p99 while 100
-/// readers fetch a static body of the same size (the cost of moving those bytes, which the
-/// JSON cannot avoid), median of three rounds. The target is 2×; the bound asserted is 5×,
-/// because on a small shared machine one round's p99 swings by 10× with the other load.
-/// Rendered on the async workers, one render per request, the app's requests wait seconds
-/// (the ratio is in the thousands).
+/// readers fetch a static body of the same size, sent to all of them at once (the cost of
+/// moving those bytes, which the JSON cannot avoid), median of three rounds. App requests are
+/// due at a fixed pace and timed from when they were due, so a stalled worker shows as many
+/// slow requests. The target is 2× (0.4–1.1× measured on the shared 2-core machine); the bound
+/// asserted is 3×, because there one round's p99 swings by several times with the other load.
+/// Rendered on the async workers, one render per request, the app's requests wait for seconds
+/// (p99 33.8 s against 25.7 ms).
 #[test]
 fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Instant;
+    const EVERY: Duration = Duration::from_micros(500);
 
     let live = Live::new();
     metrics::with_local_recorder(&live.recorder(), || {
@@ -326,9 +329,21 @@ fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
         .build()
         .expect("runtime");
     let same_size = Bytes::from(vec![b' '; size]);
+    // The static bodies leave together once all 100 have been asked for, as the shared JSON
+    // does when its render is done.
+    let together = Arc::new(tokio::sync::Barrier::new(100));
     let app = axum::Router::new()
         .route("/hello", axum::routing::get(|| async { "hello" }))
-        .route("/same-size", axum::routing::get(move || std::future::ready(same_size.clone())))
+        .route(
+            "/same-size",
+            axum::routing::get(move || {
+                let (together, body) = (Arc::clone(&together), same_size.clone());
+                async move {
+                    together.wait().await;
+                    body
+                }
+            }),
+        )
         .route("/vitals.json", axum::routing::get_service(live.service()));
     let listener =
         runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind loopback");
@@ -337,25 +352,26 @@ fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
 
     let connect = || {
         let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
         s.set_nodelay(true).expect("nodelay");
         s
     };
-    // One app request on a kept-alive connection: its time.
     let mut probe = connect();
     let mut buf = vec![0u8; 4096];
-    let mut hello = || {
-        let start = Instant::now();
+    // One app request on a kept-alive connection, due at `due`: the time from `due` to its
+    // answer (a request held up delays the next ones, and they count that wait: a stalled app
+    // shows as many slow requests, not as one).
+    let mut hello = |due: Instant| {
         probe.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
         let mut got = Vec::new();
         while !got.ends_with(b"\r\n\r\nhello") {
-            let n = probe.read(&mut buf).expect("an app request answered within 30 s");
+            let n = probe.read(&mut buf).expect("an app request answered within 120 s");
             assert!(n > 0, "closed");
             got.extend_from_slice(&buf[..n]);
         }
-        start.elapsed()
+        due.elapsed()
     };
-    // The app's p99 while 100 readers fetch `path` at once: app requests one after the other for
+    // The app's p99 while 100 readers fetch `path` at once: an app request due every EVERY for
     // at least 2 s (enough samples for a p99 that the machine's other load does not swing) and
     // until every reader is done.
     let mut p99_during = |path: &str| {
@@ -387,7 +403,11 @@ fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
                 || start.elapsed() < Duration::from_secs(2))
                 && start.elapsed() < Duration::from_secs(120)
             {
-                times.push(hello());
+                let due = start + EVERY * times.len() as u32;
+                if let Some(early) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(early);
+                }
+                times.push(hello(due));
             }
             let bodies: Vec<usize> =
                 readers.into_iter().map(|r| r.join().expect("reader")).collect();
@@ -410,7 +430,7 @@ fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
     json.sort();
     let (bytes_only, json) = (bytes_only[1].0, json[1].0);
     assert!(
-        json <= bytes_only * 5,
+        json <= bytes_only * 3,
         "the app's p99 went from {bytes_only:?} to {json:?} with 100 concurrent /vitals.json"
     );
 }
