@@ -217,14 +217,12 @@ mod tests {
     #[test]
     fn concurrent_json_requests_share_one_render() {
         let i = inner();
-        let bodies = block_on(async {
-            let all: Vec<_> = (0..50).map(|_| answer(&i, &Method::GET, "/vitals.json")).collect();
-            let mut bodies = Vec::new();
-            for f in all {
-                bodies.push(f.await.unwrap_or_else(|e| match e {}).body().bytes());
-            }
-            bodies
-        });
+        // All 50 polled before the first render can finish (they wait together).
+        let all = (0..50).map(|_| answer(&i, &Method::GET, "/vitals.json"));
+        let bodies: Vec<Bytes> = block_on(futures_util::future::join_all(all))
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| match e {}).body().bytes())
+            .collect();
         assert_eq!(i.json.renders(), 1, "50 requests at once, one render");
         assert!(bodies.iter().all(|b| b.as_ptr() == bodies[0].as_ptr()), "one shared copy");
     }
