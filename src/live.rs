@@ -60,28 +60,44 @@
 //! whole one (`window.seconds` in the JSON says how much). Rotation happens on the request
 //! path and when a snapshot is taken: no background task. The clock is read once per request,
 //! when the layer increments `requests` (its first recording of a finished request); the
-//! request's histograms, recorded right after, go to the same window slot and history step.
+//! request's histograms, recorded right after on the same thread, go to the same stripe,
+//! window slot and history step.
 //!
 //! The input-side metrics (`input_*`, opt-in in the layer) are not kept.
 //!
 //! ## Cost and memory
 //!
-//! Each route has its own lock, taken once per recording (six per request: one counter and
-//! five histograms); no lock is shared by all routes on the request path. The registry lock is
-//! taken only when a new label set is first seen and when a snapshot is taken. Contended route
-//! locks are counted (`lock_waits` in the JSON). BENCHMARKS.md has the per-request cost next to
-//! Prometheus alone, measured in the same run (`benches/overhead.rs`, variants `vitals_live`
-//! and `vitals_prometheus_live`).
+//! Each route is split in **stripes** (by default one per CPU the process may use, at most 16;
+//! [`LiveBuilder::stripes`]). A thread picks its stripe once, the first time it records, and
+//! writes the window and history of a route only into that stripe, under the stripe's own
+//! lock on its own cache line: two threads recording the same route do not write the same
+//! memory, and a stripe's lock is contended only while a snapshot reads it (or when more
+//! threads record than there are stripes). Since-start figures are kept once per route: a
+//! stripe adds its current half-window into them when it rotates (at most twice per window).
+//! A snapshot locks a route's stripes, then its totals, and adds them up: every sample counts
+//! once, and percentiles are exactly those of one hdrhistogram over all the samples (buckets
+//! are added count by count). No lock is shared by all routes on the request path; the
+//! registry lock is taken only when a new label set is first seen and when a snapshot is
+//! taken. Contended stripe locks are counted (`lock_waits` in the JSON).
 //!
 //! Memory per route: each time histogram grows with the largest value it has seen, up to
-//! 3,328 counts (1 h at 2 significant figures): 26,624 bytes with 64-bit counts (since start)
-//! and 13,312 bytes with 32-bit counts (each window half). Three times × (one since-start + two
-//! window halves) makes at most **159,744 bytes (156 KiB) per route**, 86,016 bytes for a route
-//! whose slowest request took under a second, plus up to 64 `error.type` names (measured by a
-//! unit test; `heap_bytes` in the JSON gives the live figure). Routes are capped
-//! ([`LiveBuilder::max_routes`], default the layer's cap + 2 for `unmatched` and `overflow`);
-//! past the cap they fold into one `overflow` route. Worst case with the defaults: 1,027 routes
-//! × 156 KiB ≈ **164 MB**; a service with 20 routes holds 2–3 MB.
+//! 3,328 counts (1 h at 2 significant figures). A stripe holds three times × two window
+//! halves with 32-bit counts, at most **79,872 bytes** (43,008 if no request took a second),
+//! plus 2 KB of history and bookkeeping, and is allocated only when a thread first records into it; the
+//! route's since-start histograms (64-bit counts) hold at most another 79,872 bytes, plus up
+//! to 64 `error.type` names. So a route holds at most **(1 + stripes used) × 78 KiB**: 234 KiB
+//! on a 2-CPU machine, 1.3 MiB with 16 stripes (`heap_bytes` in the JSON gives the live
+//! figure). Routes are capped ([`LiveBuilder::max_routes`], default the layer's cap + 2 for
+//! `unmatched` and `overflow`); past the cap they fold into one `overflow` route. Worst case
+//! (every route, every stripe, an hour-long request): 1,027 routes × (1 + stripes) × 78 KiB,
+//! **241 MB with 2 stripes, 1.4 GB with 16**; a service with 20 routes answering within a
+//! second holds 2.6 MB with 2 stripes, 15 MB with 16. Fewer stripes trade memory for
+//! contention when more threads than stripes record the same route.
+//!
+//! `/vitals.json` is rendered off the async workers (tokio's blocking pool inside a tokio
+//! runtime, else a thread of its own), at most one render at a time; requests that arrive
+//! while it runs, or within a second after it, share its body (one copy, however many
+//! readers). [`Live::json`] and [`Live::snapshot`] always read now.
 //!
 //! ## `/vitals.json` (schema `tower-vitals.live/1`)
 //!
@@ -91,7 +107,7 @@
 //!   "uptime_seconds": 12.5,          // since the recorder was made
 //!   "window_seconds": 60,            // the window asked for
 //!   "history_step_seconds": 2,       // window / 30
-//!   "lock_waits": 0,                 // contended route-lock acquisitions since start
+//!   "lock_waits": 0,                 // contended stripe-lock acquisitions since start
 //!   "heap_bytes": 331776,            // heap held by the routes' numbers
 //!   "small_block_rule": {"max_bytes_per_block": 512, "min_blocks": 4096},
 //!   "services": [{                   // one per metric prefix
@@ -135,8 +151,9 @@
 //! mean request's time goes (application + output + body production, the rest), and bytes
 //! per response, blocks per response and bytes per block, with a "small blocks" flag. A toggle
 //! switches between the window and since start. Every string from the metrics is put in the
-//! page as text (never as HTML), and the page's `Content-Security-Policy` allows no external
-//! resource. Serve it where you serve `/metrics` (same privacy rules: route names and error
+//! page as text (never as HTML), and the page's `Content-Security-Policy` (see
+//! [`CONTENT_SECURITY_POLICY`]) allows no external resource and runs no script but the page's
+//! own, named by its SHA-256 hash. Serve it where you serve `/metrics` (same privacy rules: route names and error
 //! rates are for operators), e.g. on a loopback-only listener.
 //!
 //! [`VitalsLayer`]: crate::VitalsLayer
@@ -148,13 +165,14 @@ use std::time::Duration;
 mod json;
 mod page;
 mod recorder;
+mod render;
 #[cfg(feature = "prometheus")]
 mod server;
 mod snapshot;
 mod window;
 
 pub use json::SCHEMA;
-pub use page::{LiveService, CONTENT_SECURITY_POLICY, PAGE};
+pub use page::{LiveBody, LiveFuture, LiveService, CONTENT_SECURITY_POLICY, PAGE};
 pub use recorder::LiveRecorder;
 #[cfg(feature = "prometheus")]
 pub use server::LiveServer;
@@ -197,7 +215,7 @@ impl Live {
         LiveBuilder::default().build()
     }
 
-    /// Settings: window, prefix, route cap, clock.
+    /// Settings: window, prefix, route cap, stripes, clock.
     pub fn builder() -> LiveBuilder {
         LiveBuilder::default()
     }
@@ -278,7 +296,16 @@ pub struct LiveBuilder {
     window: Duration,
     prefix: Option<String>,
     max_routes: usize,
+    stripes: usize,
     clock: quanta::Clock,
+}
+
+/// The most stripes per route [`LiveBuilder::stripes`] accepts.
+pub const MAX_STRIPES: usize = 256;
+
+/// The default stripes per route: the threads that can run at once, at most 16.
+fn default_stripes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
 }
 
 impl Default for LiveBuilder {
@@ -287,6 +314,7 @@ impl Default for LiveBuilder {
             window: DEFAULT_WINDOW,
             prefix: None,
             max_routes: crate::DEFAULT_ROUTE_CAP + 2,
+            stripes: default_stripes(),
             clock: quanta::Clock::new(),
         }
     }
@@ -312,15 +340,26 @@ impl LiveBuilder {
         self
     }
 
-    /// The clock windows and uptime are measured with (a `quanta::Clock::mock()` in tests).
-    pub fn clock(mut self, clock: quanta::Clock) -> Self {
-        self.clock = clock;
+    /// Stripes per route (default: the threads that can run at once, at most 16; clamped to
+    /// 1..=[`MAX_STRIPES`]). Each recording thread writes to one stripe of a route (picked once
+    /// per thread), so threads on different stripes never wait for each other; more stripes than
+    /// threads only costs memory (see "Cost and memory" in the [module docs](self)).
+    pub fn stripes(mut self, stripes: usize) -> Self {
+        self.stripes = stripes.clamp(1, MAX_STRIPES);
+        self
+    }
+
+    /// The clock windows and uptime are measured with (default: the system clock; a
+    /// [`Clock::mock`](crate::Clock::mock) in tests).
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock.quanta().clone();
         self
     }
 
     /// The summary.
     pub fn build(self) -> Live {
-        Live { inner: Arc::new(Inner::new(self.clock, self.window, self.prefix, self.max_routes)) }
+        let inner = Inner::new(self.clock, self.window, self.prefix, self.max_routes, self.stripes);
+        Live { inner: Arc::new(inner) }
     }
 }
 

@@ -78,16 +78,8 @@ fn check(what: &str, json: &Value, samples: &[f64]) {
     assert!((got - mean).abs() <= 1e-12 * mean.max(1.0), "{what} mean {got} vs {mean}");
 }
 
-/// The live recorder's clock (a `quanta` mock) and the layer's ([`tower_vitals::MockClock`]),
-/// moved together.
-struct Mocks(Arc<quanta::Mock>, tower_vitals::MockClock);
-
-impl Mocks {
-    fn advance(&self, by: Duration) {
-        self.0.increment(by);
-        self.1.advance(by);
-    }
-}
+/// The mock clock the live recorder and the layer share.
+type Mocks = tower_vitals::MockClock;
 
 /// Seconds as the layer computes them from mock nanoseconds.
 fn secs(ns: u64) -> f64 {
@@ -134,9 +126,8 @@ fn route<'j>(json: &'j Value, name: &str) -> &'j Value {
 
 #[test]
 fn vitals_json_percentiles_equal_hdrhistogram_and_the_window_rotates() {
-    let (clock, live_mock) = quanta::Clock::mock();
-    let (layer_clock, layer_mock) = tower_vitals::Clock::mock();
-    let mock = Mocks(live_mock, layer_mock);
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let layer_clock = clock.clone();
     // A one-hour window (two halves of 30 min): each phase below spans a few minutes of mock
     // time (its requests' own durations), well inside one half.
     let live = Live::builder().window(Duration::from_secs(3600)).clock(clock.clone()).build();
@@ -239,4 +230,205 @@ fn any_prefix_is_kept_apart_and_the_prefix_filter_keeps_one() {
     let one = only.snapshot();
     assert_eq!(one.services.len(), 1);
     assert_eq!(one.services[0].prefix, "api");
+}
+
+/// Two threads record into one route (through their own stripes, or one shared if they picked
+/// the same) while a third takes snapshots continuously and the window rotates every
+/// millisecond: the last snapshot holds every sample exactly once, and since-start counts never
+/// go back.
+#[test]
+fn two_threads_on_one_route_under_snapshots_and_rotations_lose_nothing() {
+    const PER_THREAD: u64 = 20_000;
+    let live = Live::builder().window(Duration::from_millis(2)).stripes(2).build();
+    let recorder = live.recorder();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let sample = |t: u64, i: u64| ((i % 997) + 1) as f64 * 1e-6 * (t + 1) as f64;
+    let snapshots = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let (mut taken, mut last) = (0u64, 0u64);
+            while done.load(std::sync::atomic::Ordering::Acquire) < 2 && taken < 1_000_000 {
+                let snap = live.snapshot();
+                let n = snap.services.first().and_then(|s| s.routes.first());
+                let n = n.map_or(0, |r| r.since_start.requests);
+                assert!(n >= last, "since start went back: {last} -> {n}");
+                assert!(n <= 2 * PER_THREAD, "counted twice: {n}");
+                last = n;
+                taken += 1;
+            }
+            taken
+        });
+        for t in 0..2u64 {
+            let (recorder, done) = (&recorder, &done);
+            s.spawn(move || {
+                metrics::with_local_recorder(recorder, || {
+                    let requests = metrics::counter!("http.server.requests", "http.route" => "/r");
+                    let duration =
+                        metrics::histogram!("http.server.request.duration", "http.route" => "/r");
+                    for i in 0..PER_THREAD {
+                        requests.increment(1);
+                        duration.record(sample(t, i));
+                    }
+                });
+                done.fetch_add(1, std::sync::atomic::Ordering::Release);
+            });
+        }
+        reader.join().expect("reader")
+    });
+    let samples: Vec<f64> =
+        (0..2).flat_map(|t| (0..PER_THREAD).map(move |i| sample(t, i))).collect();
+    let json: Value = serde_json::from_str(&live.json()).expect("json");
+    let r = route(&json, "/r");
+    assert_eq!(r["since_start"]["requests"].as_u64(), Some(2 * PER_THREAD));
+    check("since start duration", &r["since_start"]["duration"], &samples);
+    assert!(snapshots > 2, "the reader ran alongside ({snapshots} snapshots)");
+}
+
+/// 100 concurrent `/vitals.json` at the route cap, served by the app's own runtime (an admin
+/// route of the app's router): the app's requests keep their pace. Measured as a ratio in one
+/// run (no absolute time): the app's p99 while the 100 are in flight, over its p99 while 100
+/// readers fetch a static body of the same size, sent to all of them at once (the cost of
+/// moving those bytes, which the JSON cannot avoid), median of three rounds. App requests are
+/// due at a fixed pace and timed from when they were due, so a stalled worker shows as many
+/// slow requests. The target is 2× (0.4–1.1× measured on the shared 2-core machine); the bound
+/// asserted is 3×, because there one round's p99 swings by several times with the other load.
+/// Rendered on the async workers, one render per request, the app's requests wait for seconds
+/// (p99 33.8 s against 25.7 ms).
+#[test]
+fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    const EVERY: Duration = Duration::from_micros(500);
+
+    let live = Live::new();
+    metrics::with_local_recorder(&live.recorder(), || {
+        for r in 0..1100 {
+            let route = format!("/api/v1/resource-{r}/{{id}}/items");
+            let labels =
+                [("http.route", route.clone()), ("http.response.status_code", "200".into())];
+            metrics::counter!("http.server.requests", &labels).increment(1);
+            for name in ["request.duration", "application_time", "output_time"] {
+                let name = format!("http.server.{name}");
+                metrics::histogram!(name, "http.route" => route.clone()).record(0.0123);
+            }
+            metrics::histogram!("http.server.output_bytes", "http.route" => route.clone())
+                .record(512.0);
+            metrics::histogram!("http.server.output_blocks", "http.route" => route).record(1.0);
+        }
+    });
+    let render = Instant::now();
+    let size = live.json().len();
+    let render = render.elapsed();
+    assert!(size > 1_000_000, "the route cap's JSON is megabytes: {size} bytes");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let same_size = Bytes::from(vec![b' '; size]);
+    // The static bodies leave together once all 100 have been asked for, as the shared JSON
+    // does when its render is done.
+    let together = Arc::new(tokio::sync::Barrier::new(100));
+    let app = axum::Router::new()
+        .route("/hello", axum::routing::get(|| async { "hello" }))
+        .route(
+            "/same-size",
+            axum::routing::get(move || {
+                let (together, body) = (Arc::clone(&together), same_size.clone());
+                async move {
+                    together.wait().await;
+                    body
+                }
+            }),
+        )
+        .route("/vitals.json", axum::routing::get_service(live.service()));
+    let listener =
+        runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let connect = || {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    };
+    let mut probe = connect();
+    let mut buf = vec![0u8; 4096];
+    // One app request on a kept-alive connection, due at `due`: the time from `due` to its
+    // answer (a request held up delays the next ones, and they count that wait: a stalled app
+    // shows as many slow requests, not as one).
+    let mut hello = |due: Instant| {
+        probe.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\nhello") {
+            let n = probe.read(&mut buf).expect("an app request answered within 120 s");
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        due.elapsed()
+    };
+    // The app's p99 while 100 readers fetch `path` at once: an app request due every EVERY for
+    // at least 2 s (enough samples for a p99 that the machine's other load does not swing) and
+    // until every reader is done.
+    let mut p99_during = |path: &str| {
+        let finished = std::sync::atomic::AtomicUsize::new(0);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (mut times, bodies) = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..100)
+                .map(|_| {
+                    let (finished, request) = (&finished, &request);
+                    s.spawn(move || {
+                        let mut c = connect();
+                        c.write_all(request.as_bytes()).expect("write");
+                        let (mut buf, mut total) = (vec![0u8; 64 * 1024], 0);
+                        loop {
+                            match c.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => total += n,
+                                Err(e) => panic!("reading {path}: {e}"),
+                            }
+                        }
+                        finished.fetch_add(1, std::sync::atomic::Ordering::Release);
+                        total
+                    })
+                })
+                .collect();
+            let mut times = Vec::new();
+            let start = Instant::now();
+            while (finished.load(std::sync::atomic::Ordering::Acquire) < 100
+                || start.elapsed() < Duration::from_secs(2))
+                && start.elapsed() < Duration::from_secs(120)
+            {
+                let due = start + EVERY * times.len() as u32;
+                if let Some(early) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(early);
+                }
+                times.push(hello(due));
+            }
+            let bodies: Vec<usize> =
+                readers.into_iter().map(|r| r.join().expect("reader")).collect();
+            (times, bodies)
+        });
+        assert!(bodies.iter().all(|&n| n > size), "every reader got the whole body: {bodies:?}");
+        times.sort();
+        (times[(times.len() * 99 / 100).min(times.len() - 1)], times.len())
+    };
+    p99_during("/same-size"); // warm up: connections, buffers
+                              // Three rounds, each measured both ways back to back; the medians compared (the machine's
+                              // load moves between rounds).
+    let (mut bytes_only, mut json): (Vec<_>, Vec<_>) =
+        (0..3).map(|_| (p99_during("/same-size"), p99_during("/vitals.json"))).unzip();
+    eprintln!(
+        "app (p99, requests) per round: {bytes_only:?} with 100 static bodies, {json:?} with \
+         100 /vitals.json ({size} bytes, one render {render:?})"
+    );
+    bytes_only.sort();
+    json.sort();
+    let (bytes_only, json) = (bytes_only[1].0, json[1].0);
+    assert!(
+        json <= bytes_only * 3,
+        "the app's p99 went from {bytes_only:?} to {json:?} with 100 concurrent /vitals.json"
+    );
 }

@@ -1,17 +1,20 @@
 //! The summary recorder: a `metrics::Recorder` that understands the layer's metric names under
-//! any prefix and keeps them per route, behind one lock per route.
+//! any prefix and keeps them per route, in stripes: each recording thread writes its own
+//! stripe's numbers under that stripe's lock, and snapshots merge the stripes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 
-use super::window::{self, RouteStats, Time, HISTORY_POINTS};
+use crossbeam_utils::CachePadded;
+
+use super::window::{self, RouteTotals, StripeStats, Time, HISTORY_POINTS};
 use crate::labels::{ERROR_TYPE, METHOD, OVERFLOW, ROUTE, STATUS, UNMATCHED};
 use crate::MetricNames;
 
@@ -41,43 +44,44 @@ fn suffixes() -> [(String, Kind); 8] {
     ]
 }
 
-/// An `f64` in an atomic (bits), for gauges.
-#[derive(Debug)]
-pub(crate) struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    pub(crate) fn new(v: f64) -> Self {
-        AtomicF64(AtomicU64::new(v.to_bits()))
-    }
-    pub(crate) fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-    fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
-    }
-    fn add(&self, d: f64) {
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-            let old = f64::from_bits(bits);
-            Some((if old.is_nan() { d } else { old + d }).to_bits())
-        });
-    }
+/// The gauge value held by `gauge` (metrics' `GaugeFn for AtomicU64` keeps an `f64`'s bits).
+pub(crate) fn gauge_value(gauge: &AtomicU64) -> f64 {
+    f64::from_bits(gauge.load(Ordering::Relaxed))
 }
 
-impl GaugeFn for AtomicF64 {
-    fn increment(&self, value: f64) {
-        self.add(value);
+/// The stripe index of the calling thread, picked once per thread: threads take consecutive
+/// numbers as they first record, so the workers of a runtime land on different stripes.
+fn thread_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
-    fn decrement(&self, value: f64) {
-        self.add(-value);
-    }
-    fn set(&self, value: f64) {
-        AtomicF64::set(self, value);
-    }
+    STRIPE.with(|s| *s)
 }
 
-/// One route: its numbers behind its own lock.
+/// One stripe of a route: its own lock on its own cache line, its numbers allocated when a
+/// thread first records into it.
+pub(crate) type Stripe = CachePadded<Mutex<Option<Box<StripeStats>>>>;
+
+/// One route: one stripe per group of recording threads (a thread's stripe lock is contended
+/// only by a snapshot, or by another thread that picked the same stripe), and the totals kept
+/// once per route.
 pub(crate) struct RouteState {
-    pub(crate) stats: Mutex<RouteStats>,
+    pub(crate) stripes: Box<[Stripe]>,
+    pub(crate) totals: Mutex<RouteTotals>,
+}
+
+impl RouteState {
+    fn new(stripes: usize) -> Self {
+        RouteState {
+            stripes: (0..stripes).map(|_| CachePadded::new(Mutex::new(None))).collect(),
+            totals: Mutex::new(RouteTotals::new()),
+        }
+    }
+
+    pub(crate) fn totals(&self) -> MutexGuard<'_, RouteTotals> {
+        self.totals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One prefix (one layer, usually).
@@ -85,9 +89,9 @@ pub(crate) struct RouteState {
 pub(crate) struct Service {
     pub(crate) routes: BTreeMap<String, Arc<RouteState>>,
     /// `active_requests` by method.
-    pub(crate) active: BTreeMap<String, Arc<AtomicF64>>,
+    pub(crate) active: BTreeMap<String, Arc<AtomicU64>>,
     /// `utilization` (NaN until set).
-    pub(crate) utilization: Option<Arc<AtomicF64>>,
+    pub(crate) utilization: Option<Arc<AtomicU64>>,
 }
 
 /// Everything a [`Live`](super::Live) holds.
@@ -97,11 +101,15 @@ pub(crate) struct Inner {
     pub(crate) window: Duration,
     pub(crate) prefix: Option<String>,
     pub(crate) max_routes: usize,
+    /// Stripes per route.
+    pub(crate) stripes: usize,
     suffixes: [(String, Kind); 8],
     /// Taken only to register a new label set and to take a snapshot, never per request.
     pub(crate) services: Mutex<BTreeMap<String, Service>>,
-    /// Route-lock acquisitions that found the lock taken (contention, since start).
+    /// Stripe-lock acquisitions that found the lock taken (contention, since start).
     pub(crate) lock_waits: AtomicU64,
+    /// The last `/vitals.json` body and the render in progress.
+    pub(crate) json: super::render::SharedJson,
 }
 
 impl Inner {
@@ -110,6 +118,7 @@ impl Inner {
         window: Duration,
         prefix: Option<String>,
         max_routes: usize,
+        stripes: usize,
     ) -> Self {
         let start = clock.now();
         Inner {
@@ -118,9 +127,11 @@ impl Inner {
             window,
             prefix,
             max_routes: max_routes.max(1),
+            stripes: stripes.max(1),
             suffixes: suffixes(),
             services: Mutex::new(BTreeMap::new()),
             lock_waits: AtomicU64::new(0),
+            json: super::render::SharedJson::default(),
         }
     }
 
@@ -144,40 +155,51 @@ impl Inner {
         self.services.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Locks `route`, counting a wait if it was taken.
-    fn lock<'r>(&self, route: &'r RouteState) -> MutexGuard<'r, RouteStats> {
-        match route.stats.try_lock() {
+    /// Locks the calling thread's stripe of `route`, counting a wait if it was taken, and
+    /// makes its numbers if it has none yet.
+    fn with_stripe<R>(&self, route: &RouteState, f: impl FnOnce(&mut StripeStats) -> R) -> R {
+        let stripe = &route.stripes[thread_stripe() % route.stripes.len()];
+        let mut guard = match stripe.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::WouldBlock) => {
                 self.lock_waits.fetch_add(1, Ordering::Relaxed);
-                route.stats.lock().unwrap_or_else(PoisonError::into_inner)
+                stripe.lock().unwrap_or_else(PoisonError::into_inner)
             }
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        }
+        };
+        f(guard.get_or_insert_with(|| Box::new(StripeStats::new())))
     }
 
-    /// Reads the clock, locks `route`, rotates its window to now, and runs `f` with the
-    /// current history step (kept as the route's step for the recordings that follow).
+    /// Reads the clock, locks the thread's stripe of `route`, rotates its window to now, and
+    /// runs `f` with the current history step (kept as the stripe's step for the recordings
+    /// that follow).
     fn with_route_now<R>(
         &self,
         route: &RouteState,
-        f: impl FnOnce(&mut RouteStats, u64) -> R,
+        f: impl FnOnce(&mut StripeStats, u64) -> R,
     ) -> R {
         let now = self.elapsed_nanos();
-        let mut stats = self.lock(route);
-        stats.rotate(now / self.slot_nanos());
-        let step = now / self.step_nanos();
-        stats.step = stats.step.max(step);
-        f(&mut stats, step)
+        self.with_stripe(route, |stats| {
+            let epoch = now / self.slot_nanos();
+            if stats.behind(epoch) {
+                // Lock order: a stripe, then the route's totals (snapshots take the same order).
+                stats.rotate(epoch, &mut route.totals().total);
+            }
+            let step = now / self.step_nanos();
+            stats.step = stats.step.max(step);
+            f(stats, step)
+        })
     }
 
-    /// Locks `route` and runs `f` with the route's last step, without reading the clock: the
-    /// layer increments `requests` (which reads it and rotates) just before it records the
-    /// histograms of the same request, so they land in the same window slot and history step.
-    fn with_route<R>(&self, route: &RouteState, f: impl FnOnce(&mut RouteStats, u64) -> R) -> R {
-        let mut stats = self.lock(route);
-        let step = stats.step;
-        f(&mut stats, step)
+    /// Locks the thread's stripe of `route` and runs `f` with the stripe's last step, without
+    /// reading the clock: the layer increments `requests` (which reads it and rotates) just
+    /// before it records the histograms of the same request on the same thread, so they land
+    /// in the same stripe, window slot and history step.
+    fn with_route<R>(&self, route: &RouteState, f: impl FnOnce(&mut StripeStats, u64) -> R) -> R {
+        self.with_stripe(route, |stats| {
+            let step = stats.step;
+            f(stats, step)
+        })
     }
 
     /// The layer metric `name` is, and its prefix; `None` for anything else.
@@ -205,7 +227,7 @@ impl Inner {
             service
                 .routes
                 .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(RouteState { stats: Mutex::new(RouteStats::new()) })),
+                .or_insert_with(|| Arc::new(RouteState::new(self.stripes))),
         )
     }
 }
@@ -275,10 +297,7 @@ impl Recorder for LiveRecorder {
             return Counter::noop();
         };
         let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
-        let error = label(key, ERROR_TYPE).map(|e| {
-            let mut stats = route.stats.lock().unwrap_or_else(PoisonError::into_inner);
-            stats.error_index(e)
-        });
+        let error = label(key, ERROR_TYPE).map(|e| route.totals().error_index(e));
         let class = window::status_class(label(key, STATUS));
         Counter::from_arc(Arc::new(RequestsHandle {
             inner: Arc::clone(&self.inner),
@@ -295,13 +314,16 @@ impl Recorder for LiveRecorder {
         match kind {
             Kind::Active => {
                 let method = label(key, METHOD).unwrap_or("").to_owned();
-                let gauge =
-                    service.active.entry(method).or_insert_with(|| Arc::new(AtomicF64::new(0.0)));
+                let gauge = service
+                    .active
+                    .entry(method)
+                    .or_insert_with(|| Arc::new(AtomicU64::new(0.0f64.to_bits())));
                 Gauge::from_arc(Arc::clone(gauge))
             }
             Kind::Utilization => {
-                let gauge =
-                    service.utilization.get_or_insert_with(|| Arc::new(AtomicF64::new(f64::NAN)));
+                let gauge = service
+                    .utilization
+                    .get_or_insert_with(|| Arc::new(AtomicU64::new(f64::NAN.to_bits())));
                 Gauge::from_arc(Arc::clone(gauge))
             }
             _ => Gauge::noop(),
@@ -329,7 +351,7 @@ mod tests {
     use super::*;
 
     fn inner(prefix: Option<&str>) -> Inner {
-        Inner::new(quanta::Clock::mock().0, Duration::from_secs(60), prefix.map(Into::into), 3)
+        Inner::new(quanta::Clock::mock().0, Duration::from_secs(60), prefix.map(Into::into), 3, 2)
     }
 
     #[test]

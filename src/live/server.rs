@@ -48,13 +48,15 @@ type Answer = Pin<Box<dyn Future<Output = Response<MetricsBody>> + Send>>;
 
 /// The answer of the listener: `/vitals`, `/vitals.json`, and `/metrics` when given (the same
 /// answer as the `/metrics` listener's: text or protobuf by `Accept`, rendered off the workers).
-fn answer(inner: &Inner, metrics: Option<&PrometheusMetrics>, request: Request<()>) -> Answer {
+fn answer(inner: &Arc<Inner>, metrics: Option<&PrometheusMetrics>, request: Request<()>) -> Answer {
     let path = request.uri().path();
     match (path, metrics) {
         ("/vitals" | "/vitals.json", _) => {
             let page = super::page::answer(inner, request.method(), path);
-            let page = page.map(|text| MetricsBody::new(bytes::Bytes::from(text)));
-            Box::pin(std::future::ready(page))
+            Box::pin(async move {
+                let page = page.await.unwrap_or_else(|never| match never {});
+                page.map(|body| MetricsBody::new(body.bytes()))
+            })
         }
         ("/metrics", Some(metrics)) => {
             let metrics = metrics.clone();

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram as Hdr;
 
-use super::recorder::{Inner, RouteState};
-use super::window::{Period, Point, RouteStats, STATUS_CLASSES};
+use super::recorder::{gauge_value, Inner, RouteState, Stripe};
+use super::window::{Period, Point, StripeStats, STATUS_CLASSES};
 
 /// A route is flagged for small blocks when its responses average fewer than this many bytes
 /// per block (the layer's [`SmallBlockWarning`](crate::SmallBlockWarning) default) …
-pub const SMALL_BLOCK_BYTES: u64 = 512;
+pub const SMALL_BLOCK_BYTES: u64 = crate::small_blocks::DEFAULT_MIN_AVERAGE_BYTES;
 /// … over at least this many blocks, with at least two blocks per response on average (a
 /// response sent in one frame cannot be sent in fewer).
-pub const SMALL_BLOCK_MIN_BLOCKS: u64 = 4096;
+pub const SMALL_BLOCK_MIN_BLOCKS: u64 = crate::small_blocks::DEFAULT_MIN_BLOCKS;
 
 /// Everything at one moment. Made by [`Live::snapshot`](super::Live::snapshot).
 #[derive(Clone, Debug, PartialEq)]
@@ -143,13 +143,13 @@ impl Percentiles {
 }
 
 impl PeriodSnapshot {
-    fn of(p: &Period<u64>, stats: &RouteStats, covered: Duration) -> Self {
+    fn of(p: &Period<u64>, error_names: &[String], covered: Duration) -> Self {
         let errors = p
             .errors
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .filter_map(|(i, n)| Some((stats.error_names.get(i)?.clone(), *n)))
+            .filter_map(|(i, n)| Some((error_names.get(i)?.clone(), *n)))
             .collect();
         let status = STATUS_CLASSES
             .iter()
@@ -203,7 +203,7 @@ impl PeriodSnapshot {
 }
 
 pub(crate) fn take(inner: &Inner) -> Snapshot {
-    // Copy the route list, then read each route under its own lock (never two locks at once).
+    // Copy the route list, then read each route on its own (never two routes' locks at once).
     let listed: Vec<(String, RouteList, ServiceGauges)> = {
         let services = inner.services();
         services
@@ -211,15 +211,19 @@ pub(crate) fn take(inner: &Inner) -> Snapshot {
             .map(|(prefix, s)| {
                 let routes = s.routes.iter().map(|(n, r)| (n.clone(), Arc::clone(r))).collect();
                 let gauges = ServiceGauges {
-                    active: s.active.iter().map(|(m, g)| (m.clone(), g.get())).collect(),
-                    utilization: s.utilization.as_ref().map(|g| g.get()).filter(|u| !u.is_nan()),
+                    active: s.active.iter().map(|(m, g)| (m.clone(), gauge_value(g))).collect(),
+                    utilization: s
+                        .utilization
+                        .as_ref()
+                        .map(|g| gauge_value(g))
+                        .filter(|u| !u.is_nan()),
                 };
                 (prefix.clone(), routes, gauges)
             })
             .collect()
     };
     let now = inner.elapsed_nanos();
-    let (slot, step) = (inner.slot_nanos(), inner.step_nanos());
+    let clock = Now { nanos: now, slot: inner.slot_nanos(), step: inner.step_nanos() };
     let uptime = Duration::from_nanos(now);
     let mut heap_bytes = 0;
     let services = listed
@@ -231,29 +235,73 @@ pub(crate) fn take(inner: &Inner) -> Snapshot {
             utilization: gauges.utilization,
             routes: routes
                 .into_iter()
-                .map(|(route, state)| {
-                    let mut stats = state.stats.lock().unwrap_or_else(PoisonError::into_inner);
-                    stats.rotate(now / slot);
-                    heap_bytes += stats.heap_bytes();
-                    let covered =
-                        Duration::from_nanos(now.saturating_sub(stats.window_start(slot)));
-                    RouteSnapshot {
-                        route,
-                        since_start: PeriodSnapshot::of(&stats.total, &stats, uptime),
-                        window: PeriodSnapshot::of(&stats.window(), &stats, covered),
-                        history: stats.history(now / step).into_iter().map(point).collect(),
-                    }
-                })
+                .map(|(route, state)| read_route(route, &state, &clock, uptime, &mut heap_bytes))
                 .collect(),
         })
         .collect();
     Snapshot {
         uptime,
         window: inner.window,
-        history_step: Duration::from_nanos(step),
+        history_step: Duration::from_nanos(clock.step),
         lock_waits: inner.lock_waits.load(std::sync::atomic::Ordering::Relaxed),
         heap_bytes,
         services,
+    }
+}
+
+/// The moment of a snapshot: nanoseconds since start, and the slot and step lengths.
+struct Now {
+    nanos: u64,
+    slot: u64,
+    step: u64,
+}
+
+/// One route, its stripes merged. Holds every stripe's lock, then the route's totals (the
+/// request path's order: a stripe, then the totals), so each sample is counted exactly once:
+/// either in the totals or in its stripe's current slot.
+fn read_route(
+    route: String,
+    state: &RouteState,
+    now: &Now,
+    uptime: Duration,
+    heap_bytes: &mut usize,
+) -> RouteSnapshot {
+    let mut stripes: Vec<_> =
+        state.stripes.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner)).collect();
+    let mut totals = state.totals();
+    let epoch = now.nanos / now.slot;
+    let mut since_start = Period::<u64>::new();
+    let mut window = Period::<u64>::new();
+    let mut history: Vec<Point> = Vec::new();
+    let mut window_start = epoch.saturating_mul(now.slot);
+    for stats in stripes.iter_mut().filter_map(|g| g.as_deref_mut()) {
+        stats.rotate(epoch, &mut totals.total);
+    }
+    totals.total.add_into(&mut since_start);
+    *heap_bytes += totals.heap_bytes() + stripes.len() * std::mem::size_of::<Stripe>();
+    for stats in stripes.iter().filter_map(|g| g.as_deref()) {
+        stats.add_into(&mut since_start, &mut window);
+        window_start = window_start.min(stats.window_start(now.slot));
+        *heap_bytes += stats.heap_bytes() + std::mem::size_of::<StripeStats>();
+        let points = stats.history(now.nanos / now.step);
+        if history.is_empty() {
+            history = points;
+        } else {
+            history.iter_mut().zip(&points).for_each(|(h, p)| h.add(p));
+        }
+    }
+    if history.is_empty() {
+        history = StripeStats::new().history(now.nanos / now.step);
+    }
+    let names = totals.error_names.clone();
+    drop(totals);
+    drop(stripes);
+    let covered = Duration::from_nanos(now.nanos.saturating_sub(window_start));
+    RouteSnapshot {
+        route,
+        since_start: PeriodSnapshot::of(&since_start, &names, uptime),
+        window: PeriodSnapshot::of(&window, &names, covered),
+        history: history.into_iter().map(point).collect(),
     }
 }
 

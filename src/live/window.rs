@@ -1,5 +1,6 @@
-//! One route's numbers: hdrhistograms of the three times since start and over a rotating
-//! window, counts by `error.type` and status class, body sums, and a short history ring.
+//! One route's numbers: hdrhistograms of the three times over a rotating window (per stripe)
+//! and since start (per route), counts by `error.type` and status class, body sums, and a
+//! short history ring (per stripe).
 //!
 //! Pure data, driven by the caller's clock readings (nanoseconds since the recorder started),
 //! so that rotation is tested on a mock clock.
@@ -24,6 +25,15 @@ pub(crate) enum Time {
     Application = 1,
     Output = 2,
 }
+
+/// Heap bytes of one stripe at most: two window halves of three full time histograms (3,328
+/// 32-bit counts each).
+#[cfg(test)]
+pub(crate) const STRIPE_MAX_BYTES: usize = 2 * 3 * 3328 * 4;
+/// Heap bytes of a route's since-start histograms at most: three full time histograms with
+/// 64-bit counts (plus up to [`MAX_ERROR_TYPES`] `error.type` names).
+#[cfg(test)]
+pub(crate) const TOTALS_MAX_BYTES: usize = 3 * 3328 * 8;
 
 /// Status classes: `1xx` … `5xx`, and `none` (no response head: cancelled, service error).
 pub(crate) const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -69,7 +79,7 @@ pub(crate) struct Period<C: Counter> {
 }
 
 impl<C: Counter> Period<C> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Period {
             requests: 0,
             errors: Vec::new(),
@@ -113,8 +123,33 @@ impl<C: Counter> Period<C> {
         self.time_sums[i] += seconds;
     }
 
+    /// Adds this period into `into` (64-bit counts).
+    pub(crate) fn add_into(&self, into: &mut Period<u64>) {
+        into.requests = into.requests.saturating_add(self.requests);
+        if into.errors.len() < self.errors.len() {
+            into.errors.resize(self.errors.len(), 0);
+        }
+        for (i, e) in self.errors.iter().enumerate() {
+            into.errors[i] = into.errors[i].saturating_add(*e);
+        }
+        for c in 0..6 {
+            into.status[c] = into.status[c].saturating_add(self.status[c]);
+        }
+        for t in 0..3 {
+            for v in self.times[t].iter_recorded() {
+                let n = v.count_at_value().as_u64();
+                // Auto-resizing up to MAX_MICROS (values were clamped): adding cannot fail.
+                let _ = into.times[t].record_n(v.value_iterated_to(), n);
+            }
+            into.time_sums[t] += self.time_sums[t];
+        }
+        into.bodies = into.bodies.saturating_add(self.bodies);
+        into.bytes = into.bytes.saturating_add(self.bytes);
+        into.blocks = into.blocks.saturating_add(self.blocks);
+    }
+
     /// Bytes of heap held by the histograms.
-    fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.times.iter().map(|h| h.distinct_values() * std::mem::size_of::<C>()).sum::<usize>()
             + self.errors.capacity() * 8
     }
@@ -130,36 +165,30 @@ pub(crate) struct Point {
     pub(crate) duration_max: f64,
 }
 
-/// Everything kept for one route. Guarded by the route's own lock.
-pub(crate) struct RouteStats {
-    /// `error.type` names, by index.
-    pub(crate) error_names: Vec<String>,
-    pub(crate) total: Period<u64>,
-    /// The window: the previous slot and the current one (each half a window long).
-    slots: [Period<u32>; 2],
-    /// Index of the current slot in `slots`.
-    current: usize,
-    /// Slot number (elapsed / slot length) of the current slot.
-    epoch: u64,
-    /// Whether the previous slot holds the slot just before `epoch` (not an older one).
-    previous_valid: bool,
-    /// The history step of the last `requests` increment (histograms record into it).
-    pub(crate) step: u64,
-    history: [Point; HISTORY_POINTS],
+impl Point {
+    /// Adds `other` (the same step, from another stripe) into this point.
+    pub(crate) fn add(&mut self, other: &Point) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.duration_sum += other.duration_sum;
+        self.duration_max = self.duration_max.max(other.duration_max);
+    }
 }
 
-impl RouteStats {
+/// What a route keeps once, beside its stripes: everything since start that has left the
+/// stripes' current slots, and the `error.type` names. Guarded by the route's own lock, taken
+/// when a stripe rotates (twice per window at most), when a label set is registered, and by
+/// snapshots.
+pub(crate) struct RouteTotals {
+    /// `error.type` names, by index.
+    pub(crate) error_names: Vec<String>,
+    /// Since start, except what the stripes' current slots hold.
+    pub(crate) total: Period<u64>,
+}
+
+impl RouteTotals {
     pub(crate) fn new() -> Self {
-        RouteStats {
-            error_names: Vec::new(),
-            total: Period::new(),
-            slots: [Period::new(), Period::new()],
-            current: 0,
-            epoch: 0,
-            previous_valid: false,
-            step: 0,
-            history: [Point::default(); HISTORY_POINTS],
-        }
+        RouteTotals { error_names: Vec::new(), total: Period::new() }
     }
 
     /// The index of `error.type` value `name`, adding it if new (past the cap: `_other`).
@@ -184,12 +213,54 @@ impl RouteStats {
         }
     }
 
-    /// Moves the window to slot `epoch`: the current slot becomes the previous one if it is
-    /// the slot just before, else both are cleared.
-    pub(crate) fn rotate(&mut self, epoch: u64) {
+    /// Heap bytes held (the since-start histograms and the `error.type` names).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.total.heap_bytes() + self.error_names.iter().map(|n| n.capacity() + 24).sum::<usize>()
+    }
+}
+
+/// What one stripe of a route records: the window's two slots and the history ring. The
+/// threads that picked this stripe record into it, under the stripe's own lock; since-start
+/// figures are the route's [`RouteTotals`] plus every stripe's current slot.
+pub(crate) struct StripeStats {
+    /// The window: the previous slot and the current one (each half a window long).
+    slots: [Period<u32>; 2],
+    /// Index of the current slot in `slots`.
+    current: usize,
+    /// Slot number (elapsed / slot length) of the current slot.
+    epoch: u64,
+    /// Whether the previous slot holds the slot just before `epoch` (not an older one).
+    previous_valid: bool,
+    /// The history step of the last `requests` increment (histograms record into it).
+    pub(crate) step: u64,
+    history: [Point; HISTORY_POINTS],
+}
+
+impl StripeStats {
+    pub(crate) fn new() -> Self {
+        StripeStats {
+            slots: [Period::new(), Period::new()],
+            current: 0,
+            epoch: 0,
+            previous_valid: false,
+            step: 0,
+            history: [Point::default(); HISTORY_POINTS],
+        }
+    }
+
+    /// Whether [`rotate`](Self::rotate) to `epoch` has anything to do.
+    pub(crate) fn behind(&self, epoch: u64) -> bool {
+        epoch > self.epoch
+    }
+
+    /// Moves the window to slot `epoch`: the current slot is added to `totals` (it leaves the
+    /// stripe's since-start share) and becomes the previous one if it is the slot just before,
+    /// else both are cleared.
+    pub(crate) fn rotate(&mut self, epoch: u64, totals: &mut Period<u64>) {
         if epoch <= self.epoch {
             return;
         }
+        self.slots[self.current].add_into(totals);
         if epoch == self.epoch + 1 {
             self.current ^= 1;
             self.previous_valid = true;
@@ -211,7 +282,6 @@ impl RouteStats {
 
     /// `n` finished requests (the `requests` counter).
     pub(crate) fn count(&mut self, step: u64, n: u64, error: Option<usize>, class: u8) {
-        self.total.count(n, error, class);
         self.slots[self.current].count(n, error, class);
         let p = self.point(step);
         p.requests = p.requests.saturating_add(n);
@@ -228,7 +298,6 @@ impl RouteStats {
         } else {
             0.0
         };
-        self.total.time(which, us, seconds);
         self.slots[self.current].time(which, us, seconds);
         if which == Time::Duration && seconds > 0.0 {
             let p = self.point(step);
@@ -240,51 +309,28 @@ impl RouteStats {
     /// One response's body bytes (`output_bytes`); counts the response.
     pub(crate) fn bytes(&mut self, value: f64) {
         let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
-        for p in [&mut self.total.bytes, &mut self.slots[self.current].bytes] {
-            *p = p.saturating_add(v);
-        }
-        self.total.bodies += 1;
-        self.slots[self.current].bodies += 1;
+        let slot = &mut self.slots[self.current];
+        slot.bytes = slot.bytes.saturating_add(v);
+        slot.bodies += 1;
     }
 
     /// One response's body blocks (`output_blocks`).
     pub(crate) fn blocks(&mut self, value: f64) {
         let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
-        for p in [&mut self.total.blocks, &mut self.slots[self.current].blocks] {
-            *p = p.saturating_add(v);
-        }
+        let slot = &mut self.slots[self.current];
+        slot.blocks = slot.blocks.saturating_add(v);
     }
 
-    /// The window's two slots merged (previous only if it is the one just before), as one
-    /// period with 64-bit counts.
-    pub(crate) fn window(&self) -> Period<u64> {
-        let mut w = Period::<u64>::new();
+    /// Adds what this stripe holds since start and not yet in the route's totals (its current
+    /// slot) into `since_start`, and its window (previous slot only if it is the one just
+    /// before) into `window`.
+    pub(crate) fn add_into(&self, since_start: &mut Period<u64>, window: &mut Period<u64>) {
         let cur = &self.slots[self.current];
-        let prev = &self.slots[self.current ^ 1];
-        let parts: &[&Period<u32>] = if self.previous_valid { &[prev, cur] } else { &[cur] };
-        for p in parts {
-            w.requests += p.requests;
-            if w.errors.len() < p.errors.len() {
-                w.errors.resize(p.errors.len(), 0);
-            }
-            for (i, e) in p.errors.iter().enumerate() {
-                w.errors[i] += e;
-            }
-            for c in 0..6 {
-                w.status[c] += p.status[c];
-            }
-            for t in 0..3 {
-                for v in p.times[t].iter_recorded() {
-                    let _ =
-                        w.times[t].record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
-                }
-                w.time_sums[t] += p.time_sums[t];
-            }
-            w.bodies += p.bodies;
-            w.bytes += p.bytes;
-            w.blocks += p.blocks;
+        cur.add_into(since_start);
+        if self.previous_valid {
+            self.slots[self.current ^ 1].add_into(window);
         }
-        w
+        cur.add_into(window);
     }
 
     /// When the window starts, in nanoseconds since the recorder started.
@@ -308,11 +354,9 @@ impl RouteStats {
             .collect()
     }
 
-    /// Heap bytes held (histogram counts and error vectors).
+    /// Heap bytes held (the window slots' histogram counts and error vectors).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.total.heap_bytes()
-            + self.slots.iter().map(Period::heap_bytes).sum::<usize>()
-            + self.error_names.iter().map(|n| n.capacity() + 24).sum::<usize>()
+        self.slots.iter().map(Period::heap_bytes).sum::<usize>()
     }
 }
 
@@ -320,55 +364,81 @@ impl RouteStats {
 mod tests {
     use super::*;
 
+    /// A stripe's window and its since-start share added to the route's totals.
+    fn read(r: &StripeStats, totals: &Period<u64>) -> (Period<u64>, Period<u64>) {
+        let mut since = Period::new();
+        totals.add_into(&mut since);
+        let mut window = Period::new();
+        r.add_into(&mut since, &mut window);
+        (since, window)
+    }
+
     #[test]
     fn rotation_keeps_the_previous_slot_and_drops_older_ones() {
-        let mut r = RouteStats::new();
+        let mut totals = Period::new();
+        let mut r = StripeStats::new();
         r.count(0, 1, None, 2);
         r.time(0, Time::Duration, 0.001);
-        r.rotate(1);
+        r.rotate(1, &mut totals);
         r.count(0, 2, None, 2);
-        assert_eq!(r.window().requests, 3, "previous slot + current slot");
-        assert_eq!(r.window().times[0].len(), 1);
-        r.rotate(2);
-        assert_eq!(r.window().requests, 2, "slot 0 left the window");
-        r.rotate(5);
-        assert_eq!(r.window().requests, 0, "a gap clears both");
-        assert_eq!(r.total.requests, 3, "since start keeps everything");
+        assert_eq!(read(&r, &totals).1.requests, 3, "previous slot + current slot");
+        assert_eq!(read(&r, &totals).1.times[0].len(), 1);
+        r.rotate(2, &mut totals);
+        assert_eq!(read(&r, &totals).1.requests, 2, "slot 0 left the window");
+        r.rotate(5, &mut totals);
+        assert_eq!(read(&r, &totals).1.requests, 0, "a gap clears both");
+        let (since, _) = read(&r, &totals);
+        assert_eq!(since.requests, 3, "since start keeps everything");
+        assert_eq!(since.times[0].len(), 1);
         assert_eq!(r.window_start(10), 50);
     }
 
     #[test]
-    fn memory_per_route_is_bounded() {
-        let mut r = RouteStats::new();
-        let small = {
-            let mut r = RouteStats::new();
-            for t in [Time::Duration, Time::Application, Time::Output] {
-                r.time(0, t, 0.9);
-            }
-            r.rotate(1);
-            for t in [Time::Duration, Time::Application, Time::Output] {
-                r.time(0, t, 0.9);
-            }
-            r.heap_bytes()
-        };
-        for epoch in 0..3 {
-            r.rotate(epoch);
-            for t in [Time::Duration, Time::Application, Time::Output] {
-                r.time(0, t, 1e9); // clamped to 1 h: the largest each histogram can grow
-            }
+    fn since_start_counts_each_sample_once_across_rotations() {
+        let mut totals = Period::new();
+        let mut r = StripeStats::new();
+        for epoch in 0..10 {
+            r.rotate(epoch, &mut totals);
+            r.count(0, 1, None, 2);
+            r.time(0, Time::Duration, 0.002);
+            r.bytes(10.0);
+            let (since, _) = read(&r, &totals);
+            assert_eq!(since.requests, epoch + 1);
+            assert_eq!(since.times[0].len(), epoch + 1);
+            assert_eq!(since.bytes, 10 * (epoch + 1));
         }
+    }
+
+    #[test]
+    fn memory_per_route_is_bounded() {
+        let fill = |seconds: f64| {
+            let mut totals = Period::new();
+            let mut r = StripeStats::new();
+            for epoch in 0..3 {
+                r.rotate(epoch, &mut totals);
+                for t in [Time::Duration, Time::Application, Time::Output] {
+                    r.time(0, t, seconds);
+                }
+            }
+            (r.heap_bytes(), totals.heap_bytes())
+        };
         let counts = time_histogram::<u64>();
         let mut full = counts.clone();
         let _ = full.record(MAX_MICROS);
         assert_eq!(full.distinct_values(), 3328, "counts of a full time histogram");
+        // Clamped to 1 h: the largest each histogram can grow.
+        let (stripe, totals) = fill(1e9);
+        let (small_stripe, small_totals) = fill(0.9);
         eprintln!(
-            "heap per route: full {} B, slowest request under 1 s {} B",
-            r.heap_bytes(),
-            small
+            "heap per stripe: full {stripe} B, under 1 s {small_stripe} B, + {} B of struct; \
+             per route's totals: full {totals} B, under 1 s {small_totals} B",
+            std::mem::size_of::<StripeStats>()
         );
-        assert_eq!(r.heap_bytes(), 3 * 3328 * 8 + 2 * 3 * 3328 * 4);
-        assert!(r.heap_bytes() <= 160 * 1024);
-        assert!(small < 112 * 1024, "{small}");
+        assert_eq!(stripe, 2 * 3 * 3328 * 4, "two window halves, 32-bit counts");
+        assert_eq!(totals, 3 * 3328 * 8, "since start, 64-bit counts");
+        assert_eq!(stripe, STRIPE_MAX_BYTES);
+        assert_eq!(totals, TOTALS_MAX_BYTES);
+        assert!(small_stripe < 44 * 1024 && small_totals < 44 * 1024);
     }
 
     #[test]
@@ -385,7 +455,7 @@ mod tests {
 
     #[test]
     fn error_types_are_capped() {
-        let mut r = RouteStats::new();
+        let mut r = RouteTotals::new();
         for i in 0..(MAX_ERROR_TYPES + 10) {
             r.error_index(&format!("e{i}"));
         }
@@ -395,7 +465,7 @@ mod tests {
 
     #[test]
     fn history_ring_forgets_old_steps() {
-        let mut r = RouteStats::new();
+        let mut r = StripeStats::new();
         r.count(3, 1, Some(0), 5);
         r.count(3 + HISTORY_POINTS as u64, 4, None, 2);
         let h = r.history(3 + HISTORY_POINTS as u64);
