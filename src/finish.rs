@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::exemplar::{Sample, Scope, TraceId};
 use crate::grpc::StatusKey;
 use crate::handles::{PackedKey, ResponseHandles};
 use crate::labels::{self, Outcome};
@@ -26,6 +27,8 @@ pub(crate) struct RequestTags {
     pub(crate) scheme: u8,
     /// Value ids of the user's label keys.
     pub(crate) labels: ValueIds,
+    /// The request's trace id (exemplars on, and the request had one).
+    pub(crate) trace: Option<TraceId>,
 }
 
 /// What one request has measured so far. Only integers: no allocation, no lock.
@@ -39,6 +42,9 @@ pub(crate) struct Record {
     /// request's label set, packed as the handle cache looks them up.
     key: PackedKey,
     labels: ValueIds,
+    /// The request's trace id as two words (`[0, 0]`: none; an `Option<TraceId>` would align
+    /// the record to 16 bytes).
+    trace: [u64; 2],
     blocks: u64,
     bytes: u64,
     /// Sum of raw clock deltas during which a frame was held downstream. While a frame is out
@@ -74,6 +80,10 @@ impl Record {
             head_at: 0,
             key: PackedKey::new(tags.route, tags.method, tags.protocol, tags.scheme),
             labels: tags.labels,
+            trace: tags.trace.map_or([0; 2], |id| {
+                let id = id.to_u128();
+                [(id >> 64) as u64, id as u64]
+            }),
             blocks: 0,
             bytes: 0,
             held: 0,
@@ -242,15 +252,37 @@ impl Record {
     fn record_into(&self, handles: &ResponseHandles, end: u64) {
         let seconds_per_tick = self.shared.seconds_per_tick;
         let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
-        handles.requests.increment(1);
-        handles.duration.record(seconds(end.saturating_sub(self.t0)));
-        if self.flags & HEAD != 0 {
-            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+        if self.trace != [0; 2] {
+            self.record_with_trace(handles, end);
+        } else {
+            handles.requests.increment(1);
+            handles.duration.record(seconds(end.saturating_sub(self.t0)));
+            if self.flags & HEAD != 0 {
+                handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+            }
         }
         if self.status() != 0 {
             handles.output_time.record(seconds(self.held()));
             handles.output_blocks.record(self.blocks as f64);
             handles.output_bytes.record(self.bytes as f64);
+        }
+    }
+}
+
+impl Record {
+    /// The recordings that carry exemplars, with the request's trace id and end time set for
+    /// the recorder (see `exemplar::current`).
+    #[inline(never)]
+    fn record_with_trace(&self, handles: &ResponseHandles, end: u64) {
+        let trace = u128::from(self.trace[0]) << 64 | u128::from(self.trace[1]);
+        let Some(trace) = TraceId::from_u128(trace) else { return };
+        let seconds_per_tick = self.shared.seconds_per_tick;
+        let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
+        let _scope = Scope::enter(Sample { trace, unix_nanos: self.shared.unix_nanos(end) });
+        handles.requests.increment(1);
+        handles.duration.record(seconds(end.saturating_sub(self.t0)));
+        if self.flags & HEAD != 0 {
+            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
         }
     }
 }

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
+use crate::exemplar::{TraceId, TraceIdSource};
 use crate::service::Vitals;
 use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
 use crate::small_blocks::SmallBlockWarning;
@@ -61,6 +62,7 @@ impl VitalsLayer<IgnoreRequestBody> {
             label_value_cap: DEFAULT_LABEL_VALUE_CAP,
             protocol_version: true,
             url_scheme: Some("http".to_owned()),
+            exemplars: None,
         })
     }
 }
@@ -297,6 +299,42 @@ impl<M> VitalsLayer<M> {
     pub fn url_scheme(self, scheme: http::uri::Scheme) -> Self {
         let scheme = crate::labels::sanitize_tag_value(scheme.as_str());
         self.reconfigure(|c| c.url_scheme = Some(scheme))
+    }
+
+    /// Turns exemplars on: each request's trace id, from its W3C `traceparent` header, goes
+    /// with its `requests`, `request.duration` and `application_time` recordings, so that a
+    /// recorder that keeps exemplars (this crate's Prometheus recorder) can show, on the bucket
+    /// a request landed in, the trace of a request that was that slow. Headers that are not a
+    /// valid `traceparent` (wrong length, uppercase, all-zero ids, ...) are ignored. Other
+    /// recorders see no difference. Off by default; see
+    /// [`exemplars_from`](Self::exemplars_from) to take the trace id from elsewhere.
+    ///
+    /// ```
+    /// use tower_vitals::VitalsLayer;
+    /// let layer = VitalsLayer::new().exemplars();
+    /// # let _ = layer;
+    /// ```
+    pub fn exemplars(self) -> Self {
+        self.reconfigure(|c| c.exemplars = Some(TraceIdSource::Traceparent))
+    }
+
+    /// Turns exemplars on (see [`exemplars`](Self::exemplars)) with each request's trace id
+    /// from `trace_id`, a function of the request head called when `call` runs: for example
+    /// the trace id of the current OpenTelemetry span, or a header of your own.
+    ///
+    /// ```
+    /// use tower_vitals::{TraceId, VitalsLayer};
+    /// let layer = VitalsLayer::new().exemplars_from(|req: &http::request::Parts| {
+    ///     TraceId::from_hex(req.headers.get("x-trace-id")?.to_str().ok()?)
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn exemplars_from<F>(self, trace_id: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<TraceId> + Send + Sync + 'static,
+    {
+        let source = TraceIdSource::Function(Arc::new(trace_id));
+        self.reconfigure(|c| c.exemplars = Some(source))
     }
 
     /// The metric names this layer emits (after the prefix was applied).

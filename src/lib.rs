@@ -134,6 +134,7 @@
 mod body;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
+mod exemplar;
 mod finish;
 mod future;
 mod grpc;
@@ -162,6 +163,7 @@ mod user_labels;
 mod utilization;
 
 pub use body::ResponseBody;
+pub use exemplar::TraceId;
 pub use future::ResponseFuture;
 pub use layer::VitalsLayer;
 pub use names::{MetricNames, DEFAULT_PREFIX};
@@ -187,6 +189,7 @@ mod layering {
         "in_flight",
         "utilization",
         "small_blocks",
+        "exemplar",
         "shared",
         "finish",
         "request_body",

@@ -511,6 +511,9 @@ impl<B> tower_service::Service<Request<B>> for MetricsService {
 
 #[cfg(feature = "native-histograms")]
 mod native;
+// Wired into the exposition once the crate's own recorder renders (Phase 2).
+#[allow(dead_code)]
+mod openmetrics;
 #[cfg(feature = "native-histograms")]
 pub use native::{
     install_native, native_builder, with_native, DualRecorder, NATIVE_BUCKET_FACTOR,

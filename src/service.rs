@@ -9,6 +9,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::exemplar::TraceId;
 use crate::finish::{Record, RequestTags};
 use crate::future::ResponseFuture;
 use crate::labels;
@@ -91,7 +92,8 @@ where
         }
         // The request goes straight to the inner service (no move through a helper: each is a
         // copy of the whole head).
-        let record = start(&self.shared, &req, route, [0; MAX_LABELS]);
+        let trace = shared.trace_id_from_headers(req.headers());
+        let record = start(&self.shared, &req, route, [0; MAX_LABELS], trace);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
@@ -125,8 +127,9 @@ impl<S, M> Vitals<S, M> {
                 return self.pass_through(Request::from_parts(head, body));
             }
             shared.labels.read_request(&head, &mut labels);
+            let trace = shared.trace_id(&head);
             let req = Request::from_parts(head, body);
-            let record = start(&self.shared, &req, route, labels);
+            let record = start(&self.shared, &req, route, labels, trace);
             let ctx = RequestContext {
                 shared: &self.shared,
                 route,
@@ -142,7 +145,8 @@ impl<S, M> Vitals<S, M> {
         if !shared.labels.is_empty() {
             shared.labels.read_request_extensions(req.extensions(), &mut labels);
         }
-        let record = start(&self.shared, &req, route, labels);
+        let trace = shared.trace_id_from_headers(req.headers());
+        let record = start(&self.shared, &req, route, labels, trace);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
@@ -162,7 +166,13 @@ impl<S, M> Vitals<S, M> {
 
 /// Starts measuring a request that no skip rule left out: `t0`, its tags, its record.
 #[inline(always)]
-fn start<B>(shared: &Arc<Shared>, req: &Request<B>, route: u32, labels: ValueIds) -> Record {
+fn start<B>(
+    shared: &Arc<Shared>,
+    req: &Request<B>,
+    route: u32,
+    labels: ValueIds,
+    trace: Option<TraceId>,
+) -> Record {
     let t0 = shared.config.clock.raw();
     let tags = RequestTags {
         route,
@@ -170,6 +180,7 @@ fn start<B>(shared: &Arc<Shared>, req: &Request<B>, route: u32, labels: ValueIds
         protocol: labels::protocol_index(req.version()),
         scheme: labels::scheme_index(req.uri()),
         labels,
+        trace,
     };
     Record::start(Arc::clone(shared), t0, tags)
 }

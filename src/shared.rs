@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::exemplar::{self, TraceId, TraceIdSource};
 use crate::handles::{HandleCache, TagSources};
 use crate::in_flight::InFlight;
 use crate::names::MetricNames;
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// No skip predicate, no label key and no gRPC routes: `call` takes its short path (the
     /// route from the extensions only).
     pub(crate) simple: bool,
+    /// Exemplars on, trace ids from the `traceparent` header.
+    pub(crate) traceparent: bool,
     pub(crate) in_flight: InFlight,
     pub(crate) utilization: Utilization,
     /// Per-route block sums for the small-block warning (`None`: turned off).
@@ -42,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: u64,
     /// Seconds per raw clock tick (see [`seconds_per_tick`]).
     pub(crate) seconds_per_tick: f64,
+    /// Wall-clock time at `epoch`, in nanoseconds since the Unix epoch (exemplar timestamps).
+    pub(crate) unix_nanos_at_epoch: u64,
 }
 
 /// Seconds per raw tick of `clock`: quanta scales raw readings linearly (a TSC by its calibrated
@@ -71,6 +76,8 @@ pub(crate) struct Config {
     pub(crate) protocol_version: bool,
     /// `url.scheme` of requests whose URI has none (`None`: the tag is off).
     pub(crate) url_scheme: Option<String>,
+    /// Exemplars: where each request's trace id comes from (`None`: off).
+    pub(crate) exemplars: Option<TraceIdSource>,
 }
 
 /// A skip predicate over the request head.
@@ -91,10 +98,18 @@ impl Shared {
         let labels = LabelTables::new(&config.label_keys, config.label_value_cap);
         // Room for the label sets the protocol and the user's labels multiply a route into.
         let per_route = HANDLE_SETS_PER_ROUTE * 2 * (1 + 2 * config.label_keys.len());
-        let needs_head = !config.skip_if.is_empty() || labels.has_request_functions();
+        let needs_head = !config.skip_if.is_empty()
+            || labels.has_request_functions()
+            || matches!(config.exemplars, Some(TraceIdSource::Function(_)));
+        let unix_nanos_at_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
         Shared {
             routes: RouteTable::new(cap, &config.skip_routes),
-            simple: !needs_head && labels.is_empty() && !config.grpc_routes,
+            simple: !needs_head
+                && labels.is_empty()
+                && !config.grpc_routes,
+            traceparent: matches!(config.exemplars, Some(TraceIdSource::Traceparent)),
             handles: HandleCache::new(names, (cap + 2).saturating_mul(per_route)),
             needs_head,
             labels,
@@ -103,6 +118,7 @@ impl Shared {
             small_blocks: config.small_blocks.map(|s| SmallBlocks::new(s, cap)),
             epoch,
             seconds_per_tick: seconds_per_tick(&config.clock),
+            unix_nanos_at_epoch,
             config,
         }
     }
@@ -132,6 +148,31 @@ impl Shared {
             scheme: self.config.url_scheme.as_deref(),
             user: &self.labels,
         }
+    }
+
+    /// The trace id of a request, from its head (exemplars on; `None` when off).
+    #[inline]
+    pub(crate) fn trace_id(&self, head: &http::request::Parts) -> Option<TraceId> {
+        match self.config.exemplars.as_ref()? {
+            TraceIdSource::Traceparent => exemplar::from_headers(&head.headers),
+            TraceIdSource::Function(f) => f(head),
+        }
+    }
+
+    /// The trace id of a request from its headers (exemplars on from `traceparent`; `None`
+    /// otherwise: a function of the head needs the head, see [`trace_id`](Self::trace_id)).
+    #[inline]
+    pub(crate) fn trace_id_from_headers(&self, headers: &http::HeaderMap) -> Option<TraceId> {
+        if self.traceparent {
+            exemplar::from_headers(headers)
+        } else {
+            None
+        }
+    }
+
+    /// Wall-clock nanoseconds since the Unix epoch at the raw reading `raw`.
+    pub(crate) fn unix_nanos(&self, raw: u64) -> u64 {
+        self.unix_nanos_at_epoch.saturating_add(self.nanos_since_epoch(raw))
     }
 
     /// Whether any skip predicate leaves this request out.
