@@ -15,8 +15,9 @@
 //!   (histogram buckets, upkeep every second on a thread, as `install` does in production);
 //! - `vitals_prometheus_otel`: the same with OpenTelemetry's seconds buckets (the old default),
 //!   to show the default buckets cost nothing on the request path;
-//! - `vitals_prometheus_native` (feature `native-histograms`): the layer recording into
-//!   `tower_vitals::prometheus::with_native`'s two recorders (classic + native), upkeep of both;
+//! - `vitals_recorder`: the layer recording into the crate's own recorder
+//!   (`tower_vitals::prometheus`: classic and native buckets from one record), rendered as text
+//!   and protobuf every second on a thread, as scrapes would;
 //! - `floor_prometheus_6h`: the floor plus a sixth histogram (what a histogram of body
 //!   production time would cost);
 //! - `vitals_dogstatsd` / `floor_dogstatsd`: with metrics-exporter-dogstatsd 0.9 sending to a
@@ -102,8 +103,7 @@ enum Rec {
     Noop,
     Prometheus,
     PrometheusOtel,
-    #[cfg(feature = "native-histograms")]
-    PrometheusNative,
+    Recorder,
     Statsd,
     DogStatsd,
     Live,
@@ -113,28 +113,12 @@ enum Rec {
 /// A recorder, with what keeps it honest (upkeep thread, the UDP socket it sends to).
 enum Installed {
     Noop(metrics::NoopRecorder),
-    Prometheus {
-        recorder: metrics_exporter_prometheus::PrometheusRecorder,
-        _upkeep: Upkeep,
-    },
-    #[cfg(feature = "native-histograms")]
-    PrometheusNative {
-        recorder: tower_vitals::prometheus::DualRecorder,
-        _upkeep: Upkeep,
-    },
-    Statsd {
-        recorder: metrics_exporter_statsd::StatsdRecorder,
-        _sink: UdpSocket,
-    },
-    DogStatsd {
-        recorder: metrics_exporter_dogstatsd::DogStatsDRecorder,
-        _sink: UdpSocket,
-    },
+    Prometheus { recorder: metrics_exporter_prometheus::PrometheusRecorder, _upkeep: Upkeep },
+    Recorder { recorder: tower_vitals::prometheus::PrometheusRecorder, _scrapes: Upkeep },
+    Statsd { recorder: metrics_exporter_statsd::StatsdRecorder, _sink: UdpSocket },
+    DogStatsd { recorder: metrics_exporter_dogstatsd::DogStatsDRecorder, _sink: UdpSocket },
     Live(tower_vitals::live::LiveRecorder),
-    PrometheusLive {
-        recorder: metrics_util::layers::Fanout,
-        _upkeep: Upkeep,
-    },
+    PrometheusLive { recorder: metrics_util::layers::Fanout, _upkeep: Upkeep },
 }
 
 /// Runs the Prometheus upkeep (draining histogram samples) every second, as in production.
@@ -204,18 +188,15 @@ impl Rec {
                 let upkeep = Upkeep::start(upkeep, move || handle.run_upkeep());
                 Installed::Prometheus { recorder, _upkeep: upkeep }
             }
-            #[cfg(feature = "native-histograms")]
-            Rec::PrometheusNative => {
-                let (recorder, metrics) = tower_vitals::prometheus::with_native(
-                    common::prometheus_builder(),
-                    tower_vitals::prometheus::native_builder(),
-                );
-                // Renders drain both recorders, as the upkeep thread does in production.
-                let upkeep = Upkeep::start(upkeep, move || {
-                    let _ = metrics.render();
-                    let _ = metrics.render_protobuf();
+            Rec::Recorder => {
+                let recorder = tower_vitals::prometheus::builder().build_recorder();
+                let handle = recorder.handle();
+                // Scrapes in both formats every second (it needs no upkeep).
+                let scrapes = Upkeep::start(upkeep, move || {
+                    let _ = handle.render();
+                    let _ = handle.render_protobuf();
                 });
-                Installed::PrometheusNative { recorder, _upkeep: upkeep }
+                Installed::Recorder { recorder, _scrapes: scrapes }
             }
             Rec::Statsd => {
                 let socket = sink();
@@ -244,8 +225,7 @@ impl Installed {
         match self {
             Installed::Noop(r) => r,
             Installed::Prometheus { recorder, .. } => recorder,
-            #[cfg(feature = "native-histograms")]
-            Installed::PrometheusNative { recorder, .. } => recorder,
+            Installed::Recorder { recorder, .. } => recorder,
             Installed::Statsd { recorder, .. } => recorder,
             Installed::DogStatsd { recorder, .. } => recorder,
             Installed::Live(recorder) => recorder,
@@ -327,10 +307,7 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
     r.run("vitals_prometheus_otel", Rec::PrometheusOtel, req, || {
         VitalsLayer::new().layer(plain(shape))
     });
-    #[cfg(feature = "native-histograms")]
-    r.run("vitals_prometheus_native", Rec::PrometheusNative, req, || {
-        VitalsLayer::new().layer(plain(shape))
-    });
+    r.run("vitals_recorder", Rec::Recorder, req, || VitalsLayer::new().layer(plain(shape)));
     r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
         FloorLayer::with_sixth_histogram("unmatched").layer(plain(shape))
     });
@@ -409,10 +386,7 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
     r.run("vitals_prometheus_otel", Rec::PrometheusOtel, req, || {
         app(router(shape).layer(VitalsLayer::new()))
     });
-    #[cfg(feature = "native-histograms")]
-    r.run("vitals_prometheus_native", Rec::PrometheusNative, req, || {
-        app(router(shape).layer(VitalsLayer::new()))
-    });
+    r.run("vitals_recorder", Rec::Recorder, req, || app(router(shape).layer(VitalsLayer::new())));
     r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
         app(router(shape).layer(FloorLayer::with_sixth_histogram(ROUTE)))
     });

@@ -2,7 +2,8 @@
 //! the SAME `VitalsLayer` service at once (threads not pinned), next to the floor and to the bare
 //! service, with the no-op recorder (the layer's own shared state: in-flight counts, busy time,
 //! the `Arc` count, route and handle tables) and with one Prometheus recorder shared by both
-//! threads (its histogram and counter atomics too). Rounds interleave every variant; each prints
+//! threads (its histogram and counter atomics too): metrics-exporter-prometheus
+//! (`*_prometheus`) and the crate's own recorder (`*_recorder`). Rounds interleave every variant; each prints
 //! the median over rounds of ns/request and the ratio 2 threads / 1 thread.
 //!
 //! ```text
@@ -130,7 +131,21 @@ fn main() {
     let floor_prom = metrics::with_local_recorder(&prometheus, || {
         floor::FloorLayer::new("/users/42").layer(plain())
     });
-    let names = ["bare", "vitals_noop", "floor_noop", "vitals_prometheus", "floor_prometheus"];
+    // The crate's own recorder (tower_vitals::prometheus), one shared by both threads.
+    let recorder = tower_vitals::prometheus::builder().build_recorder();
+    let vitals_rec = metrics::with_local_recorder(&recorder, || VitalsLayer::new().layer(plain()));
+    let floor_rec = metrics::with_local_recorder(&recorder, || {
+        floor::FloorLayer::new("/users/42").layer(plain())
+    });
+    let names = [
+        "bare",
+        "vitals_noop",
+        "floor_noop",
+        "vitals_prometheus",
+        "floor_prometheus",
+        "vitals_recorder",
+        "floor_recorder",
+    ];
     let mut results = vec![[Vec::new(), Vec::new()]; names.len()];
     let mut overlap = Vec::new();
     for _ in 0..rounds {
@@ -141,6 +156,8 @@ fn main() {
                 run(&floor_noop, threads, n, &noop),
                 run(&vitals_prom, threads, n, &prometheus),
                 run(&floor_prom, threads, n, &prometheus),
+                run(&vitals_rec, threads, n, &recorder),
+                run(&floor_rec, threads, n, &recorder),
             ];
             for (i, r) in runs.iter().enumerate() {
                 results[i][threads_i].push(r.ns);

@@ -16,7 +16,8 @@
 use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroU128;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// A W3C Trace Context trace id: 16 bytes, not all zero.
 ///
@@ -265,6 +266,36 @@ impl Drop for Scope {
     fn drop(&mut self) {
         CURRENT.with(|current| current.set(None));
     }
+}
+
+/// Names of the metrics that layers with exemplars on record with a trace id (see [`want`]).
+static WANTED: Mutex<Vec<Box<str>>> = Mutex::new(Vec::new());
+/// Whether [`WANTED`] has any name (a recorder registering a metric skips the lock otherwise).
+static ANY_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// Declares that the metrics named `names` (as given to the `metrics` facade) may be recorded
+/// with a trace id: a recorder that keeps exemplars registers them with an exemplar store
+/// ([`wanted`]), and every other metric pays nothing for exemplars. Called when a layer with
+/// exemplars on is built, before it resolves any handle.
+pub(crate) fn want<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let mut wanted = WANTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for name in names {
+        if !wanted.iter().any(|w| **w == *name) {
+            wanted.push(name.into());
+        }
+    }
+    ANY_WANTED.store(true, Ordering::Release);
+}
+
+/// Whether a layer with exemplars on records the metric `name` with trace ids (see [`want`]).
+/// For recorders, at registration (it takes a lock when any layer has exemplars on).
+pub(crate) fn wanted(name: &str) -> bool {
+    ANY_WANTED.load(Ordering::Acquire)
+        && WANTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|w| **w == *name)
 }
 
 /// One exemplar as a scrape reads it.

@@ -11,8 +11,6 @@ pub enum InstallError {
     /// process keeps that one. Combine recorders in a `Fanout` instead (`prometheus::builder`,
     /// `Live::recorder`).
     AlreadyInstalled,
-    /// The Prometheus upkeep thread could not be spawned.
-    Upkeep(std::io::Error),
 }
 
 impl fmt::Display for InstallError {
@@ -21,16 +19,8 @@ impl fmt::Display for InstallError {
             InstallError::AlreadyInstalled => {
                 f.write_str("a global metrics recorder is already installed in this process")
             }
-            InstallError::Upkeep(e) => write!(f, "could not start the upkeep thread: {e}"),
         }
     }
 }
 
-impl std::error::Error for InstallError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            InstallError::AlreadyInstalled => None,
-            InstallError::Upkeep(e) => Some(e),
-        }
-    }
-}
+impl std::error::Error for InstallError {}

@@ -332,13 +332,22 @@ pub fn install() -> Result<Live, InstallError> {
     Ok(live)
 }
 
-/// Installs Prometheus (this crate's [`builder`](crate::prometheus::builder), upkeep every
-/// [`UPKEEP_INTERVAL`](crate::prometheus::UPKEEP_INTERVAL)) and a [`Live`] together as the
-/// global recorder: `/metrics` and `/vitals` show the same requests.
+/// Installs the crate's Prometheus recorder ([`builder`](crate::prometheus::builder)) and a
+/// [`Live`] together as the global recorder: `/metrics` (classic and native histograms) and
+/// `/vitals` show the same requests.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (live, metrics) = tower_vitals::live::install_with_prometheus()?;
+/// metrics.serve("127.0.0.1:9464").await?.detach();
+/// # let _ = live;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
-/// [`InstallError::AlreadyInstalled`] if a global recorder is already installed;
-/// [`InstallError::Upkeep`] if the upkeep thread could not be started.
+/// [`InstallError::AlreadyInstalled`] if a global recorder is already installed.
 #[cfg(feature = "prometheus")]
 pub fn install_with_prometheus(
 ) -> Result<(Live, crate::prometheus::PrometheusMetrics), InstallError> {
@@ -346,6 +355,5 @@ pub fn install_with_prometheus(
     let metrics = crate::prometheus::PrometheusMetrics::from_handle(recorder.handle());
     let live = Live::new();
     live.install_with(recorder)?;
-    metrics.spawn_upkeep(crate::prometheus::UPKEEP_INTERVAL).map_err(InstallError::Upkeep)?;
     Ok((live, metrics))
 }

@@ -1,4 +1,4 @@
-//! Prometheus: install a recorder with this crate's buckets, and serve `/metrics`.
+//! Prometheus: the crate's own recorder, and `/metrics` for every kind of scraper.
 //!
 //! **Where `/metrics` lives**: on a listener of its own, bound to loopback
 //! ([`DEFAULT_LISTEN_ADDR`], `127.0.0.1:9464`), not on the app's public router. Whoever can
@@ -11,7 +11,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let metrics = tower_vitals::prometheus::install()?; // global recorder + buckets + upkeep
+//!     let metrics = tower_vitals::prometheus::install()?; // the global recorder
 //!     // /metrics alone on 127.0.0.1:9464, for the life of the process.
 //!     metrics.serve(tower_vitals::prometheus::DEFAULT_LISTEN_ADDR).await?.detach();
 //!
@@ -81,13 +81,42 @@
 //! chosen by measuring `histogram_quantile`'s error against exact quantiles (see each
 //! constant); [`OTEL_SECONDS_BUCKETS`] keeps OpenTelemetry's advice for those who want it.
 //!
-//! ## Native histograms (feature `native-histograms`)
+//! ## Native histograms
 //!
-//! `install_native` (or `with_native`) records into a classic and a native recorder and
-//! serves both from one `/metrics`: protobuf with native histograms (exponential buckets,
-//! `NATIVE_BUCKET_FACTOR`, one series per label set) to a scraper whose `Accept` asks for it
-//! (Prometheus with `--enable-feature=native-histograms`), the classic text to any other. The
-//! feature needs `protoc` at build time (metrics-exporter-prometheus' `protobuf` feature).
+//! Every histogram is also a native histogram (Prometheus schema 3: buckets 2^(1/8) ≈ 9 %
+//! wide, one series per label set), from the same record. One `/metrics` answers each scraper
+//! in the format it asks for: protobuf, with the native buckets and the classic ones in the
+//! same message, to a scraper whose `Accept` names
+//! `application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily` (Prometheus
+//! started with `--enable-feature=native-histograms`), the text format 0.0.4 with classic `le`
+//! buckets to any other. Nothing to enable, no `protoc` at build time: the protobuf types are
+//! generated once and shipped with the crate.
+//!
+//! Native buckets cover a fixed range per family: seconds from 2⁻³⁰ s (0.93 ns, the zero
+//! threshold: anything at or under it, a measured zero included, is in the zero bucket) to
+//! 2¹² s (68 min); bytes and frames from 0.5 (so 0 is in the zero bucket) to 2⁴⁰ bytes and
+//! 2³² frames; other histograms 2⁻³⁰ to 2⁴². A sample above the range counts in the top
+//! bucket (its `_sum` stays exact, and the classic `+Inf` bucket holds it as always).
+//!
+//! ## How it records
+//!
+//! A sample is one increment of its native bucket (the index comes from the bits of the
+//! `f64`: exponent and mantissa, no search) and one add to an exact sum (integer nanoseconds
+//! for seconds, whole units for bytes and frames), on cache lines of the recording thread's
+//! own stripe (8 stripes per series; a thread picks its stripe once). No lock, no allocation,
+//! no stored sample: memory per series depends on how many threads record it and how many
+//! native buckets received a sample, never on the request rate. The classic buckets are sums
+//! of native buckets, added up at scrape time; `_count` is the sum of the buckets, so
+//! `_count` equals the `+Inf` bucket in every scrape, and a sample recorded before a scrape
+//! reads is in it. Histograms whose classic bounds are not powers of two (set with
+//! [`PrometheusBuilder::set_buckets_for_metric`]) keep classic counters beside the native ones.
+//!
+//! ## metrics-exporter-prometheus
+//!
+//! The layer talks only to the `metrics` facade, so a service that already runs
+//! metrics-exporter-prometheus keeps it: install that recorder instead and the layer records
+//! into it (give its histograms buckets, for example [`SECONDS_BUCKETS`], or they become
+//! summaries). This recorder is the one built for the layer's metric set.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -98,10 +127,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-pub use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
-use metrics_exporter_prometheus::{Matcher, PrometheusRecorder};
 
-use crate::names::{self, Buckets};
+use crate::names::Buckets;
 
 pub use crate::install::InstallError;
 
@@ -193,9 +220,6 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 /// Prometheus reconnects when its kept-alive connection was closed between scrapes.
 pub const HEADER_READ_TIMEOUT: Duration = crate::listener::HEADER_READ_TIMEOUT;
 
-/// How often [`install`] runs the exporter's upkeep (draining histograms into buckets).
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The bucket values of a histogram family of the layer.
 fn buckets(family: Buckets) -> &'static [f64] {
     match family {
@@ -205,10 +229,10 @@ fn buckets(family: Buckets) -> &'static [f64] {
     }
 }
 
-/// A [`PrometheusBuilder`] with recommended naming (`_total`, unit suffixes) and this crate's
-/// buckets for every time, byte and frame histogram of the layer, under any prefix.
+/// A [`PrometheusBuilder`] with this crate's buckets for every time, byte and frame histogram
+/// of the layer, under any prefix, and recommended naming (`_total`, unit suffixes).
 ///
-/// Add to it (global labels, buckets for your own histograms, an idle timeout), then pass it to
+/// Add to it (global labels, buckets for your own histograms), then pass it to
 /// [`install_with`], or build the recorder yourself (for a `Fanout`, say).
 ///
 /// ```
@@ -218,27 +242,16 @@ fn buckets(family: Buckets) -> &'static [f64] {
 /// # let _ = recorder;
 /// ```
 pub fn builder() -> PrometheusBuilder {
-    let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
-    for def in names::ALL {
-        let Some(family) = def.buckets else { continue };
-        // `.request.duration` → matches `<anything>_request_duration` once sanitised.
-        let matcher = Matcher::Suffix(format!(".{}", def.suffix));
-        builder = builder
-            .set_buckets_for_metric(matcher, buckets(family))
-            .expect("only an empty bucket list is refused; ours are non-empty constants");
-    }
-    builder
+    PrometheusBuilder::new()
 }
 
-/// Installs a Prometheus recorder built by [`builder`] as the global recorder, and starts a
-/// background thread that runs its upkeep every [`UPKEEP_INTERVAL`].
+/// Installs a recorder built by [`builder`] as the global recorder.
 ///
-/// Needs no async runtime. Call it once, before the first request (the layer resolves its
-/// handles through the recorder current at a label set's first request).
+/// Needs no async runtime and starts no thread. Call it once, before the first request (the
+/// layer resolves its handles through the recorder current at a label set's first request).
 ///
 /// # Errors
-/// [`InstallError::AlreadyInstalled`] if a global recorder is already installed;
-/// [`InstallError::Upkeep`] if the upkeep thread could not be started.
+/// [`InstallError::AlreadyInstalled`] if a global recorder is already installed.
 pub fn install() -> Result<PrometheusMetrics, InstallError> {
     install_with(builder())
 }
@@ -248,38 +261,31 @@ pub fn install() -> Result<PrometheusMetrics, InstallError> {
 /// # Errors
 /// As [`install`].
 pub fn install_with(builder: PrometheusBuilder) -> Result<PrometheusMetrics, InstallError> {
-    let recorder: PrometheusRecorder = builder.build_recorder();
-    let handle = recorder.handle();
+    let recorder = builder.build_recorder();
+    let metrics = PrometheusMetrics::from_handle(recorder.handle());
     metrics::set_global_recorder(recorder).map_err(|_| InstallError::AlreadyInstalled)?;
-    let metrics = PrometheusMetrics::from_handle(handle);
-    metrics.spawn_upkeep(UPKEEP_INTERVAL).map_err(InstallError::Upkeep)?;
     Ok(metrics)
 }
 
-/// A handle to the installed Prometheus recorder(s): renders the exposition and serves it.
-/// Cheap to clone.
+/// Runs at the start of every render (text and protobuf), before any series is read.
+fn before_render() {}
+
+/// A handle to the installed recorder: renders the exposition and serves it. Cheap to clone.
 ///
-/// With native histograms ([`install_native`], feature `native-histograms`) it holds two
-/// recorders' handles and answers each scrape in the format the scraper asks for: protobuf with
-/// native histograms when its `Accept` names `application/vnd.google.protobuf` (Prometheus with
-/// `--enable-feature=native-histograms`), the classic text with `le` buckets otherwise.
+/// Each scrape gets the format it asks for: protobuf with native histograms (and the classic
+/// buckets) when its `Accept` names `application/vnd.google.protobuf` with
+/// `proto=io.prometheus.client.MetricFamily` (Prometheus with
+/// `--enable-feature=native-histograms`), the text format with classic `le` buckets otherwise.
 #[derive(Clone, Debug)]
 pub struct PrometheusMetrics {
     handle: PrometheusHandle,
-    #[cfg(feature = "native-histograms")]
-    native: Option<PrometheusHandle>,
 }
 
 impl PrometheusMetrics {
-    /// Wraps a handle of a recorder you built and installed yourself (e.g. from
-    /// `builder().build_recorder()`). You then run its upkeep: call
-    /// [`spawn_upkeep`](Self::spawn_upkeep) or rely on scrapes (each render drains too).
+    /// Wraps the handle of a recorder you built and installed yourself (from
+    /// `builder().build_recorder()`, say inside a `Fanout`).
     pub fn from_handle(handle: PrometheusHandle) -> Self {
-        PrometheusMetrics {
-            handle,
-            #[cfg(feature = "native-histograms")]
-            native: None,
-        }
+        PrometheusMetrics { handle }
     }
 
     /// The exposition text (Prometheus text format 0.0.4) of everything recorded so far, with
@@ -288,46 +294,29 @@ impl PrometheusMetrics {
         self.handle.render()
     }
 
-    /// The protobuf exposition (length-delimited `MetricFamily` messages) with native
-    /// histograms, if this handle has a native recorder ([`install_native`]).
-    #[cfg(feature = "native-histograms")]
-    pub fn render_protobuf(&self) -> Option<Vec<u8>> {
-        self.native.as_ref().map(PrometheusHandle::render_protobuf)
+    /// The OpenMetrics text exposition ([`OPENMETRICS_CONTENT_TYPE`]): the samples of
+    /// [`render`](Self::render) with the exemplars of a layer with
+    /// [`exemplars`](crate::VitalsLayer::exemplars) on (`# {trace_id="…"} value timestamp`
+    /// after a bucket or counter sample), ending with `# EOF`.
+    pub fn render_openmetrics(&self) -> String {
+        self.handle.render_openmetrics()
     }
 
-    /// The exporter's own handle (of the classic recorder).
+    /// The protobuf exposition (length-delimited `io.prometheus.client.MetricFamily`
+    /// messages): native histograms with their classic buckets, counters and gauges.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        self.handle.render_protobuf()
+    }
+
+    /// The recorder's handle.
     pub fn handle(&self) -> &PrometheusHandle {
         &self.handle
     }
 
-    /// Starts a background thread (`tower-vitals-prometheus-upkeep`) that runs the recorder's
-    /// upkeep every `interval`, for the life of the process. [`install`] already did this.
-    ///
-    /// # Errors
-    /// If the thread could not be spawned.
-    pub fn spawn_upkeep(&self, interval: Duration) -> std::io::Result<()> {
-        let metrics = self.clone();
-        std::thread::Builder::new().name("tower-vitals-prometheus-upkeep".into()).spawn(
-            move || loop {
-                std::thread::sleep(interval);
-                metrics.run_upkeep();
-            },
-        )?;
-        Ok(())
-    }
-
-    fn run_upkeep(&self) {
-        self.handle.run_upkeep();
-        #[cfg(feature = "native-histograms")]
-        if let Some(native) = &self.native {
-            native.run_upkeep();
-        }
-    }
-
     /// A Tower service answering every request with the exposition (`200`; text with
-    /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, or protobuf when native
-    /// histograms are on and the request's `Accept` asks for it). Inside a tokio runtime it
-    /// renders on the blocking pool, not on the async worker that serves the scrape.
+    /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, or protobuf when the
+    /// request's `Accept` asks for it). Inside a tokio runtime it renders on the blocking pool,
+    /// not on the async worker that serves the scrape.
     ///
     /// With axum, route it after the layer: `.route("/metrics", get_service(metrics.service()))`
     /// (`axum::routing::get_service`: `405` for methods other than `GET` and `HEAD`). But prefer
@@ -362,32 +351,35 @@ impl PrometheusMetrics {
     /// A `200` response with the exposition in the format `accept` asks for (see the type's
     /// docs).
     fn exposition(&self, accept: Option<&HeaderValue>) -> Response<MetricsBody> {
-        #[cfg(feature = "native-histograms")]
-        if let Some(native) = self.native.as_ref().filter(|_| accept.is_some_and(asks_protobuf)) {
-            let mut response = Response::new(MetricsBody::new(native.render_protobuf().into()));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF_CONTENT_TYPE));
-            return response;
-        }
-        #[cfg(not(feature = "native-histograms"))]
-        let _ = accept;
-        let mut response = Response::new(MetricsBody::new(self.handle.render().into()));
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        let openmetrics = || {
+            let accept = accept.and_then(|a| a.to_str().ok());
+            openmetrics::negotiate(accept, false) == openmetrics::Format::OpenMetrics
+        };
+        let (body, content_type) = if accept.is_some_and(asks_protobuf) {
+            (self.render_protobuf().into(), PROTOBUF_CONTENT_TYPE)
+        } else if openmetrics() {
+            (self.render_openmetrics().into(), OPENMETRICS_CONTENT_TYPE)
+        } else {
+            (self.render().into(), CONTENT_TYPE)
+        };
+        let mut response = Response::new(MetricsBody::new(body));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     }
 }
 
+/// The `Content-Type` of the OpenMetrics text exposition, the first choice of a Prometheus
+/// without native histograms (it carries exemplars).
+pub const OPENMETRICS_CONTENT_TYPE: &str = openmetrics::CONTENT_TYPE;
+
 /// The `Content-Type` of the protobuf exposition (length-delimited `MetricFamily` messages), as
 /// Prometheus asks for it with `--enable-feature=native-histograms`.
-#[cfg(feature = "native-histograms")]
 pub const PROTOBUF_CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
 /// Whether an `Accept` header asks for the protobuf exposition: one of its media ranges is
 /// `application/vnd.google.protobuf` with `proto=io.prometheus.client.MetricFamily` and a
 /// non-zero `q`. Anything unreadable means "no" (the text format is the safe answer).
-#[cfg(feature = "native-histograms")]
 fn asks_protobuf(accept: &HeaderValue) -> bool {
     let Ok(accept) = accept.to_str() else { return false };
     accept.split(',').any(|range| {
@@ -409,6 +401,15 @@ fn asks_protobuf(accept: &HeaderValue) -> bool {
         proto_ok && q_ok
     })
 }
+
+#[allow(unreachable_pub)]
+mod client_model;
+mod histogram;
+mod openmetrics;
+mod protobuf;
+mod recorder;
+mod text;
+pub use recorder::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 mod server;
 pub use server::MetricsServer;
@@ -508,17 +509,6 @@ impl<B> tower_service::Service<Request<B>> for MetricsService {
         Box::pin(async move { Ok(off_workers(move || metrics.exposition(accept.as_ref())).await) })
     }
 }
-
-#[cfg(feature = "native-histograms")]
-mod native;
-// Wired into the exposition once the crate's own recorder renders (Phase 2).
-#[allow(dead_code)]
-mod openmetrics;
-#[cfg(feature = "native-histograms")]
-pub use native::{
-    install_native, native_builder, with_native, DualRecorder, NATIVE_BUCKET_FACTOR,
-    NATIVE_MAX_BUCKETS, NATIVE_ZERO_THRESHOLD,
-};
 
 #[cfg(test)]
 mod tests {
@@ -620,6 +610,150 @@ mod tests {
             .expect("renders inline without a runtime")
             .unwrap_or_else(|never| match never {});
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+    }
+
+    fn record_one_of_each(recorder: &PrometheusRecorder) {
+        metrics::with_local_recorder(recorder, || {
+            let names = crate::MetricNames::new("http.server");
+            names.describe();
+            let labels = [Label::new("http.route", "/a")];
+            metrics::histogram!(names.duration.clone(), labels.iter()).record(0.000_040);
+            metrics::histogram!(names.duration.clone(), labels.iter()).record(0.000_041);
+            metrics::histogram!(names.duration.clone(), labels.iter()).record(0.5);
+            metrics::histogram!(names.output_time.clone(), labels.iter()).record(0.0);
+            metrics::histogram!(names.output_bytes.clone(), labels.iter()).record(12.0);
+            metrics::counter!(names.requests.clone(), labels.iter()).increment(1);
+            metrics::gauge!(names.active_requests.clone()).set(2.0);
+        });
+    }
+
+    fn decode(mut bytes: &[u8]) -> Vec<client_model::MetricFamily> {
+        use prost::Message;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            out.push(
+                client_model::MetricFamily::decode_length_delimited(&mut bytes).expect("decodes"),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn protobuf_has_native_and_classic_buckets_with_the_text_names() {
+        let rec = builder().add_global_label("service", "users").build_recorder();
+        record_one_of_each(&rec);
+        let families = decode(&rec.handle().render_protobuf());
+        let names: Vec<&str> = families.iter().filter_map(|f| f.name.as_deref()).collect();
+        for name in [
+            "http_server_request_duration_seconds",
+            "http_server_output_time_seconds",
+            "http_server_output_bytes",
+            "http_server_requests_total",
+            "http_server_active_requests",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let duration = families
+            .iter()
+            .find(|f| f.name.as_deref() == Some("http_server_request_duration_seconds"))
+            .expect("duration");
+        let metric = &duration.metric[0];
+        let labels: Vec<(&str, &str)> = metric
+            .label
+            .iter()
+            .map(|l| (l.name.as_deref().unwrap_or(""), l.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(labels, [("http_route", "/a"), ("service", "users")]);
+        let h = metric.histogram.as_ref().expect("histogram");
+        assert_eq!(h.sample_count, Some(3));
+        assert!((h.sample_sum.unwrap_or(0.0) - 0.500_081).abs() < 1e-12);
+        assert_eq!(h.schema, Some(3));
+        assert_eq!(h.zero_count, Some(0));
+        // 40 us and 41 us share a bucket (9 % wide), 0.5 s is 2^-1: bucket index -8.
+        let buckets: i64 = h
+            .positive_delta
+            .iter()
+            .scan(0, |c, d| {
+                *c += d;
+                Some(*c)
+            })
+            .sum();
+        assert_eq!(buckets, 3);
+        assert_eq!(h.positive_delta.len(), 2, "{h:?}");
+        let last = h.positive_span.iter().map(|s| s.offset.unwrap_or(0)).sum::<i32>()
+            + h.positive_span.iter().map(|s| s.length.unwrap_or(0) as i32).sum::<i32>()
+            - 1;
+        assert_eq!(last, -8, "{h:?}");
+        assert_eq!(h.bucket.len(), SECONDS_BUCKETS.len());
+        assert_eq!(h.bucket.last().and_then(|b| b.cumulative_count), Some(3));
+        assert_eq!(h.bucket[0].cumulative_count, Some(0));
+
+        let output = families
+            .iter()
+            .find(|f| f.name.as_deref() == Some("http_server_output_time_seconds"))
+            .and_then(|f| f.metric[0].histogram.clone())
+            .expect("output time");
+        assert_eq!(output.zero_count, Some(1), "a measured zero is in the zero bucket");
+        assert_eq!(output.bucket[0].cumulative_count, Some(1), "and in le=0");
+    }
+
+    #[test]
+    fn text_count_equals_the_inf_bucket_and_labels_are_sanitised() {
+        let rec = recorder();
+        record_one_of_each(&rec);
+        let text = rec.handle().render();
+        assert!(text.contains("# TYPE http_server_request_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains(
+            "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(text.contains("http_server_request_duration_seconds_count{http_route=\"/a\"} 3\n"));
+        assert!(
+            text.contains("http_server_request_duration_seconds_sum{http_route=\"/a\"} 0.500081\n")
+        );
+        assert!(text.contains("http_server_requests_total{http_route=\"/a\"} 1\n"));
+        assert!(text.contains("http_server_active_requests 2\n"));
+        assert!(!text.contains("http.route"));
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let rec = recorder();
+        rec.describe_counter("x".into(), None, "a \\ b\nc".into());
+        metrics::with_local_recorder(&rec, || {
+            metrics::counter!("x", "k" => "q\"uote\\back\nline").increment(1);
+        });
+        let text = rec.handle().render();
+        assert!(text.contains("# HELP x_total a \\\\ b\\nc\n"), "{text}");
+        assert!(text.contains("x_total{k=\"q\\\"uote\\\\back\\nline\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn each_scraper_gets_the_format_it_asks_for() {
+        let rec = recorder();
+        record_one_of_each(&rec);
+        let metrics = PrometheusMetrics::from_handle(rec.handle());
+        let ask = |accept: Option<&'static str>| {
+            let mut req = Request::builder().uri("/metrics");
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a);
+            }
+            let response = answer(&metrics, &req.body(()).expect("request"));
+            (response.headers()[header::CONTENT_TYPE].clone(), response.into_body())
+        };
+        let prometheus_native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (ct, body) = ask(Some(prometheus_native));
+        assert_eq!(ct, HeaderValue::from_static(PROTOBUF_CONTENT_TYPE));
+        assert_eq!(decode(body.bytes()).len(), 5);
+        for accept in [
+            None,
+            Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0"),
+            Some("application/vnd.google.protobuf;proto=other"),
+        ] {
+            let (ct, body) = ask(accept);
+            assert_eq!(ct, HeaderValue::from_static(CONTENT_TYPE), "{accept:?}");
+            assert!(body.bytes().starts_with(b"# "), "{accept:?}");
+        }
     }
 
     #[test]

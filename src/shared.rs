@@ -86,6 +86,13 @@ pub(crate) type SkipFn = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
         let names = MetricNames::new(&config.prefix);
+        if config.exemplars.is_some() {
+            exemplar::want([
+                names.requests.as_str(),
+                names.duration.as_str(),
+                names.application_time.as_str(),
+            ]);
+        }
         let cap = config.route_cap;
         let epoch = config.clock.raw();
         let in_flight = InFlight::new(names.active_requests.clone());

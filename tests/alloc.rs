@@ -185,9 +185,25 @@ where
     S2: Service<Req, Response = Response<B2>>,
     B2: Body,
 {
+    assert_same_with(&metrics::NoopRecorder, case, route_name, bare, layered);
+}
+
+/// Counts `bare` and `layered` (built after `recorder` is set as the thread's recorder), and
+/// compares.
+fn assert_same_with<S1, B1, S2, B2>(
+    recorder: &dyn metrics::Recorder,
+    case: &str,
+    route_name: bool,
+    bare: S1,
+    layered: impl FnOnce() -> S2,
+) where
+    S1: Service<Req, Response = Response<B1>>,
+    B1: Body,
+    S2: Service<Req, Response = Response<B2>>,
+    B2: Body,
+{
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let recorder = metrics::NoopRecorder;
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let _local = metrics::set_default_local_recorder(recorder);
     let bare = allocations(bare, route_name);
     let layered = allocations(layered(), route_name);
     assert_eq!(
@@ -218,6 +234,22 @@ fn single_frame_with_route_name_allocates_nothing_more() {
     assert_same("single frame, RouteName", true, plain(SINGLE), || {
         VitalsLayer::new().layer(plain(SINGLE))
     });
+}
+
+/// The crate's Prometheus recorder installed (not the no-op): recording, its histograms' native
+/// and classic buckets and its counters allocate nothing per request either.
+#[test]
+fn with_the_crate_recorder_allocates_nothing_more() {
+    let recorder = tower_vitals::prometheus::builder().build_recorder();
+    assert_same_with(&recorder, "single frame, RouteName, recorder", true, plain(SINGLE), || {
+        VitalsLayer::new().layer(plain(SINGLE))
+    });
+    assert_same_with(&recorder, "streaming, RouteName, recorder", true, plain(STREAMING), || {
+        VitalsLayer::new().layer(plain(STREAMING))
+    });
+    // The samples did land in the recorder (this is not a no-op by mistake).
+    let text = recorder.handle().render();
+    assert!(text.contains("_request_duration_seconds_count"), "{text}");
 }
 
 #[test]

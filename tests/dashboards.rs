@@ -3,12 +3,7 @@
 //! the same two instances of the demo app (which answer each in the format it asks for), `promtool check rules`, a real Etsy
 //! statsd daemon and the DogStatsD wire format for the Datadog dashboard, and the demo's bounded
 //! run with its table checked against its own load generator.
-#![cfg(all(
-    feature = "prometheus",
-    feature = "native-histograms",
-    feature = "statsd",
-    feature = "dogstatsd"
-))]
+#![cfg(all(feature = "prometheus", feature = "statsd", feature = "dogstatsd"))]
 
 mod support;
 
@@ -55,15 +50,13 @@ struct Instance {
 }
 
 /// Starts the demo app and its load generator on a thread of their own, recording into
-/// Prometheus recorders (classic and native) local to that thread (so two instances keep
+/// a Prometheus recorder (classic and native histograms) local to that thread (so two instances keep
 /// separate metrics).
 fn start_instance(rate: f64) -> Instance {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (recorder, metrics) = tower_vitals::prometheus::with_native(
-            tower_vitals::prometheus::builder(),
-            tower_vitals::prometheus::native_builder(),
-        );
+        let recorder = tower_vitals::prometheus::builder().build_recorder();
+        let metrics = PrometheusMetrics::from_handle(recorder.handle());
         let _local = metrics::set_default_local_recorder(&recorder);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

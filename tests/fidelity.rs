@@ -1,7 +1,7 @@
 //! Fidelity: what the Grafana panels show is what happened.
 //!
 //! The demo app and its traffic (`examples/demo/kit`) run for a bounded time, recording through
-//! the layer into the classic and native Prometheus recorders and into an exact recorder that
+//! the layer into the crate's Prometheus recorder (classic and native histograms) and into an exact recorder that
 //! keeps every sample. Two real Prometheus 2.42 servers scrape the same `/metrics`, one classic,
 //! one with `--enable-feature=native-histograms`. When the load is over and both have scraped
 //! the final state, the panels' own expressions (from `dashboards/grafana/tower-vitals.json`,
@@ -15,7 +15,7 @@
 //!
 //! `FIDELITY_SECONDS` (default 12) sets the length of the run; `scripts/fidelity.sh` runs it
 //! longer and prints the tables.
-#![cfg(all(feature = "prometheus", feature = "native-histograms"))]
+#![cfg(feature = "prometheus")]
 
 mod support;
 
@@ -125,10 +125,8 @@ fn start_demo(seconds: f64, exact: Exact) -> Run {
     let (done_tx, load_done) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let (dual, metrics) = tower_vitals::prometheus::with_native(
-            tower_vitals::prometheus::builder(),
-            tower_vitals::prometheus::native_builder(),
-        );
+        let dual = tower_vitals::prometheus::builder().build_recorder();
+        let metrics = tower_vitals::prometheus::PrometheusMetrics::from_handle(dual.handle());
         let fanout = FanoutBuilder::default().add_recorder(dual).add_recorder(exact).build();
         let _local = metrics::set_default_local_recorder(&fanout);
         let runtime =

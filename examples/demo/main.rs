@@ -12,7 +12,6 @@
 //! cargo run --example demo                      # 15 s, then the final table
 //! cargo run --example demo -- --forever         # until Ctrl-C; open /vitals, scrape /metrics
 //! cargo run --example demo -- --seconds 60 --port 3001
-//! cargo run --example demo --features native-histograms   # + native histograms (needs protoc)
 //! cargo run --example demo --features statsd -- --statsd 127.0.0.1:8125
 //! cargo run --example demo --features dogstatsd -- --dogstatsd 127.0.0.1:8125
 //! ```
@@ -50,10 +49,6 @@ fn main() -> ExitCode {
         eprintln!("a metrics recorder was already installed");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = metrics.spawn_upkeep(Duration::from_secs(5)) {
-        eprintln!("could not start the Prometheus upkeep thread: {e}");
-        return ExitCode::FAILURE;
-    }
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
@@ -77,18 +72,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The Prometheus recorder behind `/metrics`. Built with `--features native-histograms`, the
-/// demo serves native histograms (protobuf) to a Prometheus started with
-/// `--enable-feature=native-histograms` and classic buckets to every other scraper, from the
-/// same `/metrics`: the scraper chooses, so there is nothing to configure. Without the feature
-/// (the default: it needs `protoc` to build) it serves classic buckets only.
-#[cfg(feature = "native-histograms")]
-fn prometheus_recorder() -> (prometheus::DualRecorder, PrometheusMetrics) {
-    prometheus::with_native(prometheus::builder(), prometheus::native_builder())
-}
-
-#[cfg(not(feature = "native-histograms"))]
-fn prometheus_recorder() -> (metrics_exporter_prometheus::PrometheusRecorder, PrometheusMetrics) {
+/// The Prometheus recorder behind `/metrics`: native histograms (protobuf) to a Prometheus
+/// started with `--enable-feature=native-histograms`, classic buckets to every other scraper,
+/// from the same `/metrics`: the scraper chooses, so there is nothing to configure.
+fn prometheus_recorder() -> (prometheus::PrometheusRecorder, PrometheusMetrics) {
     let recorder = prometheus::builder().build_recorder();
     let metrics = PrometheusMetrics::from_handle(recorder.handle());
     (recorder, metrics)

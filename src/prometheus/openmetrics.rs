@@ -67,7 +67,7 @@ pub(crate) fn negotiate(accept: Option<&str>, protobuf: bool) -> Format {
             "application/vnd.google.protobuf"
                 if protobuf
                     && proto.as_deref() == Some("io.prometheus.client.MetricFamily")
-                    && encoding.as_deref() == Some("delimited") =>
+                    && matches!(encoding.as_deref(), None | Some("delimited")) =>
             {
                 Format::Protobuf
             }

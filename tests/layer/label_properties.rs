@@ -13,13 +13,13 @@ use crate::support::{block_on, drain};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use metrics_exporter_prometheus::PrometheusRecorder;
 use proptest::prelude::*;
 use tower::{Layer, ServiceExt};
 use tower_vitals::labels::{
     sanitize_tag_value, GRPC_STATUS, MAX_ROUTE_LEN, METHOD, OTHER_GRPC_STATUS, OTHER_METHOD,
     OVERFLOW, ROUTE, STATUS, UNMATCHED,
 };
+use tower_vitals::prometheus::PrometheusRecorder;
 use tower_vitals::{RouteName, VitalsLayer};
 
 const STANDARD_METHODS: [&str; 9] =
