@@ -149,7 +149,7 @@ impl Server {
             Err(e) => return Err(e),
         };
         let addr = listener.local_addr()?;
-        let layer = VitalsLayer::new().label(app::CACHE).map_err(io::Error::other)?;
+        let layer = VitalsLayer::new().exemplars().label(app::CACHE).map_err(io::Error::other)?;
         let app = app::router(layer.clone(), metrics, live);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
