@@ -17,7 +17,7 @@
 //!   to show the default buckets cost nothing on the request path;
 //! - `vitals_recorder`: the layer recording into the crate's own recorder
 //!   (`tower_vitals::prometheus`: classic and native buckets from one record), rendered as text
-//!   and protobuf every second on a thread, as scrapes would;
+//!   and protobuf every second on a thread, as scrapes would; `floor_recorder`: the floor with it;
 //! - `floor_prometheus_6h`: the floor plus a sixth histogram (what a histogram of body
 //!   production time would cost);
 //! - `vitals_dogstatsd` / `floor_dogstatsd`: with metrics-exporter-dogstatsd 0.9 sending to a
@@ -308,6 +308,9 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
         VitalsLayer::new().layer(plain(shape))
     });
     r.run("vitals_recorder", Rec::Recorder, req, || VitalsLayer::new().layer(plain(shape)));
+    r.run("floor_recorder", Rec::Recorder, req, || {
+        FloorLayer::new("unmatched").layer(plain(shape))
+    });
     r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
         FloorLayer::with_sixth_histogram("unmatched").layer(plain(shape))
     });
@@ -387,6 +390,12 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
         app(router(shape).layer(VitalsLayer::new()))
     });
     r.run("vitals_recorder", Rec::Recorder, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run(
+        "floor_recorder",
+        Rec::Recorder,
+        req,
+        || app(router(shape).layer(FloorLayer::new(ROUTE))),
+    );
     r.run("floor_prometheus_6h", Rec::Prometheus, req, || {
         app(router(shape).layer(FloorLayer::with_sixth_histogram(ROUTE)))
     });
