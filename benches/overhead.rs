@@ -27,9 +27,10 @@
 //! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
 //!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
 //!   `vitals_prometheus` for what the live page adds per request.
-//! - (1-frame scenarios only) `vitals_traced_{noop,prometheus}` / `vitals_exemplars_{noop,prometheus}`:
+//! - (1-frame scenarios only) `vitals_traced_{noop,recorder}` / `vitals_exemplars_{noop,recorder}`:
 //!   the request carries a valid `traceparent` header; the layer without / with
-//!   `exemplars()` (what exemplars cost, against the same request);
+//!   `exemplars()`, with the no-op recorder / the crate's recorder (which keeps the exemplars):
+//!   what exemplars cost, against the same request;
 //!   `vitals_skipped`: a layer whose `skip_if` leaves every request
 //!   out; `vitals_label1_{noop,prometheus}` / `vitals_label4_{noop,prometheus}`: one / four
 //!   labels from `label_from_request` (each function returns a `'static` value, so what is
@@ -329,10 +330,10 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
         r.run("vitals_exemplars_noop", Rec::Noop, traced, || {
             VitalsLayer::new().exemplars().layer(plain(shape))
         });
-        r.run("vitals_traced_prometheus", Rec::Prometheus, traced, || {
+        r.run("vitals_traced_recorder", Rec::Recorder, traced, || {
             VitalsLayer::new().layer(plain(shape))
         });
-        r.run("vitals_exemplars_prometheus", Rec::Prometheus, traced, || {
+        r.run("vitals_exemplars_recorder", Rec::Recorder, traced, || {
             VitalsLayer::new().exemplars().layer(plain(shape))
         });
         r.run("vitals_skipped", Rec::Noop, req, || skipping().layer(plain(shape)));
@@ -416,10 +417,10 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
         r.run("vitals_exemplars_noop", Rec::Noop, traced, || {
             app(router(shape).layer(VitalsLayer::new().exemplars()))
         });
-        r.run("vitals_traced_prometheus", Rec::Prometheus, traced, || {
+        r.run("vitals_traced_recorder", Rec::Recorder, traced, || {
             app(router(shape).layer(VitalsLayer::new()))
         });
-        r.run("vitals_exemplars_prometheus", Rec::Prometheus, traced, || {
+        r.run("vitals_exemplars_recorder", Rec::Recorder, traced, || {
             app(router(shape).layer(VitalsLayer::new().exemplars()))
         });
         r.run("vitals_skipped", Rec::Noop, req, || app(router(shape).layer(skipping())));

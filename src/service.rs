@@ -80,7 +80,7 @@ where
         if !shared.simple {
             return self.call_with_options(req);
         }
-        // No skip predicate, label, gRPC route or exemplars: the route comes from the extensions only, and
+        // No skip predicate, label, gRPC route or trace-id function: the route comes from the extensions only, and
         // the request is never split or moved before the inner service gets it.
         let route = if req.extensions().is_empty() {
             routes::UNMATCHED_ID
@@ -92,7 +92,8 @@ where
         }
         // The request goes straight to the inner service (no move through a helper: each is a
         // copy of the whole head).
-        let record = start(&self.shared, &req, route, [0; MAX_LABELS], None);
+        let trace = shared.trace_id_from_headers(req.headers());
+        let record = start(&self.shared, &req, route, [0; MAX_LABELS], trace);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)

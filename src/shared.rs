@@ -32,8 +32,8 @@ pub(crate) struct Shared {
     pub(crate) labels: LabelTables,
     /// Whether `call` must look at the request head (a skip predicate or a label function).
     pub(crate) needs_head: bool,
-    /// No skip predicate, no label key, no gRPC routes and no exemplars: `call` takes its
-    /// short path (the route from the extensions only).
+    /// No skip predicate, no label key, no gRPC routes and no trace-id function: `call` takes
+    /// its short path (the route from the extensions, the trace id from `traceparent`).
     pub(crate) simple: bool,
     /// Exemplars on, trace ids from the `traceparent` header.
     pub(crate) traceparent: bool,
@@ -116,7 +116,7 @@ impl Shared {
             simple: !needs_head
                 && labels.is_empty()
                 && !config.grpc_routes
-                && config.exemplars.is_none(),
+                && matches!(config.exemplars, None | Some(TraceIdSource::Traceparent)),
             traceparent: matches!(config.exemplars, Some(TraceIdSource::Traceparent)),
             handles: HandleCache::new(names, (cap + 2).saturating_mul(per_route)),
             needs_head,
