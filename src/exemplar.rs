@@ -93,7 +93,7 @@ impl TraceId {
             _ => {}
         }
         hex_u8([head[53], head[54]])?; // the flags
-        // Eight digits per word; every word checked before any is decoded (one branch).
+                                       // Eight digits per word; every word checked before any is decoded (one branch).
         let word = |at: usize| {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&head[at..at + 8]);
@@ -340,7 +340,8 @@ impl ExemplarSlot {
     pub(crate) fn offer(&self, value: f64, sample: Sample) {
         let seq = self.seq.load(Ordering::Acquire);
         let last = self.unix_nanos.load(Ordering::Relaxed);
-        if seq & 1 != 0 || (last != 0 && sample.unix_nanos < last.saturating_add(MIN_INTERVAL_NANOS))
+        if seq & 1 != 0
+            || (last != 0 && sample.unix_nanos < last.saturating_add(MIN_INTERVAL_NANOS))
         {
             return;
         }
@@ -408,7 +409,8 @@ mod tests {
         let trace = hex(parts[1], 32)?;
         let parent = hex(parts[2], 16)?;
         hex(parts[3], 2)?;
-        let tail_ok = if version == 0 { rest.is_empty() } else { rest.is_empty() || rest.starts_with('-') };
+        let tail_ok =
+            if version == 0 { rest.is_empty() } else { rest.is_empty() || rest.starts_with('-') };
         (version != 0xff && trace != 0 && parent != 0 && tail_ok).then_some(trace)
     }
 
@@ -454,7 +456,8 @@ mod tests {
             assert_eq!(reference(case.as_bytes()), None, "reference disagrees on {case:?}");
         }
         // A later version may carry more fields after a '-'.
-        let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-brings";
+        let later =
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-brings";
         assert!(TraceId::from_traceparent(later.as_bytes()).is_some());
         assert_eq!(TraceId::from_hex("4BF92F3577B34DA6A3CE929D0E0E4736"), None);
         assert_eq!(TraceId::from_hex("00000000000000000000000000000000"), None);
@@ -537,7 +540,10 @@ mod tests {
         assert_eq!(slot.read(), None);
         slot.offer(0.5, sample(1, 10_000_000_000));
         let first = slot.read().expect("written");
-        assert_eq!((first.value, first.trace.to_u128(), first.unix_nanos), (0.5, 1, 10_000_000_000));
+        assert_eq!(
+            (first.value, first.trace.to_u128(), first.unix_nanos),
+            (0.5, 1, 10_000_000_000)
+        );
         // Within the interval: kept as it was; older: never written back.
         slot.offer(0.7, sample(2, 10_000_000_000 + MIN_INTERVAL_NANOS - 1));
         slot.offer(0.7, sample(3, 9_000_000_000));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use crate::exemplar::{TraceId, TraceIdSource};
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
-use crate::exemplar::{TraceId, TraceIdSource};
 use crate::service::Vitals;
 use crate::shared::{Config, Shared, DEFAULT_ROUTE_CAP};
 use crate::small_blocks::SmallBlockWarning;

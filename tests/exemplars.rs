@@ -35,16 +35,16 @@ fn traceparent(trace: &str) -> String {
 fn hostile() -> Vec<String> {
     let id = "4bf92f3577b34da6a3ce929d0e0e4736";
     vec![
-        format!("00-{}-00f067aa0ba902b7-01", &id[..31]),               // short trace id
-        format!("00-{id}0-00f067aa0ba902b7-01"),                        // long trace id
-        format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),       // uppercase
+        format!("00-{}-00f067aa0ba902b7-01", &id[..31]), // short trace id
+        format!("00-{id}0-00f067aa0ba902b7-01"),         // long trace id
+        format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()), // uppercase
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01".into(), // all zeros
-        format!("00-{}g-00f067aa0ba902b7-01", &id[..31]),              // non-hex
-        format!("ff-{id}-00f067aa0ba902b7-01"),                         // version ff
-        format!("00-{id}-0000000000000000-01"),                         // zero parent id
-        format!("00-{id}-00f067aa0ba902b7-01-extra"),                   // version 00, too long
-        format!("00-{id}-00f067aa0ba902b7-0x"),                         // non-hex flags
-        format!("00-{id}-00f067aa0ba902b7+01"),                         // wrong separator
+        format!("00-{}g-00f067aa0ba902b7-01", &id[..31]), // non-hex
+        format!("ff-{id}-00f067aa0ba902b7-01"),          // version ff
+        format!("00-{id}-0000000000000000-01"),          // zero parent id
+        format!("00-{id}-00f067aa0ba902b7-01-extra"),    // version 00, too long
+        format!("00-{id}-00f067aa0ba902b7-0x"),          // non-hex flags
+        format!("00-{id}-00f067aa0ba902b7+01"),          // wrong separator
     ]
 }
 
@@ -147,7 +147,9 @@ fn assert_healthy(prometheus: &Prometheus) {
         let lower = line.to_ascii_lowercase();
         let bad = lower.contains("level=error")
             || (lower.contains("level=warn")
-                && (lower.contains("scrape") || lower.contains("exemplar") || lower.contains("pars")));
+                && (lower.contains("scrape")
+                    || lower.contains("exemplar")
+                    || lower.contains("pars")));
         assert!(!bad, "prometheus log: {line}\n{log}");
     }
 }

@@ -281,9 +281,9 @@ impl HistogramCore {
             return;
         }
         let classic = &self.layout.classic;
-        let slots = self.exemplars.get_or_init(|| {
-            (0..=classic.len()).map(|_| ExemplarSlot::default()).collect()
-        });
+        let slots = self
+            .exemplars
+            .get_or_init(|| (0..=classic.len()).map(|_| ExemplarSlot::default()).collect());
         slots[classic.partition_point(|&b| b < v)].offer(v, sample);
     }
 

@@ -149,7 +149,10 @@ mod tests {
         assert_eq!(negotiate(Some("text/plain;version=0.0.4"), true), Format::Text);
         assert_eq!(negotiate(Some("*/*"), true), Format::Text);
         assert_eq!(negotiate(Some("application/json"), true), Format::Text);
-        assert_eq!(negotiate(Some("application/openmetrics-text;version=2.0.0"), true), Format::Text);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;version=2.0.0"), true),
+            Format::Text
+        );
         assert_eq!(
             negotiate(Some("text/plain;q=0.9, application/openmetrics-text; q=0.5"), true),
             Format::Text

@@ -182,9 +182,8 @@ async fn generate(
                 let trace = traceparent(n);
                 tasks.spawn(async move {
                     let request = one(addr, kind, &path, &trace);
-                    let delivered = tokio::time::timeout(REQUEST_TIMEOUT, request)
-                        .await
-                        .unwrap_or(true);
+                    let delivered =
+                        tokio::time::timeout(REQUEST_TIMEOUT, request).await.unwrap_or(true);
                     let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
                     if delivered {
                         *sent.requests.entry(kind.route().to_owned()).or_default() += 1;
