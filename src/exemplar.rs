@@ -244,6 +244,7 @@ thread_local! {
 /// The trace id and time of the request whose metrics are being recorded on this thread right
 /// now, if the layer has exemplars on and the request had a trace id. Recorders call this in
 /// `record`/`increment`; it is `None` everywhere else.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 #[inline]
 pub(crate) fn current() -> Option<Sample> {
     CURRENT.with(Cell::get)
@@ -289,6 +290,7 @@ pub(crate) fn want<'a>(names: impl IntoIterator<Item = &'a str>) {
 
 /// Whether a layer with exemplars on records the metric `name` with trace ids (see [`want`]).
 /// For recorders, at registration (it takes a lock when any layer has exemplars on).
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 pub(crate) fn wanted(name: &str) -> bool {
     ANY_WANTED.load(Ordering::Acquire)
         && WANTED
@@ -299,6 +301,7 @@ pub(crate) fn wanted(name: &str) -> bool {
 }
 
 /// One exemplar as a scrape reads it.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Exemplar {
     /// The recorded value (seconds for durations, 1 for a counter increment).
@@ -313,6 +316,7 @@ pub(crate) struct Exemplar {
 /// a bucket's slot to 1,000 per second whatever the request rate, so threads recording into the
 /// same bucket share its cache line read-only almost all the time; a scrape (seconds apart)
 /// sees no difference.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 pub(crate) const MIN_INTERVAL_NANOS: u64 = 1_000_000;
 
 /// The latest exemplar of one bucket: a sequence lock over atomics (no lock, no `unsafe`).
@@ -323,6 +327,7 @@ pub(crate) const MIN_INTERVAL_NANOS: u64 = 1_000_000;
 /// its read, then gives up for this scrape. Timestamps in a slot only grow (a write older than
 /// the slot's exemplar, or within [`MIN_INTERVAL_NANOS`] of it, is skipped), as Prometheus
 /// requires of the exemplars of one series.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 #[derive(Debug, Default)]
 pub(crate) struct ExemplarSlot {
     seq: AtomicU64,
@@ -333,6 +338,7 @@ pub(crate) struct ExemplarSlot {
     unix_nanos: AtomicU64,
 }
 
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 impl ExemplarSlot {
     /// Offers `value` recorded under `sample`: kept unless the slot holds one less than
     /// [`MIN_INTERVAL_NANOS`] older or a write is in progress.
