@@ -756,6 +756,56 @@ mod tests {
         }
     }
 
+    /// OpenMetrics: counter families without `_total`, `# UNIT` for a suffixed name, the
+    /// latest exemplar on the bucket and counter lines of series a layer wants exemplars for
+    /// (none on others, none in the text format), no blank line, `# EOF`; and the service
+    /// answers it to Prometheus' default `Accept`.
+    #[test]
+    fn openmetrics_carries_exemplars_and_the_text_format_does_not() {
+        use crate::exemplar::{Sample, Scope, TraceId};
+        crate::exemplar::want(["om.requests", "om.duration"]);
+        let rec = recorder();
+        rec.describe_histogram("om.duration".into(), Some(metrics::Unit::Seconds), "d".into());
+        rec.describe_counter("om.requests".into(), None, "r \"quoted\"".into());
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid");
+        metrics::with_local_recorder(&rec, || {
+            let _scope = Scope::enter(Sample { trace, unix_nanos: 1_733_325_600_123_000_000 });
+            metrics::counter!("om.requests", "route" => "/a").increment(1);
+            metrics::histogram!("om.duration", "route" => "/a").record(0.3);
+            metrics::histogram!("om.other", "route" => "/a").record(0.3);
+        });
+        metrics::with_local_recorder(&rec, || {
+            // Outside a scope: counted, no exemplar.
+            metrics::histogram!("om.duration", "route" => "/a").record(2.0);
+        });
+        let om = rec.handle().render_openmetrics();
+        let ex = "# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}";
+        assert!(om.contains("# TYPE om_requests counter\n"), "{om}");
+        assert!(om.contains("# HELP om_requests r \\\"quoted\\\"\n"), "{om}");
+        assert!(
+            om.contains(&format!("om_requests_total{{route=\"/a\"}} 1 {ex} 1 1733325600.123\n"))
+        );
+        assert!(om.contains("# UNIT om_duration_seconds seconds\n"), "{om}");
+        assert!(
+            om.contains(&format!(
+                "om_duration_seconds_bucket{{route=\"/a\",le=\"0.5\"}} 1 {ex} 0.3 1733325600.123\n"
+            )),
+            "{om}"
+        );
+        assert!(om.contains("om_duration_seconds_bucket{route=\"/a\",le=\"2.5\"} 2\n"), "{om}");
+        assert_eq!(om.matches("trace_id").count(), 2, "only the wanted series: {om}");
+        assert!(!om.contains("\n\n") && om.ends_with("\n# EOF\n"), "{om}");
+        let text = rec.handle().render();
+        assert!(!text.contains("trace_id") && !text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE om_requests_total counter\n"), "{text}");
+
+        let metrics = PrometheusMetrics::from_handle(rec.handle());
+        let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let req = Request::builder().uri("/metrics").header(header::ACCEPT, accept);
+        let response = answer(&metrics, &req.body(()).expect("request"));
+        assert_eq!(response.headers()[header::CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
+    }
+
     #[test]
     fn standalone_answer_is_metrics_only() {
         let metrics = PrometheusMetrics::from_handle(recorder().handle());
