@@ -90,6 +90,12 @@
 //!   background task. The gauge is set to 0 when the layer first wraps a service (and again at
 //!   the first request, through the recorder current then), so it is there from the first scrape. See [`capacity`](VitalsLayer::capacity) and
 //!   [`utilization_window`](VitalsLayer::utilization_window).
+//! - **Exemplars** (opt-in, [`exemplars`](VitalsLayer::exemplars)): each request's trace id
+//!   (from its W3C `traceparent` header, or [`exemplars_from`](VitalsLayer::exemplars_from) a
+//!   function of the request head) goes with its `requests`, `request.duration` and
+//!   `application_time` recordings; the crate's Prometheus recorder keeps the latest one per
+//!   bucket and serves it in OpenMetrics (and protobuf) to Prometheus, which links a slow
+//!   bucket to the trace of a request that was that slow. Other recorders ignore it.
 //! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
 //!   process (per-route hdrhistograms over a recent window and since start) and serves
 //!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
