@@ -242,3 +242,40 @@ fn second_install_is_a_clear_error() {
     assert!(matches!(err, prometheus::InstallError::AlreadyInstalled));
     assert!(err.to_string().contains("already installed"), "{err}");
 }
+
+/// The documented alternative: the layer only talks to the `metrics` facade, so a service that
+/// keeps metrics-exporter-prometheus (given the crate's buckets) gets the same series from it.
+#[test]
+fn the_layer_still_works_with_metrics_exporter_prometheus() {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use tower::{Layer, ServiceExt};
+    let recorder = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets_for_metric(Matcher::Suffix("duration".into()), prometheus::SECONDS_BUCKETS)
+        .expect("buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let svc = tower_vitals::VitalsLayer::new().layer(tower::service_fn(
+            |_req: http::Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"hello"),
+                )))
+            },
+        ));
+        for _ in 0..3 {
+            let mut req = http::Request::new(String::new());
+            req.extensions_mut().insert(tower_vitals::RouteName::new("/a"));
+            let res = support::block_on(svc.clone().oneshot(req)).expect("infallible");
+            support::drain(&mut res.into_body());
+        }
+    });
+    let text = handle.render();
+    let samples = support::prom_text::parse(&text).expect("parses");
+    let requests = support::prom_text::total(&samples, &prom_name(&NAMES.requests, "_total"));
+    assert_eq!(requests, 3.0, "{text}");
+    let count = support::prom_text::total(&samples, &prom_name(&NAMES.duration, "_seconds_count"));
+    assert_eq!(count, 3.0, "{text}");
+    assert!(text.contains("http_route=\"/a\""), "{text}");
+    assert!(text.contains("le=\"0.000003814697265625\""), "the crate's buckets:\n{text}");
+}

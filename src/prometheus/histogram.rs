@@ -8,6 +8,7 @@
 //! `2^min_exp` (the zero threshold) counts in the zero bucket, a value over `2^max_exp` in the
 //! top bucket (its sum stays exact; classic `+Inf` holds it as it should).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -34,13 +35,27 @@ pub(crate) const STRIPES: usize = 8;
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+    /// The thread's stripe, `STRIPES` until it first records.
+    static STRIPE: Cell<usize> = const { Cell::new(STRIPES) };
 }
 
-/// The calling thread's stripe (0 while its thread-locals are being destroyed).
+/// The calling thread's stripe, below [`STRIPES`] (0 while its thread-locals are being
+/// destroyed).
 #[inline]
 pub(crate) fn stripe_index() -> usize {
-    STRIPE.try_with(|s| *s).unwrap_or(0)
+    const _: () = assert!(STRIPES.is_power_of_two());
+    let i = STRIPE
+        .try_with(|s| {
+            let i = s.get();
+            if i < STRIPES {
+                return i;
+            }
+            let i = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+            s.set(i);
+            i
+        })
+        .unwrap_or(0);
+    i & (STRIPES - 1)
 }
 
 const MANTISSA: u64 = (1 << 52) - 1;
@@ -72,6 +87,16 @@ const BELOW: [u8; 256] = {
     }
     table
 };
+/// For the top 8 mantissa bits `t`: the next boundary at or above `t << 44` (the one compare).
+const NEXT: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut t = 0;
+    while t < 256 {
+        table[t] = BOUNDARY[BELOW[t] as usize + 1];
+        t += 1;
+    }
+    table
+};
 
 /// The schema-3 bucket index of a positive `v`: `i` with `2^((i-1)/8) < v <= 2^(i/8)`, from the
 /// bits of the float (exponent, then a 256-entry table and one compare on the mantissa).
@@ -84,9 +109,9 @@ pub(crate) fn native_index(v: f64) -> i32 {
     if m == 0 {
         return exp * PER_OCTAVE;
     }
-    let below = BELOW[(m >> 44) as usize] as usize;
-    let j = below + usize::from(BOUNDARY[below + 1] < m);
-    exp * PER_OCTAVE + j as i32 + 1
+    let t = (m >> 44) as usize;
+    let j = i32::from(BELOW[t]) + i32::from(NEXT[t] < m);
+    exp * PER_OCTAVE + j + 1
 }
 
 /// How a histogram keeps its sum: exactly, as integers, whenever the unit allows.
@@ -101,16 +126,15 @@ pub(crate) enum SumKind {
 }
 
 impl SumKind {
+    /// `scaled` rounded to an integer (half away from zero). One sample adds at most 2^53
+    /// units (104 days in nanoseconds, 9 PB in bytes), so no sum of realistic samples wraps;
+    /// two's complement, so negative samples subtract.
     #[inline]
-    fn fixed(self, v: f64) -> u64 {
-        let scaled = match self {
-            SumKind::Nanos => v * 1e9,
-            _ => v,
-        };
-        // One sample adds at most 2^53 units (104 days in nanoseconds, 9 PB in bytes), so no
-        // sum of realistic samples wraps; two's complement so negative samples subtract.
+    fn fixed(scaled: f64) -> u64 {
         const MAX: f64 = (1u64 << 53) as f64;
-        (scaled.round().clamp(-MAX, MAX) as i64) as u64
+        let x = scaled.clamp(-MAX, MAX);
+        let rounded = if x >= 0.0 { x + 0.5 } else { x - 0.5 };
+        rounded as i64 as u64
     }
 
     fn value(self, raw: u64) -> f64 {
@@ -130,20 +154,20 @@ pub(crate) struct Layout {
     /// Whether every classic bound is `0` or a power of two inside the native range (then the
     /// classic counts are sums of native buckets and need no counters of their own).
     derived: bool,
-    /// Zero threshold `2^min_exp`; the top native bucket ends at `2^max_exp`.
+    /// Zero threshold `2^min_exp` (the top native bucket ends at `2^max_exp`).
     pub(crate) min_exp: i32,
-    pub(crate) max_exp: i32,
     pub(crate) sum: SumKind,
+    /// Index of native slot 0, and the last slot.
+    first: i32,
+    top: usize,
 }
 
-/// Fixed slots at the start of a stripe.
+/// Slots of a stripe's head line.
 const SUM: usize = 0;
 /// Samples `<= 0` (classic `le="0"`; native zero bucket).
 const NON_POSITIVE: usize = 1;
 /// Samples in `(0, zero threshold]` (native zero bucket).
 const TINY: usize = 2;
-/// First classic counter when the classic buckets are counted (not derived).
-const CLASSIC: usize = 3;
 
 impl Layout {
     pub(crate) fn new(classic: &[f64], min_exp: i32, max_exp: i32, sum: SumKind) -> Layout {
@@ -153,7 +177,9 @@ impl Layout {
                     && b.to_bits() & MANTISSA == 0
                     && (min_exp..max_exp).contains(&(native_index(b) / PER_OCTAVE)))
         });
-        Layout { classic: classic.into(), derived, min_exp, max_exp, sum }
+        let first = min_exp * PER_OCTAVE + 1;
+        let top = ((max_exp - min_exp) * PER_OCTAVE) as usize - 1;
+        Layout { classic: classic.into(), derived, min_exp, sum, first, top }
     }
 
     /// The zero threshold (`2^min_exp`): positive samples at or under it are in the zero bucket.
@@ -163,44 +189,47 @@ impl Layout {
 
     /// Index of the lowest native bucket kept.
     pub(crate) fn first_native(&self) -> i32 {
-        self.min_exp * PER_OCTAVE + 1
+        self.first
     }
 
     fn native_len(&self) -> usize {
-        ((self.max_exp - self.min_exp) * PER_OCTAVE) as usize
+        self.top + 1
     }
 
-    fn fixed_len(&self) -> usize {
-        CLASSIC + if self.derived { 0 } else { self.classic.len() + 1 }
+    /// Classic counters a stripe keeps (none when they are derived from native buckets).
+    fn counted_len(&self) -> usize {
+        if self.derived {
+            0
+        } else {
+            self.classic.len() + 1
+        }
     }
 }
 
-/// One thread's share of a series: the fixed slots on padded lines of their own, the native
-/// buckets in 16-bucket lines allocated the first time a sample lands in them.
+/// One thread's share of a series: the sum and zero counts on a padded line of their own, the
+/// classic counters (if counted) on padded lines, the native buckets in 16-bucket lines
+/// allocated the first time a sample lands in them.
 struct Stripe {
-    fixed: Box<[Line]>,
+    head: Line,
+    counted: Box<[Line]>,
     native: Box<[OnceLock<Box<Line>>]>,
 }
 
 impl Stripe {
     fn new(layout: &Layout) -> Stripe {
-        let fixed = (0..layout.fixed_len().div_ceil(LINE)).map(|_| *new_line()).collect();
+        let counted = (0..layout.counted_len().div_ceil(LINE)).map(|_| *new_line()).collect();
         let native = (0..layout.native_len().div_ceil(LINE)).map(|_| OnceLock::new()).collect();
-        Stripe { fixed, native }
+        Stripe { head: *new_line(), counted, native }
     }
 
     #[inline]
-    fn slot(&self, i: usize) -> &AtomicU64 {
-        &self.fixed[i / LINE][i % LINE]
+    fn counted(&self, k: usize) -> &AtomicU64 {
+        &self.counted[k / LINE][k % LINE]
     }
 
     #[inline]
     fn native(&self, n: usize) -> &AtomicU64 {
         &self.native[n / LINE].get_or_init(new_line)[n % LINE]
-    }
-
-    fn native_count(&self, n: usize) -> u64 {
-        self.native[n / LINE].get().map_or(0, |line| line[n % LINE].load(Relaxed))
     }
 }
 
@@ -209,7 +238,7 @@ impl Stripe {
 /// per 16 native buckets that received a sample; independent of the request rate.
 pub(crate) struct HistogramCore {
     layout: Layout,
-    stripes: Box<[OnceLock<Box<Stripe>>]>,
+    stripes: [OnceLock<Box<Stripe>>; STRIPES],
     /// The latest exemplar of each classic bucket (the last one is `+Inf`), allocated with the
     /// first exemplar: only series recorded through [`WithExemplars`] ever have one.
     exemplars: OnceLock<Box<[ExemplarSlot]>>,
@@ -225,7 +254,7 @@ impl HistogramCore {
     pub(crate) fn new(layout: Layout) -> HistogramCore {
         HistogramCore {
             layout,
-            stripes: (0..STRIPES).map(|_| OnceLock::new()).collect(),
+            stripes: std::array::from_fn(|_| OnceLock::new()),
             exemplars: OnceLock::new(),
         }
     }
@@ -239,36 +268,36 @@ impl HistogramCore {
     /// a measurement and is ignored.
     #[inline]
     pub(crate) fn record(&self, v: f64) {
-        if v.is_nan() {
-            return;
-        }
         let layout = &self.layout;
         let stripe = self.stripes[stripe_index()].get_or_init(|| Box::new(Stripe::new(layout)));
-        if v <= 0.0 {
-            stripe.slot(NON_POSITIVE).fetch_add(1, Relaxed);
-        } else {
-            let first = layout.first_native();
-            let i = native_index(v);
-            if i < first {
-                stripe.slot(TINY).fetch_add(1, Relaxed);
+        if v > 0.0 {
+            let n = native_index(v) - layout.first;
+            if n >= 0 {
+                stripe.native((n as usize).min(layout.top)).fetch_add(1, Relaxed);
             } else {
-                let top = layout.native_len() - 1;
-                stripe.native(((i - first) as usize).min(top)).fetch_add(1, Relaxed);
+                stripe.head[TINY].fetch_add(1, Relaxed);
             }
+        } else if v <= 0.0 {
+            stripe.head[NON_POSITIVE].fetch_add(1, Relaxed);
+        } else {
+            return; // NaN
         }
         if !layout.derived {
             let k = layout.classic.partition_point(|&b| b < v);
-            stripe.slot(CLASSIC + k).fetch_add(1, Relaxed);
+            stripe.counted(k).fetch_add(1, Relaxed);
         }
-        let sum = stripe.slot(SUM);
+        let sum = &stripe.head[SUM];
         match layout.sum {
+            SumKind::Nanos => {
+                sum.fetch_add(SumKind::fixed(v * 1e9), Relaxed);
+            }
+            SumKind::Units => {
+                sum.fetch_add(SumKind::fixed(v), Relaxed);
+            }
             SumKind::Float => {
                 let _ = sum.fetch_update(Relaxed, Relaxed, |old| {
                     Some((f64::from_bits(old) + v).to_bits())
                 });
-            }
-            kind => {
-                sum.fetch_add(kind.fixed(v), Relaxed);
             }
         }
     }
@@ -300,26 +329,27 @@ impl HistogramCore {
         let mut native = vec![0u64; layout.native_len()];
         let mut non_positive = 0;
         let mut tiny = 0;
-        let mut counted = vec![0u64; if layout.derived { 0 } else { layout.classic.len() + 1 }];
+        let mut counted = vec![0u64; layout.counted_len()];
         let stripes: Vec<&Stripe> =
             self.stripes.iter().filter_map(|s| s.get()).map(|s| &**s).collect();
         for stripe in &stripes {
-            non_positive += stripe.slot(NON_POSITIVE).load(Relaxed);
-            tiny += stripe.slot(TINY).load(Relaxed);
-            for (n, count) in native.iter_mut().enumerate() {
-                if n % LINE == 0 && stripe.native[n / LINE].get().is_none() {
-                    continue;
+            non_positive += stripe.head[NON_POSITIVE].load(Relaxed);
+            tiny += stripe.head[TINY].load(Relaxed);
+            for (cell, counts) in stripe.native.iter().zip(native.chunks_mut(LINE)) {
+                if let Some(line) = cell.get() {
+                    for (count, slot) in counts.iter_mut().zip(line.iter()) {
+                        *count += slot.load(Relaxed);
+                    }
                 }
-                *count += stripe.native_count(n);
             }
             for (k, count) in counted.iter_mut().enumerate() {
-                *count += stripe.slot(CLASSIC + k).load(Relaxed);
+                *count += stripe.counted(k).load(Relaxed);
             }
         }
         let mut sum_raw: u64 = 0;
         let mut sum_float = 0.0;
         for stripe in &stripes {
-            let raw = stripe.slot(SUM).load(Relaxed);
+            let raw = stripe.head[SUM].load(Relaxed);
             match layout.sum {
                 SumKind::Float => sum_float += f64::from_bits(raw),
                 _ => sum_raw = sum_raw.wrapping_add(raw),
@@ -413,7 +443,7 @@ impl Snapshot {
 
 /// A counter series: one padded word per stripe, summed at scrape.
 pub(crate) struct CounterCore {
-    stripes: Box<[CachePadded<AtomicU64>]>,
+    stripes: [CachePadded<AtomicU64>; STRIPES],
     /// The latest exemplar (only counters recorded through [`WithExemplars`] have one).
     exemplar: OnceLock<Box<ExemplarSlot>>,
 }
@@ -421,7 +451,7 @@ pub(crate) struct CounterCore {
 impl CounterCore {
     pub(crate) fn new() -> CounterCore {
         CounterCore {
-            stripes: (0..STRIPES).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             exemplar: OnceLock::new(),
         }
     }
