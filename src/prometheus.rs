@@ -49,8 +49,9 @@
 //!
 //! ## Names
 //!
-//! The recorder uses the exporter's recommended naming: dots become underscores, counters end
-//! in `_total`, and the unit declared by the layer is appended. With the default prefix:
+//! Prometheus' recommended naming, the same in the text and the protobuf exposition: dots
+//! become underscores (in label keys too), counters end in `_total`, and the unit declared by
+//! the layer is appended. With the default prefix:
 //!
 //! | layer metric | Prometheus series |
 //! |---|---|
@@ -76,8 +77,8 @@
 //!
 //! Every time histogram of the layer gets [`SECONDS_BUCKETS`], every byte histogram
 //! [`BYTES_BUCKETS`] and every frame-count histogram [`FRAMES_BUCKETS`], whatever the prefix
-//! (matched by name suffix). They are real Prometheus histograms (`_bucket{le=…}`), never the
-//! exporter's default summary, so `histogram_quantile` works across instances. The layouts were
+//! (matched by name suffix). They are real Prometheus histograms (`_bucket{le=…}`), never
+//! summaries, so `histogram_quantile` works across instances. The layouts were
 //! chosen by measuring `histogram_quantile`'s error against exact quantiles (see each
 //! constant); [`OTEL_SECONDS_BUCKETS`] keeps OpenTelemetry's advice for those who want it.
 //!
