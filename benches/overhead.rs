@@ -27,7 +27,11 @@
 //! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
 //!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
 //!   `vitals_prometheus` for what the live page adds per request.
-//! - (1-frame scenarios only) `vitals_skipped`: a layer whose `skip_if` leaves every request
+//! - (1-frame scenarios only) `vitals_traced_{noop,recorder}` / `vitals_exemplars_{noop,recorder}`:
+//!   the request carries a valid `traceparent` header; the layer without / with
+//!   `exemplars()`, with the no-op recorder / the crate's recorder (which keeps the exemplars):
+//!   what exemplars cost, against the same request;
+//!   `vitals_skipped`: a layer whose `skip_if` leaves every request
 //!   out; `vitals_label1_{noop,prometheus}` / `vitals_label4_{noop,prometheus}`: one / four
 //!   labels from `label_from_request` (each function returns a `'static` value, so what is
 //!   measured is the layer's work: calling it, the capped value lookup, the wider key).
@@ -233,6 +237,16 @@ impl Installed {
 
 // ---------------------------------------------------------------- running variants
 
+/// `request()` with a valid W3C `traceparent` header (the exemplar variants).
+fn request_traced() -> Request<ReqBody> {
+    let mut req = request();
+    req.headers_mut().insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    req
+}
+
 /// Criterion (one group per scenario), or the counting mode for callgrind.
 enum Runner<'c> {
     Bench(BenchmarkGroup<'c, WallTime>),
@@ -311,6 +325,17 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
         VitalsLayer::new().layer(plain(shape))
     });
     if shape.frames == 1 {
+        let traced = request_traced as fn() -> Request<ReqBody>;
+        r.run("vitals_traced_noop", Rec::Noop, traced, || VitalsLayer::new().layer(plain(shape)));
+        r.run("vitals_exemplars_noop", Rec::Noop, traced, || {
+            VitalsLayer::builder().exemplars().build().layer(plain(shape))
+        });
+        r.run("vitals_traced_recorder", Rec::Recorder, traced, || {
+            VitalsLayer::new().layer(plain(shape))
+        });
+        r.run("vitals_exemplars_recorder", Rec::Recorder, traced, || {
+            VitalsLayer::builder().exemplars().build().layer(plain(shape))
+        });
         r.run("vitals_skipped", Rec::Noop, req, || skipping().layer(plain(shape)));
         for (variant, rec, keys) in LABEL_VARIANTS {
             r.run(variant, rec, req, || labelled(keys).layer(plain(shape)));
@@ -385,6 +410,19 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
         app(router(shape).layer(VitalsLayer::new()))
     });
     if shape.frames == 1 {
+        let traced = request_traced as fn() -> Request<ReqBody>;
+        r.run("vitals_traced_noop", Rec::Noop, traced, || {
+            app(router(shape).layer(VitalsLayer::new()))
+        });
+        r.run("vitals_exemplars_noop", Rec::Noop, traced, || {
+            app(router(shape).layer(VitalsLayer::builder().exemplars().build()))
+        });
+        r.run("vitals_traced_recorder", Rec::Recorder, traced, || {
+            app(router(shape).layer(VitalsLayer::new()))
+        });
+        r.run("vitals_exemplars_recorder", Rec::Recorder, traced, || {
+            app(router(shape).layer(VitalsLayer::builder().exemplars().build()))
+        });
         r.run("vitals_skipped", Rec::Noop, req, || app(router(shape).layer(skipping())));
         for (variant, rec, keys) in LABEL_VARIANTS {
             r.run(variant, rec, req, || app(router(shape).layer(labelled(keys))));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::clock::Clock;
+use crate::exemplar::{TraceId, TraceIdSource};
 use crate::names::{MetricNames, DEFAULT_PREFIX};
 use crate::request_body::{IgnoreRequestBody, MeasureRequestBody};
 use crate::service::Vitals;
@@ -88,6 +89,7 @@ impl VitalsLayer<IgnoreRequestBody> {
                 protocol_version: true,
                 url_scheme: Some("http".to_owned()),
                 system_clock: true,
+                exemplars: None,
             },
             mode: PhantomData,
         }
@@ -330,6 +332,45 @@ impl<M> VitalsLayerBuilder<M> {
     /// terminates TLS, pass `http::uri::Scheme::HTTPS`. Turns the tag on if it was off.
     pub fn url_scheme(mut self, scheme: http::uri::Scheme) -> Self {
         self.config.url_scheme = Some(crate::labels::sanitize_tag_value(scheme.as_str()));
+        self
+    }
+
+    /// Turns exemplars on: each request's trace id, from its W3C `traceparent` header, goes
+    /// with its `requests`, `request.duration` and `application_time` recordings, so that a
+    /// recorder that keeps exemplars (this crate's Prometheus recorder) can show, on the bucket
+    /// a request landed in, the trace of a request that was that slow. Headers that are not a
+    /// valid `traceparent` (wrong length, uppercase, all-zero ids, ...) are ignored. Other
+    /// recorders see no difference. Off by default; see
+    /// [`exemplars_from`](Self::exemplars_from) to take the trace id from elsewhere.
+    ///
+    /// ```
+    /// use tower_vitals::VitalsLayer;
+    /// let layer = VitalsLayer::builder().exemplars().build();
+    /// # let _ = layer;
+    /// ```
+    pub fn exemplars(mut self) -> Self {
+        self.config.exemplars = Some(TraceIdSource::Traceparent);
+        self
+    }
+
+    /// Turns exemplars on (see [`exemplars`](Self::exemplars)) with each request's trace id
+    /// from `trace_id`, a function of the request head called when `call` runs: for example
+    /// the trace id of the current OpenTelemetry span, or a header of your own.
+    ///
+    /// ```
+    /// use tower_vitals::{TraceId, VitalsLayer};
+    /// let layer = VitalsLayer::builder()
+    ///     .exemplars_from(|req: &http::request::Parts| {
+    ///         TraceId::from_hex(req.headers.get("x-trace-id")?.to_str().ok()?)
+    ///     })
+    ///     .build();
+    /// # let _ = layer;
+    /// ```
+    pub fn exemplars_from<F>(mut self, trace_id: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<TraceId> + Send + Sync + 'static,
+    {
+        self.config.exemplars = Some(TraceIdSource::Function(Arc::new(trace_id)));
         self
     }
 }

@@ -97,6 +97,12 @@
 //!   read (exact at every scrape), and by a background thread once a second (for statsd and
 //!   DogStatsD, which are not scraped). A quiet service reads its true count in flight and a
 //!   `utilization` of 0 after a burst.
+//! - **Exemplars** (opt-in, [`exemplars`](VitalsLayerBuilder::exemplars)): each request's trace id
+//!   (from its W3C `traceparent` header, or [`exemplars_from`](VitalsLayerBuilder::exemplars_from) a
+//!   function of the request head) goes with its `requests`, `request.duration` and
+//!   `application_time` recordings; the crate's Prometheus recorder keeps the latest one per
+//!   bucket and serves it in OpenMetrics (and protobuf) to Prometheus, which links a slow
+//!   bucket to the trace of a request that was that slow. Other recorders ignore it.
 //! - **Live page** (feature `live`, on by default): [`live`] keeps what the layer records in
 //!   process (per-route hdrhistograms over a recent window and since start) and serves
 //!   `/vitals`, a self-contained page, and `/vitals.json`: see it without Prometheus or Grafana.
@@ -144,6 +150,7 @@ mod body;
 mod clock;
 #[cfg(feature = "dogstatsd")]
 pub mod dogstatsd;
+mod exemplar;
 mod future;
 mod gauges;
 mod grpc;
@@ -180,6 +187,7 @@ mod write_once;
 
 pub use body::ResponseBody;
 pub use clock::{Clock, MockClock};
+pub use exemplar::TraceId;
 pub use future::ResponseFuture;
 pub use gauges::publish_gauges;
 pub use layer::{VitalsLayer, VitalsLayerBuilder};
@@ -216,6 +224,7 @@ mod layering {
         "utilization",
         "gauges",
         "small_blocks",
+        "exemplar",
         "shared",
         "record",
         "request_body",

@@ -292,6 +292,14 @@ impl PrometheusMetrics {
         self.handle.render()
     }
 
+    /// The OpenMetrics text exposition ([`OPENMETRICS_CONTENT_TYPE`]): the samples of
+    /// [`render`](Self::render) with the exemplars of a layer with
+    /// [`exemplars`](crate::VitalsLayer::exemplars) on (`# {trace_id="…"} value timestamp`
+    /// after a bucket or counter sample), ending with `# EOF`.
+    pub fn render_openmetrics(&self) -> String {
+        self.handle.render_openmetrics()
+    }
+
     /// The protobuf exposition (length-delimited `io.prometheus.client.MetricFamily`
     /// messages): native histograms with their classic buckets, counters and gauges.
     pub fn render_protobuf(&self) -> Vec<u8> {
@@ -341,8 +349,14 @@ impl PrometheusMetrics {
     /// A `200` response with the exposition in the format `accept` asks for (see the type's
     /// docs).
     fn exposition(&self, accept: Option<&HeaderValue>) -> Response<MetricsBody> {
+        let openmetrics = || {
+            let accept = accept.and_then(|a| a.to_str().ok());
+            openmetrics::negotiate(accept, false) == openmetrics::Format::OpenMetrics
+        };
         let (body, content_type) = if accept.is_some_and(asks_protobuf) {
             (self.render_protobuf().into(), PROTOBUF_CONTENT_TYPE)
+        } else if openmetrics() {
+            (self.render_openmetrics().into(), OPENMETRICS_CONTENT_TYPE)
         } else {
             (self.render().into(), CONTENT_TYPE)
         };
@@ -351,6 +365,10 @@ impl PrometheusMetrics {
         response
     }
 }
+
+/// The `Content-Type` of the OpenMetrics text exposition, the first choice of a Prometheus
+/// without native histograms (it carries exemplars).
+pub const OPENMETRICS_CONTENT_TYPE: &str = openmetrics::CONTENT_TYPE;
 
 /// The `Content-Type` of the protobuf exposition (length-delimited `MetricFamily` messages), as
 /// Prometheus asks for it with `--enable-feature=native-histograms`.
@@ -385,6 +403,7 @@ fn asks_protobuf(accept: &HeaderValue) -> bool {
 #[allow(unreachable_pub)]
 mod client_model;
 mod histogram;
+mod openmetrics;
 mod protobuf;
 mod recorder;
 mod text;
@@ -735,6 +754,56 @@ mod tests {
             assert_eq!(ct, HeaderValue::from_static(CONTENT_TYPE), "{accept:?}");
             assert!(body.bytes().starts_with(b"# "), "{accept:?}");
         }
+    }
+
+    /// OpenMetrics: counter families without `_total`, `# UNIT` for a suffixed name, the
+    /// latest exemplar on the bucket and counter lines of series a layer wants exemplars for
+    /// (none on others, none in the text format), no blank line, `# EOF`; and the service
+    /// answers it to Prometheus' default `Accept`.
+    #[test]
+    fn openmetrics_carries_exemplars_and_the_text_format_does_not() {
+        use crate::exemplar::{Sample, Scope, TraceId};
+        crate::exemplar::want(["om.requests", "om.duration"]);
+        let rec = recorder();
+        rec.describe_histogram("om.duration".into(), Some(metrics::Unit::Seconds), "d".into());
+        rec.describe_counter("om.requests".into(), None, "r \"quoted\"".into());
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid");
+        metrics::with_local_recorder(&rec, || {
+            let _scope = Scope::enter(Sample { trace, unix_nanos: 1_733_325_600_123_000_000 });
+            metrics::counter!("om.requests", "route" => "/a").increment(1);
+            metrics::histogram!("om.duration", "route" => "/a").record(0.3);
+            metrics::histogram!("om.other", "route" => "/a").record(0.3);
+        });
+        metrics::with_local_recorder(&rec, || {
+            // Outside a scope: counted, no exemplar.
+            metrics::histogram!("om.duration", "route" => "/a").record(2.0);
+        });
+        let om = rec.handle().render_openmetrics();
+        let ex = "# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}";
+        assert!(om.contains("# TYPE om_requests counter\n"), "{om}");
+        assert!(om.contains("# HELP om_requests r \\\"quoted\\\"\n"), "{om}");
+        assert!(
+            om.contains(&format!("om_requests_total{{route=\"/a\"}} 1 {ex} 1 1733325600.123\n"))
+        );
+        assert!(om.contains("# UNIT om_duration_seconds seconds\n"), "{om}");
+        assert!(
+            om.contains(&format!(
+                "om_duration_seconds_bucket{{route=\"/a\",le=\"0.5\"}} 1 {ex} 0.3 1733325600.123\n"
+            )),
+            "{om}"
+        );
+        assert!(om.contains("om_duration_seconds_bucket{route=\"/a\",le=\"2.5\"} 2\n"), "{om}");
+        assert_eq!(om.matches("trace_id").count(), 2, "only the wanted series: {om}");
+        assert!(!om.contains("\n\n") && om.ends_with("\n# EOF\n"), "{om}");
+        let text = rec.handle().render();
+        assert!(!text.contains("trace_id") && !text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE om_requests_total counter\n"), "{text}");
+
+        let metrics = PrometheusMetrics::from_handle(rec.handle());
+        let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let req = Request::builder().uri("/metrics").header(header::ACCEPT, accept);
+        let response = answer(&metrics, &req.body(()).expect("request"));
+        assert_eq!(response.headers()[header::CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
     }
 
     #[test]

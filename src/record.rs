@@ -6,6 +6,7 @@
 //! the recording runs once: `end` consumes the record, and `Drop` does nothing for a record
 //! that was finished.
 
+use crate::exemplar::{Sample, Scope, TraceId};
 use crate::grpc::StatusKey;
 use crate::handles::ResponseHandles;
 use crate::labels::{self, Outcome};
@@ -25,6 +26,8 @@ pub(crate) struct RequestTags {
     pub(crate) scheme: u8,
     /// Value ids of the user's label keys.
     pub(crate) labels: ValueIds,
+    /// The request's trace id (exemplars on, and the request had one).
+    pub(crate) trace: Option<TraceId>,
 }
 
 /// What one request has measured so far. Only integers: no allocation, no lock.
@@ -39,6 +42,9 @@ pub(crate) struct Record {
     /// request's label set, packed as the handle cache looks them up.
     key: PackedKey,
     labels: ValueIds,
+    /// The request's trace id as two words (`[0, 0]`: none; an `Option<TraceId>` would align
+    /// the record to 16 bytes).
+    trace: [u64; 2],
     blocks: u64,
     bytes: u64,
     /// Sum of raw clock deltas during which a frame was held downstream. While a frame is out
@@ -51,7 +57,7 @@ pub(crate) struct Record {
     in_poll: bool,
     /// A frame was handed out and the next poll has not come yet (`held` holds minus its time).
     out: bool,
-    /// `FINISHED`, `HEAD` (one byte: the record stays within 64 bytes, eight words per move from
+    /// `FINISHED`, `HEAD`, `TRACE` (one byte: the record stays within 64 bytes, eight words per move from
     /// `call` to the future to the body).
     flags: u8,
 }
@@ -60,6 +66,8 @@ pub(crate) struct Record {
 const FINISHED: u8 = 1;
 /// `head_at` is set.
 const HEAD: u8 = 2;
+/// `trace` holds the request's trace id.
+const TRACE: u8 = 4;
 
 impl Record {
     /// Starts a request: stamps nothing itself (the caller read `t0`), counts it in flight.
@@ -72,12 +80,16 @@ impl Record {
             head_at: 0,
             key: PackedKey::new(tags.route, tags.method, tags.protocol, tags.scheme),
             labels: tags.labels,
+            trace: tags.trace.map_or([0; 2], |id| {
+                let id = id.to_u128();
+                [(id >> 64) as u64, id as u64]
+            }),
             blocks: 0,
             bytes: 0,
             held: 0,
             in_poll: false,
             out: false,
-            flags: 0,
+            flags: if tags.trace.is_some() { TRACE } else { 0 },
         }
     }
 
@@ -240,15 +252,37 @@ impl Record {
     fn record_into(&self, handles: &ResponseHandles, end: u64) {
         let seconds_per_tick = self.shared.seconds_per_tick;
         let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
-        handles.requests.increment(1);
-        handles.duration.record(seconds(end.saturating_sub(self.t0)));
-        if self.flags & HEAD != 0 {
-            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+        if self.flags & TRACE != 0 {
+            self.record_with_trace(handles, end);
+        } else {
+            handles.requests.increment(1);
+            handles.duration.record(seconds(end.saturating_sub(self.t0)));
+            if self.flags & HEAD != 0 {
+                handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+            }
         }
         if self.status() != 0 {
             handles.output_time.record(seconds(self.held()));
             handles.output_blocks.record(self.blocks as f64);
             handles.output_bytes.record(self.bytes as f64);
+        }
+    }
+}
+
+impl Record {
+    /// The recordings that carry exemplars, with the request's trace id and end time set for
+    /// the recorder (see `exemplar::current`).
+    #[inline(never)]
+    fn record_with_trace(&self, handles: &ResponseHandles, end: u64) {
+        let trace = u128::from(self.trace[0]) << 64 | u128::from(self.trace[1]);
+        let Some(trace) = TraceId::from_u128(trace) else { return };
+        let seconds_per_tick = self.shared.seconds_per_tick;
+        let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
+        let _scope = Scope::enter(Sample { trace, unix_nanos: self.shared.unix_nanos(end) });
+        handles.requests.increment(1);
+        handles.duration.record(seconds(end.saturating_sub(self.t0)));
+        if self.flags & HEAD != 0 {
+            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
         }
     }
 }
@@ -340,8 +374,9 @@ mod tests {
     #[test]
     fn a_record_stays_small() {
         // The record moves from `call` to the future to the body: each move copies it, and a
-        // larger record turns those copies into `memcpy` calls. One cache line at most.
+        // larger record turns those copies into `memcpy` calls. 64 bytes of measurements, 16 of
+        // trace id (exemplars).
         let size = std::mem::size_of::<super::Record>();
-        assert!(size <= 64, "Record is {size} bytes");
+        assert!(size <= 80, "Record is {size} bytes");
     }
 }

@@ -9,6 +9,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::exemplar::TraceId;
 use crate::future::ResponseFuture;
 use crate::labels;
 use crate::record::{Record, RequestTags};
@@ -80,7 +81,7 @@ where
         if !shared.simple {
             return self.call_with_options(req);
         }
-        // No skip predicate, label or gRPC route: the route comes from the extensions only, and
+        // No skip predicate, label, gRPC route or trace-id function: the route comes from the extensions only, and
         // the request is never split or moved before the inner service gets it.
         let route = if req.extensions().is_empty() {
             routes::UNMATCHED_ID
@@ -92,7 +93,8 @@ where
         }
         // The request goes straight to the inner service (no move through a helper: each is a
         // copy of the whole head).
-        let record = start(&self.shared, &req, route, [0; MAX_LABELS]);
+        let trace = shared.trace_id_from_headers(req.headers());
+        let record = start(&self.shared, &req, route, [0; MAX_LABELS], trace);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
@@ -125,8 +127,9 @@ impl<S, M> Vitals<S, M> {
                 return self.pass_through(Request::from_parts(head, body));
             }
             shared.labels.read_request(&head, &mut labels);
+            let trace = shared.trace_id(&head);
             let req = Request::from_parts(head, body);
-            let record = start(&self.shared, &req, route, labels);
+            let record = start(&self.shared, &req, route, labels, trace);
             let ctx = RequestContext {
                 shared: &self.shared,
                 route,
@@ -142,7 +145,8 @@ impl<S, M> Vitals<S, M> {
         if !shared.labels.is_empty() {
             shared.labels.read_request_extensions(req.extensions(), &mut labels);
         }
-        let record = start(&self.shared, &req, route, labels);
+        let trace = shared.trace_id_from_headers(req.headers());
+        let record = start(&self.shared, &req, route, labels, trace);
         let ctx =
             RequestContext { shared: &self.shared, route, method: record.method(), measured: true };
         ResponseFuture::new(self.inner.call(M::wrap(req, ctx)), record)
@@ -163,7 +167,13 @@ impl<S, M> Vitals<S, M> {
 /// Starts measuring a request that no skip rule left out: `t0`, its tags, its record (with a
 /// lease of the calling thread's stripe).
 #[inline(always)]
-fn start<B>(leases: &Leases, req: &Request<B>, route: u32, labels: ValueIds) -> Record {
+fn start<B>(
+    leases: &Leases,
+    req: &Request<B>,
+    route: u32,
+    labels: ValueIds,
+    trace: Option<TraceId>,
+) -> Record {
     let shared = leases.shared();
     let t0 = shared.config.clock.raw();
     let tags = RequestTags {
@@ -172,6 +182,7 @@ fn start<B>(leases: &Leases, req: &Request<B>, route: u32, labels: ValueIds) -> 
         protocol: labels::protocol_index(req.version()),
         scheme: labels::scheme_index(req.uri()),
         labels,
+        trace,
     };
     Record::start(leases.lease(), t0, tags)
 }

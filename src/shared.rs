@@ -22,6 +22,7 @@ use crossbeam_utils::CachePadded;
 use crate::gauges;
 
 use crate::clock::Clock;
+use crate::exemplar::{self, TraceId, TraceIdSource};
 use crate::handles::{HandleCache, TagSources};
 use crate::in_flight::{self, InFlight};
 use crate::names::MetricNames;
@@ -51,9 +52,11 @@ pub(crate) struct Shared {
     pub(crate) labels: LabelTables,
     /// Whether `call` must look at the request head (a skip predicate or a label function).
     pub(crate) needs_head: bool,
-    /// No skip predicate, no label key and no gRPC routes: `call` takes its short path (the
-    /// route from the extensions only).
+    /// No skip predicate, no label key, no gRPC routes and no trace-id function: `call` takes
+    /// its short path (the route from the extensions, the trace id from `traceparent`).
     pub(crate) simple: bool,
+    /// Exemplars on, trace ids from the `traceparent` header.
+    pub(crate) traceparent: bool,
     pub(crate) in_flight: InFlight,
     pub(crate) utilization: Utilization,
     /// Per-route block sums for the small-block warning (`None`: turned off).
@@ -65,6 +68,8 @@ pub(crate) struct Shared {
     /// The stripes the services of this layer lease from (weak: the services own them), and
     /// whether the layer is in the gauge registry yet.
     leases: Mutex<(Weak<Leases>, bool)>,
+    /// Wall-clock time at `epoch`, in nanoseconds since the Unix epoch (exemplar timestamps).
+    pub(crate) unix_nanos_at_epoch: u64,
 }
 
 /// Seconds per raw tick of `clock`: quanta scales raw readings linearly (a TSC by its calibrated
@@ -98,6 +103,8 @@ pub(crate) struct Config {
     /// the layer's gauges once a second. A clock of the user's own (a test's mock) moves only
     /// when its owner moves it, so its gauges are published on demand only.
     pub(crate) system_clock: bool,
+    /// Exemplars: where each request's trace id comes from (`None`: off).
+    pub(crate) exemplars: Option<TraceIdSource>,
 }
 
 /// A skip predicate over the request head.
@@ -106,6 +113,13 @@ pub(crate) type SkipFn = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
         let names = MetricNames::new(&config.prefix);
+        if config.exemplars.is_some() {
+            exemplar::want([
+                names.requests.as_str(),
+                names.duration.as_str(),
+                names.application_time.as_str(),
+            ]);
+        }
         let cap = config.route_cap;
         let epoch = config.clock.raw();
         let in_flight = InFlight::new(names.active_requests.clone());
@@ -118,10 +132,19 @@ impl Shared {
         let labels = LabelTables::new(&config.label_keys, config.label_value_cap);
         // Room for the label sets the protocol and the user's labels multiply a route into.
         let per_route = HANDLE_SETS_PER_ROUTE * 2 * (1 + 2 * config.label_keys.len());
-        let needs_head = !config.skip_if.is_empty() || labels.has_request_functions();
+        let needs_head = !config.skip_if.is_empty()
+            || labels.has_request_functions()
+            || matches!(config.exemplars, Some(TraceIdSource::Function(_)));
+        let unix_nanos_at_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
         Shared {
             routes: RouteTable::new(cap, &config.skip_routes),
-            simple: !needs_head && labels.is_empty() && !config.grpc_routes,
+            simple: !needs_head
+                && labels.is_empty()
+                && !config.grpc_routes
+                && matches!(config.exemplars, None | Some(TraceIdSource::Traceparent)),
+            traceparent: matches!(config.exemplars, Some(TraceIdSource::Traceparent)),
             handles: HandleCache::new(names, (cap + 2).saturating_mul(per_route)),
             needs_head,
             labels,
@@ -131,6 +154,7 @@ impl Shared {
             epoch,
             seconds_per_tick: seconds_per_tick(&config.clock),
             leases: Mutex::new((Weak::new(), false)),
+            unix_nanos_at_epoch,
             config,
         }
     }
@@ -170,6 +194,31 @@ impl Shared {
             scheme: self.config.url_scheme.as_deref(),
             user: &self.labels,
         }
+    }
+
+    /// The trace id of a request, from its head (exemplars on; `None` when off).
+    #[inline]
+    pub(crate) fn trace_id(&self, head: &http::request::Parts) -> Option<TraceId> {
+        match self.config.exemplars.as_ref()? {
+            TraceIdSource::Traceparent => exemplar::from_headers(&head.headers),
+            TraceIdSource::Function(f) => f(head),
+        }
+    }
+
+    /// The trace id of a request from its headers (exemplars on from `traceparent`; `None`
+    /// otherwise: a function of the head needs the head, see [`trace_id`](Self::trace_id)).
+    #[inline]
+    pub(crate) fn trace_id_from_headers(&self, headers: &http::HeaderMap) -> Option<TraceId> {
+        if self.traceparent {
+            exemplar::from_headers(headers)
+        } else {
+            None
+        }
+    }
+
+    /// Wall-clock nanoseconds since the Unix epoch at the raw reading `raw`.
+    pub(crate) fn unix_nanos(&self, raw: u64) -> u64 {
+        self.unix_nanos_at_epoch.saturating_add(self.nanos_since_epoch(raw))
     }
 
     /// Whether any skip predicate leaves this request out.

@@ -112,9 +112,11 @@ fn router(shape: Shape) -> Router {
 fn requests(n: usize, route_name: bool) -> Vec<Req> {
     (0..n)
         .map(|_| {
-            // A header for the request-side labeller (built before counting, like the rest).
+            // A header for the request-side labeller and a `traceparent` for exemplars (built
+            // before counting, like the rest; layers without them ignore them).
             let mut req = Request::get(Uri::from_static("/users/42"))
                 .header("x-api-version", "2")
+                .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
                 .body(http_body_util::Empty::new())
                 .expect("request");
             if route_name {
@@ -250,6 +252,22 @@ fn with_the_crate_recorder_allocates_nothing_more() {
     // The samples did land in the recorder (this is not a no-op by mistake).
     let text = recorder.handle().render();
     assert!(text.contains("_request_duration_seconds_count"), "{text}");
+}
+
+/// Exemplars on, with the crate's recorder keeping them: the trace id is parsed, handed over
+/// and stored in the bucket's slot without an allocation per request (the slots of a series
+/// are allocated with its first exemplar, during the warm-up).
+#[test]
+fn exemplars_allocate_nothing_more() {
+    let recorder = tower_vitals::prometheus::builder().build_recorder();
+    assert_same_with(&recorder, "single frame, exemplars, recorder", true, plain(SINGLE), || {
+        VitalsLayer::builder().exemplars().build().layer(plain(SINGLE))
+    });
+    assert_same_with(&recorder, "streaming, exemplars, recorder", true, plain(STREAMING), || {
+        VitalsLayer::builder().exemplars().build().layer(plain(STREAMING))
+    });
+    let text = recorder.handle().render_openmetrics();
+    assert!(text.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}"), "{text}");
 }
 
 #[test]

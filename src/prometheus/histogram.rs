@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
+use crate::exemplar::{self, Exemplar, ExemplarSlot};
+
 /// Native histogram schema: 2^3 = 8 buckets per power of two, each 2^(1/8) ≈ 1.09 wide.
 pub(crate) const SCHEMA: i32 = 3;
 const PER_OCTAVE: i32 = 1 << SCHEMA;
@@ -237,6 +239,9 @@ impl Stripe {
 pub(crate) struct HistogramCore {
     layout: Layout,
     stripes: [OnceLock<Box<Stripe>>; STRIPES],
+    /// The latest exemplar of each classic bucket (the last one is `+Inf`), allocated with the
+    /// first exemplar: only series recorded through [`WithExemplars`] ever have one.
+    exemplars: OnceLock<Box<[ExemplarSlot]>>,
 }
 
 impl std::fmt::Debug for HistogramCore {
@@ -247,7 +252,11 @@ impl std::fmt::Debug for HistogramCore {
 
 impl HistogramCore {
     pub(crate) fn new(layout: Layout) -> HistogramCore {
-        HistogramCore { layout, stripes: std::array::from_fn(|_| OnceLock::new()) }
+        HistogramCore {
+            layout,
+            stripes: std::array::from_fn(|_| OnceLock::new()),
+            exemplars: OnceLock::new(),
+        }
     }
 
     pub(crate) fn layout(&self) -> &Layout {
@@ -291,6 +300,25 @@ impl HistogramCore {
                 });
             }
         }
+    }
+
+    /// Keeps `v`, recorded under `sample`, as the exemplar of its classic bucket (latest wins;
+    /// see [`ExemplarSlot`]).
+    #[inline(never)]
+    pub(crate) fn offer_exemplar(&self, v: f64, sample: exemplar::Sample) {
+        if v.is_nan() {
+            return;
+        }
+        let classic = &self.layout.classic;
+        let slots = self
+            .exemplars
+            .get_or_init(|| (0..=classic.len()).map(|_| ExemplarSlot::default()).collect());
+        slots[classic.partition_point(|&b| b < v)].offer(v, sample);
+    }
+
+    /// The exemplar of classic bucket `k` (`k == classic.len()`: `+Inf`), if any.
+    pub(crate) fn exemplar(&self, k: usize) -> Option<Exemplar> {
+        self.exemplars.get()?.get(k)?.read()
     }
 
     /// Reads every stripe: the buckets first, the sum last, and the count as the sum of the
@@ -416,11 +444,21 @@ impl Snapshot {
 /// A counter series: one padded word per stripe, summed at scrape.
 pub(crate) struct CounterCore {
     stripes: [CachePadded<AtomicU64>; STRIPES],
+    /// The latest exemplar (only counters recorded through [`WithExemplars`] have one).
+    exemplar: OnceLock<Box<ExemplarSlot>>,
 }
 
 impl CounterCore {
     pub(crate) fn new() -> CounterCore {
-        CounterCore { stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))) }
+        CounterCore {
+            stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            exemplar: OnceLock::new(),
+        }
+    }
+
+    /// The counter's exemplar, if any.
+    pub(crate) fn exemplar(&self) -> Option<Exemplar> {
+        self.exemplar.get()?.read()
     }
 
     pub(crate) fn value(&self) -> u64 {
@@ -447,6 +485,36 @@ impl metrics::HistogramFn for HistogramCore {
     #[inline]
     fn record(&self, value: f64) {
         HistogramCore::record(self, value);
+    }
+}
+
+/// The handle of a series that layers with exemplars on record with a trace id (see
+/// `exemplar::want`): records as the series does, then keeps the request's trace id as the
+/// exemplar when one is set for this recording (`exemplar::current`). Other series are
+/// registered without it, and pay nothing for exemplars.
+pub(crate) struct WithExemplars<T>(pub(crate) std::sync::Arc<T>);
+
+impl metrics::HistogramFn for WithExemplars<HistogramCore> {
+    #[inline]
+    fn record(&self, value: f64) {
+        self.0.record(value);
+        if let Some(sample) = exemplar::current() {
+            self.0.offer_exemplar(value, sample);
+        }
+    }
+}
+
+impl metrics::CounterFn for WithExemplars<CounterCore> {
+    #[inline]
+    fn increment(&self, value: u64) {
+        metrics::CounterFn::increment(&*self.0, value);
+        if let Some(sample) = exemplar::current() {
+            self.0.exemplar.get_or_init(Box::default).offer(value as f64, sample);
+        }
+    }
+
+    fn absolute(&self, value: u64) {
+        metrics::CounterFn::absolute(&*self.0, value);
     }
 }
 

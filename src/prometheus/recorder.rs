@@ -8,7 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
-use super::histogram::{CounterCore, GaugeCore, HistogramCore, Layout, SumKind};
+use super::histogram::{CounterCore, GaugeCore, HistogramCore, Layout, SumKind, WithExemplars};
+use crate::exemplar;
 use crate::names::{self, Buckets};
 
 /// Which metric names a bucket layout set with
@@ -251,6 +252,13 @@ impl PrometheusHandle {
         super::text::render(self)
     }
 
+    /// The OpenMetrics text exposition (1.0.0: classic `le` buckets, the latest exemplar of
+    /// each bucket and counter recorded by a layer with exemplars on, `# EOF`) of every series.
+    pub fn render_openmetrics(&self) -> String {
+        self.before_render();
+        super::text::render_openmetrics(self)
+    }
+
     /// The protobuf exposition (length-delimited `io.prometheus.client.MetricFamily`
     /// messages, native and classic buckets in each histogram) of every series.
     pub fn render_protobuf(&self) -> Vec<u8> {
@@ -377,13 +385,21 @@ impl Recorder for PrometheusRecorder {
         self.inner.describe(key, unit, description);
     }
     fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.counter_core(key))
+        let core = self.counter_core(key);
+        if exemplar::wanted(key.name()) {
+            return Counter::from_arc(Arc::new(WithExemplars(core)));
+        }
+        Counter::from_arc(core)
     }
     fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
         Gauge::from_arc(self.gauge_core(key))
     }
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.histogram_core(key))
+        let core = self.histogram_core(key);
+        if exemplar::wanted(key.name()) {
+            return Histogram::from_arc(Arc::new(WithExemplars(core)));
+        }
+        Histogram::from_arc(core)
     }
 }
 

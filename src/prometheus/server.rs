@@ -88,27 +88,33 @@ impl super::PrometheusMetrics {
     }
 }
 
-/// The format a scrape asks for with its `Accept`, and its `Content-Type`.
+/// The format a scrape asks for with its `Accept`: protobuf (native histograms), OpenMetrics
+/// (exemplars), else the text format 0.0.4.
 fn negotiate(accept: Option<&HeaderValue>) -> Format {
     if accept.is_some_and(super::asks_protobuf) {
-        Format::Protobuf
-    } else {
-        Format::Text
+        return Format::Protobuf;
+    }
+    let accept = accept.and_then(|a| a.to_str().ok());
+    match super::openmetrics::negotiate(accept, false) {
+        super::openmetrics::Format::OpenMetrics => Format::OpenMetrics,
+        _ => Format::Text,
     }
 }
 
 fn content_type(format: Format) -> HeaderValue {
-    match format {
-        Format::Protobuf => HeaderValue::from_static(super::PROTOBUF_CONTENT_TYPE),
-        _ => HeaderValue::from_static(super::CONTENT_TYPE),
-    }
+    HeaderValue::from_static(match format {
+        Format::Protobuf => super::PROTOBUF_CONTENT_TYPE,
+        Format::OpenMetrics => super::OPENMETRICS_CONTENT_TYPE,
+        Format::Text => super::CONTENT_TYPE,
+    })
 }
 
-/// The exposition in `format` (the text format for anything else).
+/// The exposition in `format`.
 fn render(metrics: &super::PrometheusMetrics, format: Format) -> Bytes {
     match format {
         Format::Protobuf => metrics.render_protobuf().into(),
-        _ => metrics.render().into(),
+        Format::OpenMetrics => metrics.render_openmetrics().into(),
+        Format::Text => metrics.render().into(),
     }
 }
 

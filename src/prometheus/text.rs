@@ -1,44 +1,82 @@
 //! The text exposition format 0.0.4: classic histograms (`_bucket{le}`, `_sum`, `_count`),
-//! counters and gauges.
+//! counters and gauges; and, from the same loop, OpenMetrics text 1.0.0 with exemplars.
 
 use std::fmt::Write;
 
+use super::openmetrics;
 use super::recorder::{exposed_name, Family, FamilyView, Kind, PrometheusHandle};
+use crate::exemplar::Exemplar;
 
 /// Renders every series of `handle` in the text format.
 pub(crate) fn render(handle: &PrometheusHandle) -> String {
+    render_as(handle, false)
+}
+
+/// Renders every series of `handle` in the OpenMetrics text format: the text format's samples,
+/// counter families named without `_total`, `# UNIT` where the name ends with the unit, the
+/// latest exemplar of each classic bucket and counter, no blank lines, `# EOF`.
+pub(crate) fn render_openmetrics(handle: &PrometheusHandle) -> String {
+    render_as(handle, true)
+}
+
+fn render_as(handle: &PrometheusHandle, om: bool) -> String {
     let families = handle.families();
     let mut out = String::with_capacity(families.len() * 256);
     for view in &families {
-        render_family(&mut out, view);
+        render_family(&mut out, view, om);
+    }
+    if om {
+        out.push_str(openmetrics::EOF);
     }
     out
 }
 
-fn render_family(out: &mut String, view: &FamilyView) {
+/// Ends a sample line: its exemplar (OpenMetrics only), the newline.
+fn end_line(out: &mut String, om: bool, exemplar: impl FnOnce() -> Option<Exemplar>) {
+    if om {
+        if let Some(exemplar) = exemplar() {
+            openmetrics::write_exemplar(out, &exemplar);
+        }
+    }
+    out.push('\n');
+}
+
+fn render_family(out: &mut String, view: &FamilyView, om: bool) {
     let (kind, type_name) = match view.family {
         Family::Counter(_) => (Kind::Counter, "counter"),
         Family::Gauge(_) => (Kind::Gauge, "gauge"),
         Family::Histogram(_) => (Kind::Histogram, "histogram"),
     };
     let name = exposed_name(&view.name, view.unit, kind);
+    // OpenMetrics names a counter's family without `_total` (its samples keep it).
+    let family = if om { openmetrics::family_name(&name, kind == Kind::Counter) } else { &name };
     if let Some(help) = &view.help {
-        let _ = write!(out, "# HELP {name} ");
-        for c in help.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
+        let _ = write!(out, "# HELP {family} ");
+        if om {
+            openmetrics::escape_help(help, out);
+        } else {
+            for c in help.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
             }
         }
         out.push('\n');
     }
-    let _ = writeln!(out, "# TYPE {name} {type_name}");
+    let _ = writeln!(out, "# TYPE {family} {type_name}");
+    if om {
+        if let Some(unit) = exposed_unit(view.unit) {
+            openmetrics::write_unit(out, family, unit);
+        }
+    }
     match &view.family {
         Family::Counter(series) => {
             for s in series {
                 sample(out, &name, "", &s.labels_text, None);
-                let _ = writeln!(out, " {}", s.core.value());
+                let _ = write!(out, " {}", s.core.value());
+                end_line(out, om, || s.core.exemplar());
             }
         }
         Family::Gauge(series) => {
@@ -53,12 +91,16 @@ fn render_family(out: &mut String, view: &FamilyView) {
             for s in series {
                 let snapshot = s.core.snapshot();
                 let layout = s.core.layout();
-                for (bound, cumulative) in layout.classic.iter().zip(&snapshot.classic) {
+                for (k, (bound, cumulative)) in
+                    layout.classic.iter().zip(&snapshot.classic).enumerate()
+                {
                     sample(out, &name, "_bucket", &s.labels_text, Some(*bound));
-                    let _ = writeln!(out, " {cumulative}");
+                    let _ = write!(out, " {cumulative}");
+                    end_line(out, om, || s.core.exemplar(k));
                 }
                 sample(out, &name, "_bucket", &s.labels_text, Some(f64::INFINITY));
-                let _ = writeln!(out, " {}", snapshot.count);
+                let _ = write!(out, " {}", snapshot.count);
+                end_line(out, om, || s.core.exemplar(layout.classic.len()));
                 sample(out, &name, "_sum", &s.labels_text, None);
                 out.push(' ');
                 float(out, snapshot.sum);
@@ -68,7 +110,18 @@ fn render_family(out: &mut String, view: &FamilyView) {
             }
         }
     }
-    out.push('\n');
+    if !om {
+        out.push('\n'); // OpenMetrics allows no blank line
+    }
+}
+
+/// The unit suffix `exposed_name` gives a metric (none for counts).
+fn exposed_unit(unit: Option<metrics::Unit>) -> Option<&'static str> {
+    match unit {
+        None | Some(metrics::Unit::Count) => None,
+        Some(metrics::Unit::Percent) => Some("ratio"),
+        Some(unit) => Some(unit.as_str()),
+    }
 }
 
 /// `name{suffix}{labels,le="bound"}` (braces only when there is a label).

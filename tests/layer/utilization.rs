@@ -200,7 +200,8 @@ fn a_quiet_service_reads_zero_at_the_next_publication_after_a_burst() {
     // any more, so only a publication (a scrape, the live page, the background thread for
     // layers on the system clock) can close them.
     let (b, clock) = bench();
-    let layer = VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(10)).build();
+    let layer =
+        VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(10)).build();
     let mut svc = service(&b, &layer);
     let x = start(&mut svc);
     at(&b, 8);
@@ -222,7 +223,8 @@ fn active_requests_is_exact_when_read_after_requests_on_several_threads_end() {
     // resolved by a first request on this thread (through its recorder), then 4 threads start
     // 250 requests each and finish all but one.
     let (b, clock) = bench();
-    let layer = VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(3600)).build();
+    let layer =
+        VitalsLayer::builder().clock(clock).utilization_window(Duration::from_secs(3600)).build();
     let mut svc = service(&b, &layer);
     finish(start(&mut svc));
     let active = |b: &Bench| one(&snapshot(&b.snap), &NAMES.active_requests).gauge();

@@ -211,7 +211,7 @@ impl Drop for Daemon {
 }
 
 /// Percent-encodes a query-string value.
-fn url_encode(value: &str) -> String {
+pub fn url_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for b in value.bytes() {
         match b {
@@ -300,6 +300,11 @@ impl Prometheus {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The server's whole log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.daemon.log).unwrap_or_default()
     }
 
     /// Where the server's HTTP API listens.

@@ -179,10 +179,11 @@ async fn generate(
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else { continue };
                 let sent = Arc::clone(&sent);
                 let path = kind.path(n);
+                let trace = traceparent(n);
                 tasks.spawn(async move {
-                    let delivered = tokio::time::timeout(REQUEST_TIMEOUT, one(addr, kind, &path))
-                        .await
-                        .unwrap_or(true);
+                    let request = one(addr, kind, &path, &trace);
+                    let delivered =
+                        tokio::time::timeout(REQUEST_TIMEOUT, request).await.unwrap_or(true);
                     let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
                     if delivered {
                         *sent.requests.entry(kind.route().to_owned()).or_default() += 1;
@@ -202,8 +203,22 @@ async fn generate(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Sends one request of `kind`; false if it never reached the server (no connection).
-async fn one(addr: SocketAddr, kind: Kind, path: &str) -> bool {
+/// A W3C `traceparent` header for the `n`th request, as a traced client would send it: the
+/// trace id is this run's random half and `n`, so exemplars link to distinct requests.
+fn traceparent(n: u64) -> String {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = *RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos());
+        u64::from(nanos).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+    });
+    format!("00-{run:016x}{n:016x}-{:016x}-01", n | 1 << 63)
+}
+
+/// Sends one request of `kind` with a `traceparent` header; false if it never reached the
+/// server (no connection).
+async fn one(addr: SocketAddr, kind: Kind, path: &str, traceparent: &str) -> bool {
     let Ok(socket) = TcpSocket::new_v4() else { return false };
     if kind == Kind::SlowReader || kind == Kind::Disconnect {
         let _ = socket.set_recv_buffer_size(SLOW_RECV_BUFFER);
@@ -213,6 +228,7 @@ async fn one(addr: SocketAddr, kind: Kind, path: &str) -> bool {
     let conn = tokio::spawn(conn);
     let request = Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
+        .header("traceparent", traceparent)
         .body(Empty::<Bytes>::new())
         .expect("a valid request");
     if let Ok(response) = sender.send_request(request).await {

@@ -149,7 +149,8 @@ impl Server {
             Err(e) => return Err(e),
         };
         let addr = listener.local_addr()?;
-        let layer = VitalsLayer::builder().label(app::CACHE).map_err(io::Error::other)?.build();
+        let layer =
+            VitalsLayer::builder().exemplars().label(app::CACHE).map_err(io::Error::other)?.build();
         let app = app::router(layer.clone(), metrics, live);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
