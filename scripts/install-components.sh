@@ -2,8 +2,6 @@
 # Installs the real components the tests use, if missing; idempotent and quick when present.
 #   - Prometheus 2.42 + promtool (Debian `prometheus`), curl
 #   - Etsy statsd 0.9.0 (npm), into .tools/statsd (git-ignored)
-#   - protoc + the well-known .proto files (Debian `protobuf-compiler`, `libprotobuf-dev`): the
-#     `native-histograms` feature builds metrics-exporter-prometheus' protobuf code at build time
 #   - headless Chromium (Debian `chromium`, no recommends): tests/live_browser.rs, screenshot.sh
 # Never starts a packaged daemon: tests start their own on 127.0.0.1 with free ports.
 set -euo pipefail
@@ -14,8 +12,6 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl       >/dev/null 2>&1 || need_apt+=(curl)
-command -v protoc     >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-[ -f /usr/include/google/protobuf/timestamp.proto ] || need_apt+=(libprotobuf-dev)
 command -v chromium   >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -39,4 +35,4 @@ if [ ! -f "$STATSD_DIR/node_modules/statsd/stats.js" ]; then
     --loglevel=error statsd@0.9.0 >/dev/null
 fi
 
-echo "components: $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3); $(protoc --version); statsd $(node -p "require('$STATSD_DIR/node_modules/statsd/package.json').version"); $(chromium --version 2>/dev/null | head -1)"
+echo "components: $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3); statsd $(node -p "require('$STATSD_DIR/node_modules/statsd/package.json').version"); $(chromium --version 2>/dev/null | head -1)"

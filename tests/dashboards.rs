@@ -57,7 +57,8 @@ struct Instance {
 fn start_instance(rate: f64) -> Instance {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let recorder = tower_vitals::prometheus::builder().build_recorder();
+        // Process metrics read at each scrape, as the README sets them up.
+        let recorder = tower_vitals::prometheus::builder().process_metrics().build_recorder();
         let metrics = PrometheusMetrics::from_handle(recorder.handle());
         let _local = metrics::set_default_local_recorder(&recorder);
         let runtime =
@@ -65,14 +66,6 @@ fn start_instance(rate: f64) -> Instance {
         runtime.block_on(async move {
             let server = kit::Server::start(0, &metrics).await.expect("demo app");
             tx.send(Instance { addr: server.addr, metrics: metrics.clone() }).expect("send");
-            // Process metrics into this thread's recorders (stand-in for the render's own call).
-            tokio::spawn(async {
-                tower_vitals::process::describe();
-                loop {
-                    tower_vitals::process::collect();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            });
             let load = kit::load::Load::start(server.addr, rate);
             tokio::time::sleep(INSTANCE_LIFETIME).await;
             load.finish().await;

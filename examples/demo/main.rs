@@ -74,9 +74,13 @@ fn main() -> ExitCode {
 
 /// The Prometheus recorder behind `/metrics`: native histograms (protobuf) to a Prometheus
 /// started with `--enable-feature=native-histograms`, classic buckets to every other scraper,
-/// from the same `/metrics`: the scraper chooses, so there is nothing to configure.
+/// from the same `/metrics`: the scraper chooses, so there is nothing to configure. Built with
+/// the `process` feature, each scrape also carries the process's CPU, memory, files and threads.
 fn prometheus_recorder() -> (prometheus::PrometheusRecorder, PrometheusMetrics) {
-    let recorder = prometheus::builder().build_recorder();
+    let builder = prometheus::builder();
+    #[cfg(feature = "process")]
+    let builder = builder.process_metrics();
+    let recorder = builder.build_recorder();
     let metrics = PrometheusMetrics::from_handle(recorder.handle());
     (recorder, metrics)
 }
