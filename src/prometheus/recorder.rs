@@ -61,7 +61,8 @@ impl std::error::Error for BuildError {}
 pub struct PrometheusBuilder {
     global_labels: Vec<(String, String)>,
     buckets: Vec<(Matcher, Vec<f64>)>,
-    /// Read the process's figures at each render (feature `process`).
+    /// Read the process's figures at each render.
+    #[cfg(feature = "process")]
     process: bool,
 }
 

@@ -230,6 +230,8 @@ tower-vitals demo: an axum app on http://{addr}, wrapped in VitalsLayer, driving
           (socket send buffers are {SEND_BUFFER} bytes, so slow readers hold the server's writes)
   Prometheus: curl http://{addr}/metrics   or scrape it:
       scrape_configs: [{{job_name: tower-vitals-demo, scrape_interval: 5s, static_configs: [{{targets: ['{addr}']}}]}}]
+      one /metrics for every scraper: native histograms to `prometheus --enable-feature=native-histograms`,
+      exemplars (the load sends traceparent headers) to `--enable-feature=exemplar-storage`
   Grafana: import dashboards/grafana/tower-vitals.json (pick that Prometheus as DS_PROMETHEUS)
 {push}"
     )
