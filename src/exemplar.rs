@@ -22,7 +22,7 @@ use std::sync::Mutex;
 /// A W3C Trace Context trace id: 16 bytes, not all zero.
 ///
 /// Made by [`from_traceparent`](Self::from_traceparent) from a `traceparent` header (what the
-/// layer does by default with [`VitalsLayer::exemplars`](crate::VitalsLayer::exemplars)), by
+/// layer does by default with [`VitalsLayerBuilder::exemplars`](crate::VitalsLayerBuilder::exemplars)), by
 /// [`from_hex`](Self::from_hex), or from the 16 bytes or the `u128` your tracing library holds
 /// (OpenTelemetry's `TraceId::to_bytes()`). Displayed as 32 lowercase hex digits, as in the
 /// header and in Prometheus exemplars.

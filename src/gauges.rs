@@ -80,7 +80,7 @@ fn live(only_timed: bool) -> Vec<Arc<dyn Publish>> {
 ///
 /// `active_requests` is set to the requests in flight (the sum of the layer's per-thread
 /// counts); the `utilization` window closes if it is at least one window long (see
-/// [`VitalsLayer::utilization_window`](crate::VitalsLayer::utilization_window)). Gauges are set
+/// [`VitalsLayerBuilder::utilization_window`](crate::VitalsLayerBuilder::utilization_window)). Gauges are set
 /// through the recorder each was first resolved with (by a request), whatever the recorder of
 /// the calling thread. Publications of one layer are serialised, so the last value set is the
 /// last one read.

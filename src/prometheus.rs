@@ -294,7 +294,7 @@ impl PrometheusMetrics {
 
     /// The OpenMetrics text exposition ([`OPENMETRICS_CONTENT_TYPE`]): the samples of
     /// [`render`](Self::render) with the exemplars of a layer with
-    /// [`exemplars`](crate::VitalsLayer::exemplars) on (`# {trace_id="…"} value timestamp`
+    /// [`exemplars`](crate::VitalsLayerBuilder::exemplars) on (`# {trace_id="…"} value timestamp`
     /// after a bucket or counter sample), ending with `# EOF`.
     pub fn render_openmetrics(&self) -> String {
         self.handle.render_openmetrics()
