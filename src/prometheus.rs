@@ -88,7 +88,7 @@
 //! | classic, [`PrometheusBuilder::all_classic_buckets`] | 119 |
 //! | native histograms (protobuf) | 6 |
 //!
-//! [`builder()`]`.all_classic_buckets()` puts [`SECONDS_BUCKETS`] on every time histogram,
+//! [`builder`]`().all_classic_buckets()` puts [`SECONDS_BUCKETS`] on every time histogram,
 //! [`BYTES_BUCKETS`] on every byte histogram and [`FRAMES_BUCKETS`] on every frame-count
 //! histogram, whatever the prefix (matched by name suffix). Native histograms make the same
 //! data about 20× smaller, with finer buckets: the better choice where Prometheus runs with

@@ -30,6 +30,7 @@ struct Scrape {
     text: usize,
     gzip: usize,
     protobuf: usize,
+    protobuf_gzip: usize,
 }
 
 fn series(text: &str) -> usize {
@@ -147,6 +148,7 @@ async fn newcomer(builder: PrometheusBuilder) -> Scrape {
         text: text.len(),
         gzip: gzip(text.as_bytes()),
         protobuf: protobuf.len(),
+        protobuf_gzip: gzip(&protobuf),
     }
 }
 
@@ -157,18 +159,19 @@ async fn the_default_carries_at_most_60_classic_series_per_response_label_set() 
     let kb = |b: usize| format!("{:.1} KB", b as f64 / 1000.0);
     println!(
         "newcomer's app: 5 routes, tenant = 34 values + none + overflow, {} response label sets\n\
-         | configuration | classic series | per label set | text | text + gzip | protobuf (native + classic) | native series |\n\
-         |---|---|---|---|---|---|---|",
+         | configuration | classic series | per label set | text | text + gzip | protobuf (native + classic) | protobuf + gzip | native series |\n\
+         |---|---|---|---|---|---|---|---|",
         after.label_sets
     );
     for (name, s) in [("all classic buckets (before)", &before), ("default (after)", &after)] {
         println!(
-            "| {name} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {name} | {} | {:.1} | {} | {} | {} | {} | {} |",
             s.classic_series,
             s.response_series as f64 / s.label_sets as f64,
             kb(s.text),
             kb(s.gzip),
             kb(s.protobuf),
+            kb(s.protobuf_gzip),
             s.native_series
         );
     }
