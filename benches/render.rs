@@ -1,7 +1,7 @@
 //! Render cost and memory of the crate's Prometheus recorder next to metrics-exporter-prometheus
 //! 0.18 (the same buckets), in one run:
-//! - render: 210 response label sets of the layer's default metric set (one counter, five
-//!   histograms: 119 classic series each, 24,990 in all); between renders every histogram gets
+//! - render: 210 response label sets of the layer's metric set (one counter, five
+//!   histograms, `all_classic_buckets()`: 119 classic series each, 24,990 in all); between renders every histogram gets
 //!   one more sample (not timed), so the exporter has samples to drain as in production. Prints
 //!   the median ms per text render of each, the ratio, and our protobuf render.
 //! - memory: heap bytes per response label set (counted by a global counting allocator), after
@@ -115,7 +115,8 @@ fn main() {
     };
 
     // Render.
-    let ours = tower_vitals::prometheus::builder().build_recorder();
+    // The same buckets as the exporter: every classic bucket (the default carries 60 of the 119).
+    let ours = tower_vitals::prometheus::builder().all_classic_buckets().build_recorder();
     let ours_handle = ours.handle();
     let ours_sets = register(&ours, 210);
     let peer = common::prometheus_builder().with_recommended_naming(true).build_recorder();
@@ -140,7 +141,8 @@ fn main() {
     for (name, recorder) in [
         (
             "tower_vitals::prometheus",
-            &tower_vitals::prometheus::builder().build_recorder() as &dyn Recorder,
+            &tower_vitals::prometheus::builder().all_classic_buckets().build_recorder()
+                as &dyn Recorder,
         ),
         (
             "metrics-exporter-prometheus 0.18 (no upkeep, no scrape)",

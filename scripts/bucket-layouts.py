@@ -36,6 +36,10 @@ LAYOUTS = {
     "0 + x2 (4 us .. 32 s)": [0.0] + [2.0 ** e for e in range(-18, 6)],
     "0 + 1-1.5-2-3-5-7 (5 us .. 30 s)": [0.0] + decades([1, 1.5, 2, 3, 5, 7], -6, 1, 5e-6, 30),
     "0 + x1.41 (4 us .. 32 s)": [0.0] + [2.0 ** (e / 2) for e in range(-36, 11)],
+    # The series budget (22 bounds, 25 series): no `0`, two powers of two fewer.
+    "x2 (4 us .. 8 s)": [2.0 ** e for e in range(-18, 4)],
+    "x2 (8 us .. 16 s)": [2.0 ** e for e in range(-17, 5)],
+    "x2 (15 us .. 32 s)": [2.0 ** e for e in range(-16, 6)],
 }
 
 

@@ -8,6 +8,9 @@
 //! with `rate(x[$__rate_interval])` read as the cumulative `x`, so the window is the whole run,
 //! as for the exact values) are compared with exact quantiles and means of the same samples.
 //!
+//! Output time has percentiles on the native server only (the default recorder keeps its
+//! `_sum` and `_count`, the panel's mean, for classic scrapes).
+//!
 //! Prints route × phase × quantile, shown vs exact, per mode; fails beyond the targets:
 //! classic median ≤ 20 %, max ≤ 100 %; native median ≤ 5 %, max ≤ 12 %; means ≤ 1 %.
 //! Values under 0.05 ms count as 0.05 ms. Only cells with at least 2 samples beyond the
@@ -309,6 +312,15 @@ fn grafana_percentiles_and_means_match_exact_values_in_classic_and_native_mode()
             let mut row =
                 format!("{:<24} {:<12} {:>4} {:>6} {:>10}", route, phase, label, n, ms(exact_v));
             for (mode, _) in modes {
+                if mode == "classic" && *phase == "output" {
+                    // The default recorder keeps output time's `_sum` and `_count` only: the
+                    // panel's percentiles are native-only (its mean is compared below), and
+                    // the classic server must show none (no NaN lines either).
+                    let classic = shown.get(&(*phase, mode, label.clone()));
+                    assert!(classic.is_some_and(BTreeMap::is_empty), "{classic:?}");
+                    let _ = write!(row, " {:>10} {:>7}", "-", "");
+                    continue;
+                }
                 let v = shown
                     .get(&(*phase, mode, label.clone()))
                     .and_then(|m| m.get(route))
@@ -416,7 +428,9 @@ fn grafana_percentiles_and_means_match_exact_values_in_classic_and_native_mode()
 
     let _ = run.stop.send(());
     run.thread.join().expect("demo thread");
-    assert!(errors["classic"].len() >= 30, "too few cells compared: {}", errors["classic"].len());
+    // Classic: two phases with percentiles (total, application); native: all three.
+    assert!(errors["classic"].len() >= 20, "too few cells compared: {}", errors["classic"].len());
+    assert!(errors["native"].len() >= 30, "too few cells compared: {}", errors["native"].len());
     assert!(failures.is_empty(), "beyond the targets: {failures:?}\n{table}\n{means}\n{summary}");
 }
 

@@ -19,10 +19,14 @@ use tower_vitals::prometheus::{self, PrometheusMetrics};
 const USERS: u64 = 20;
 const BIG: u64 = 5;
 
-/// The global recorder of this test binary, installed once.
+/// The global recorder of this test binary, installed once, with every classic bucket (the
+/// full set, one builder call away from the default).
 fn metrics() -> &'static PrometheusMetrics {
     static METRICS: OnceLock<PrometheusMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| prometheus::install().expect("first recorder of this test binary"))
+    METRICS.get_or_init(|| {
+        prometheus::install_with(prometheus::builder().all_classic_buckets())
+            .expect("first recorder of this test binary")
+    })
 }
 
 /// The shared test app (tests/support/app.rs) with `/metrics` added after the layer, so

@@ -61,6 +61,8 @@ impl std::error::Error for BuildError {}
 pub struct PrometheusBuilder {
     global_labels: Vec<(String, String)>,
     buckets: Vec<(Matcher, Vec<f64>)>,
+    /// Classic buckets on every histogram of the layer, not only the two latency ones.
+    all_classic: bool,
     /// Read the process's figures at each render.
     #[cfg(feature = "process")]
     process: bool,
@@ -81,12 +83,31 @@ fn native_range(family: Option<Buckets>) -> (i32, i32) {
 }
 
 impl PrometheusBuilder {
-    /// A builder with no global labels and the default layouts: the layer's histograms get
-    /// [`SECONDS_BUCKETS`](super::SECONDS_BUCKETS), [`BYTES_BUCKETS`](super::BYTES_BUCKETS)
-    /// and [`FRAMES_BUCKETS`](super::FRAMES_BUCKETS) (matched by name suffix, under any
-    /// prefix), any other histogram Prometheus' default bounds (5 ms to 10 s).
+    /// A builder with no global labels and the default layouts (matched by name suffix, under
+    /// any prefix): `request.duration` and `application_time` get
+    /// [`DURATION_BUCKETS`](super::DURATION_BUCKETS); the layer's other histograms
+    /// (`output_time`, `output_bytes`, `output_blocks` and their `input_` twins) get no classic
+    /// bound, only `+Inf`, `_sum` and `_count` (exact means; their native histograms keep every
+    /// bucket); any other histogram gets Prometheus' default bounds (5 ms to 10 s). 60 classic
+    /// series per response label set; [`all_classic_buckets`](Self::all_classic_buckets) gives
+    /// all 119.
     pub fn new() -> Self {
         PrometheusBuilder::default()
+    }
+
+    /// Classic buckets on every histogram of the layer:
+    /// [`SECONDS_BUCKETS`](super::SECONDS_BUCKETS) on every time histogram (`0` and 3.8 µs to
+    /// 32 s), [`BYTES_BUCKETS`](super::BYTES_BUCKETS) and
+    /// [`FRAMES_BUCKETS`](super::FRAMES_BUCKETS) on the byte and frame histograms, so
+    /// `histogram_quantile` works on output time, sizes and frames of a classic scrape too:
+    /// 119 classic series per response label set instead of 60. Native histograms carry all of
+    /// it in one series per histogram (about 20× smaller): prefer them where Prometheus has
+    /// `--enable-feature=native-histograms`. Bounds set with
+    /// [`set_buckets_for_metric`](Self::set_buckets_for_metric) still win.
+    #[must_use]
+    pub fn all_classic_buckets(mut self) -> Self {
+        self.all_classic = true;
+        self
     }
 
     /// Adds a label to every series (a series' own label of the same key wins).
@@ -136,7 +157,8 @@ impl PrometheusBuilder {
     }
 
     fn layout(&self, name: &str) -> Layout {
-        let family = names::find(name).and_then(|def| def.buckets);
+        let def = names::find(name);
+        let family = def.and_then(|def| def.buckets);
         let (min_exp, max_exp) = native_range(family);
         let sum = match family {
             Some(Buckets::Seconds) => SumKind::Nanos,
@@ -145,9 +167,10 @@ impl PrometheusBuilder {
         };
         let configured =
             self.buckets.iter().rev().find(|(m, _)| m.matches(name)).map(|(_, b)| b.as_slice());
-        let classic = configured.unwrap_or(match family {
-            Some(family) => super::buckets(family),
-            None => DEFAULT_BUCKETS,
+        let classic = configured.unwrap_or(match (def, family) {
+            (_, Some(family)) if self.all_classic => super::buckets(family),
+            (Some(def), Some(_)) => super::budget_buckets(def),
+            _ => DEFAULT_BUCKETS,
         });
         Layout::new(classic, min_exp, max_exp, sum)
     }
