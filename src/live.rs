@@ -94,11 +94,12 @@
 //! Memory per route: each time histogram grows with the largest value it has seen, up to
 //! 3,328 counts (1 h at 2 significant figures). A stripe holds three times × two window
 //! halves with 32-bit counts, at most **79,872 bytes** (43,008 if no request took a second),
-//! plus 2 KB of history and bookkeeping, and is allocated only when a thread first records into it; the
-//! route's since-start histograms (64-bit counts) hold at most another 79,872 bytes, plus up
-//! to 64 `error.type` names. So a route holds at most **(1 + stripes used) × 78 KiB**: 234 KiB
-//! on a 2-CPU machine, 1.3 MiB with 16 stripes (`heap_bytes` in the JSON gives the live
-//! figure). Routes are capped ([`LiveBuilder::max_routes`], default the layer's cap + 2 for
+//! plus 2.4 KB of history, slowest lists and bookkeeping, and is allocated only when a thread
+//! first records into it; the route's since-start histograms (64-bit counts) hold at most
+//! another 79,872 bytes, plus up to 64 `error.type` names. So a route holds at most
+//! **(1 + stripes used) × 78 KiB**: 234 KiB on a 2-CPU machine, 1.3 MiB with 16 stripes
+//! (`heap_bytes` in the JSON gives the live figure). Routes are capped
+//! ([`LiveBuilder::max_routes`], default the layer's cap + 2 for
 //! `unmatched` and `overflow`); past the cap they fold into one `overflow` route. Worst case
 //! (every route, every stripe, an hour-long request): 1,027 routes × (1 + stripes) × 78 KiB,
 //! **241 MB with 2 stripes, 1.4 GB with 16**; a service with 20 routes answering within a
