@@ -88,8 +88,9 @@
 //! The slowest traced requests are kept in each stripe's window halves, in a fixed array of
 //! [`SLOWEST`] entries (no allocation): a traced request compares its duration with the fastest
 //! entry kept, under the stripe lock it already holds, and replaces it only when slower. A
-//! snapshot merges the stripes' lists as it merges their histograms. A layer without exemplars
-//! records through a handle that never looks for a trace id.
+//! snapshot merges the stripes' lists as it merges their histograms. Unless a layer with
+//! exemplars on records the same metric names, recordings go through a handle that never looks
+//! for a trace id.
 //!
 //! Memory per route: each time histogram grows with the largest value it has seen, up to
 //! 3,328 counts (1 h at 2 significant figures). A stripe holds three times × two window

@@ -290,7 +290,7 @@ impl HistogramFn for HistogramHandle {
 /// The `request.duration` handle of a route that a layer with exemplars on records into
 /// (`exemplar::want`): records as [`HistogramHandle`] does and, when the recording carries a
 /// trace id (`exemplar::current`), offers it to the stripe's slowest, under the same lock.
-/// Layers without exemplars get the plain handle and pay nothing for this.
+/// Metric names no layer with exemplars records get the plain handle and pay nothing for this.
 struct TracedDurationHandle(HistogramHandle);
 
 impl HistogramFn for TracedDurationHandle {
