@@ -27,9 +27,10 @@
 //! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
 //!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
 //!   `vitals_prometheus` for what the live page adds per request.
-//! - (1-frame scenarios only) `vitals_traced_{noop,recorder}` / `vitals_exemplars_{noop,recorder}`:
-//!   the request carries a valid `traceparent` header; the layer without / with
-//!   `exemplars()`, with the no-op recorder / the crate's recorder (which keeps the exemplars):
+//! - (1-frame scenarios only) `vitals_traced_{noop,recorder,live}` /
+//!   `vitals_exemplars_{noop,recorder,live}`: the request carries a valid `traceparent` header;
+//!   the layer without / with `exemplars()`, with the no-op recorder / the crate's recorder
+//!   (which keeps the exemplars) / the live recorder (which keeps the slowest traced requests):
 //!   what exemplars cost, against the same request;
 //!   `vitals_skipped`: a layer whose `skip_if` leaves every request
 //!   out; `vitals_label1_{noop,prometheus}` / `vitals_label4_{noop,prometheus}`: one / four
@@ -334,6 +335,10 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
             VitalsLayer::new().layer(plain(shape))
         });
         r.run("vitals_exemplars_recorder", Rec::Recorder, traced, || {
+            VitalsLayer::builder().exemplars().build().layer(plain(shape))
+        });
+        r.run("vitals_traced_live", Rec::Live, traced, || VitalsLayer::new().layer(plain(shape)));
+        r.run("vitals_exemplars_live", Rec::Live, traced, || {
             VitalsLayer::builder().exemplars().build().layer(plain(shape))
         });
         r.run("vitals_skipped", Rec::Noop, req, || skipping().layer(plain(shape)));

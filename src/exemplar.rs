@@ -6,7 +6,7 @@
 //! - The hand-off: the layer sets the request's [`Sample`] (trace id and wall-clock time) in a
 //!   thread-local ([`Scope`]) right before it records the metrics that carry exemplars and
 //!   clears it right after. A recorder that knows about exemplars (this crate's Prometheus
-//!   recorder) reads it with [`current`] inside its `record`/`increment`; every other recorder
+//!   recorder, and the live recorder's slowest requests) reads it with [`current`] inside its `record`/`increment`; every other recorder
 //!   never looks, so the layer works the same with any recorder. Nothing crosses an `.await`:
 //!   the recordings run synchronously on the thread that set it.
 //! - [`ExemplarSlot`]: the latest exemplar of one bucket, lock-free and without `unsafe`: a
@@ -244,7 +244,7 @@ thread_local! {
 /// The trace id and time of the request whose metrics are being recorded on this thread right
 /// now, if the layer has exemplars on and the request had a trace id. Recorders call this in
 /// `record`/`increment`; it is `None` everywhere else.
-#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "prometheus", feature = "live")), allow(dead_code))]
 #[inline]
 pub(crate) fn current() -> Option<Sample> {
     CURRENT.with(Cell::get)
@@ -290,7 +290,7 @@ pub(crate) fn want<'a>(names: impl IntoIterator<Item = &'a str>) {
 
 /// Whether a layer with exemplars on records the metric `name` with trace ids (see [`want`]).
 /// For recorders, at registration (it takes a lock when any layer has exemplars on).
-#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "prometheus", feature = "live")), allow(dead_code))]
 pub(crate) fn wanted(name: &str) -> bool {
     ANY_WANTED.load(Ordering::Acquire)
         && WANTED

@@ -54,6 +54,11 @@
 //! - sums of `output_bytes` and `output_blocks`, and the responses that recorded them;
 //! - a history of [`HISTORY_POINTS`] steps over one window: requests, errors, mean and max
 //!   duration per step (the page's sparklines).
+//! - with a layer that has [exemplars](crate::VitalsLayerBuilder::exemplars) on, the
+//!   [`SLOWEST`] slowest requests that carried a trace id, since start and over the window:
+//!   their trace id, exact `request.duration` and end time (`slowest` in the JSON, a short list
+//!   on each route card), so a slow p99 leads to the traces that made it. Requests without a
+//!   trace id are counted as always and never listed.
 //!
 //! The window (default [`DEFAULT_WINDOW`], 60 s; see [`LiveBuilder::window`]) is two rotating
 //! halves: the current half and the one before it, so it covers between half a window and a
@@ -80,14 +85,22 @@
 //! registry lock is taken only when a new label set is first seen and when a snapshot is
 //! taken. Contended stripe locks are counted (`lock_waits` in the JSON).
 //!
+//! The slowest traced requests are kept in each stripe's window halves, in a fixed array of
+//! [`SLOWEST`] entries (no allocation): a traced request compares its duration with the fastest
+//! entry kept, under the stripe lock it already holds, and replaces it only when slower. A
+//! snapshot merges the stripes' lists as it merges their histograms. Unless a layer with
+//! exemplars on records the same metric names, recordings go through a handle that never looks
+//! for a trace id.
+//!
 //! Memory per route: each time histogram grows with the largest value it has seen, up to
 //! 3,328 counts (1 h at 2 significant figures). A stripe holds three times × two window
 //! halves with 32-bit counts, at most **79,872 bytes** (43,008 if no request took a second),
-//! plus 2 KB of history and bookkeeping, and is allocated only when a thread first records into it; the
-//! route's since-start histograms (64-bit counts) hold at most another 79,872 bytes, plus up
-//! to 64 `error.type` names. So a route holds at most **(1 + stripes used) × 78 KiB**: 234 KiB
-//! on a 2-CPU machine, 1.3 MiB with 16 stripes (`heap_bytes` in the JSON gives the live
-//! figure). Routes are capped ([`LiveBuilder::max_routes`], default the layer's cap + 2 for
+//! plus 2.4 KB of history, slowest lists and bookkeeping, and is allocated only when a thread
+//! first records into it; the route's since-start histograms (64-bit counts) hold at most
+//! another 79,872 bytes, plus up to 64 `error.type` names. So a route holds at most
+//! **(1 + stripes used) × 78 KiB**: 234 KiB on a 2-CPU machine, 1.3 MiB with 16 stripes
+//! (`heap_bytes` in the JSON gives the live figure). Routes are capped
+//! ([`LiveBuilder::max_routes`], default the layer's cap + 2 for
 //! `unmatched` and `overflow`); past the cap they fold into one `overflow` route. Worst case
 //! (every route, every stripe, an hour-long request): 1,027 routes × (1 + stripes) × 78 KiB,
 //! **241 MB with 2 stripes, 1.4 GB with 16**; a service with 20 routes answering within a
@@ -133,7 +146,12 @@
 //!   "responses": 1233,               // requests with a response head (body figures)
 //!   "bytes": 40960, "blocks": 1233,  // sums of output_bytes, output_blocks
 //!   "bytes_per_response": 33.2, "blocks_per_response": 1.0, "bytes_per_block": 33.2,
-//!   "small_blocks": false            // see PeriodSnapshot::small_blocks
+//!   "small_blocks": false,           // see PeriodSnapshot::small_blocks
+//!   "slowest": [                     // traced requests only (layer with exemplars on):
+//!     {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",   // 32 lowercase hex digits
+//!      "duration": 1.2034,           // request.duration, seconds, exact
+//!      "end_unix_ms": 1764856800123} // when it ended, ms since the Unix epoch
+//!   ]                                // at most 5, slowest first; [] without trace ids
 //! }
 //! TIMES = {"count": 1234, "mean": 0.0012, "p50": 0.00098, "p95": 0.0031, "p99": 0.0079,
 //!          "max": 0.012}              // seconds; null without samples
@@ -149,7 +167,8 @@
 //! window (requests and errors), errors by `error.type` and status classes, p50/p95/p99 of
 //! application, output and total time as paired bars on one log axis (1 µs to 10 s), where the
 //! mean request's time goes (application + output + body production, the rest), and bytes
-//! per response, blocks per response and bytes per block, with a "small blocks" flag. A toggle
+//! per response, blocks per response and bytes per block, with a "small blocks" flag, and the
+//! trace ids of the slowest traced requests with their durations and end times. A toggle
 //! switches between the window and since start. Every string from the metrics is put in the
 //! page as text (never as HTML), and the page's `Content-Security-Policy` (see
 //! [`CONTENT_SECURITY_POLICY`]) allows no external resource and runs no script but the page's
@@ -177,10 +196,10 @@ pub use recorder::LiveRecorder;
 #[cfg(feature = "prometheus")]
 pub use server::LiveServer;
 pub use snapshot::{
-    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, Snapshot,
-    SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
+    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, SlowRequest,
+    Snapshot, SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
 };
-pub use window::HISTORY_POINTS;
+pub use window::{HISTORY_POINTS, SLOWEST};
 
 use recorder::Inner;
 

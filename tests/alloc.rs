@@ -270,6 +270,28 @@ fn exemplars_allocate_nothing_more() {
     assert!(text.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}"), "{text}");
 }
 
+/// Exemplars on, into the live recorder: each traced request is offered to its stripe's
+/// slowest (a fixed array) without an allocation per request.
+#[cfg(feature = "live")]
+#[test]
+fn exemplars_into_the_live_recorder_allocate_nothing_more() {
+    let live = tower_vitals::live::Live::new();
+    let recorder = live.recorder();
+    assert_same_with(&recorder, "single frame, exemplars, live", true, plain(SINGLE), || {
+        VitalsLayer::builder().exemplars().build().layer(plain(SINGLE))
+    });
+    assert_same_with(&recorder, "streaming, exemplars, live", true, plain(STREAMING), || {
+        VitalsLayer::builder().exemplars().build().layer(plain(STREAMING))
+    });
+    // The trace ids did land in the slowest lists (this is not a no-op by mistake). Read under
+    // `SERIAL`: a snapshot publishes the gauges of every live layer, another test's too.
+    let json = {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        live.json()
+    };
+    assert!(json.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), "{json}");
+}
+
 #[test]
 fn streaming_with_route_name_allocates_nothing_more() {
     assert_same("streaming, RouteName", true, plain(STREAMING), || {

@@ -432,3 +432,89 @@ fn concurrent_vitals_json_at_the_route_cap_do_not_stall_the_app() {
         "the app's p99 went from {bytes_only:?} to {json:?} with 100 concurrent /vitals.json"
     );
 }
+
+/// One request on `route` taking `ns` in the handler, with a `traceparent` header if given.
+fn traced_request<S>(svc: &mut S, mock: &Mocks, route: &'static str, traceparent: &str, ns: u64)
+where
+    S: Service<Request<()>, Response = Response<tower_vitals::ResponseBody<OneFrame>>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut req = Request::new(());
+    req.extensions_mut().insert(RouteName::new(route));
+    if !traceparent.is_empty() {
+        req.headers_mut().insert("traceparent", traceparent.parse().expect("header value"));
+    }
+    let mut fut = std::pin::pin!(svc.call(req));
+    mock.advance(Duration::from_nanos(ns));
+    let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else { panic!("ready at once") };
+    let mut body = std::pin::pin!(res.into_body());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
+}
+
+/// The `slowest` list of a period as (trace id, duration) pairs.
+fn slowest(period: &Value) -> Vec<(String, f64)> {
+    period["slowest"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a slowest list in {period}"))
+        .iter()
+        .map(|s| {
+            assert!(s["end_unix_ms"].as_u64().is_some(), "end_unix_ms in {s}");
+            let id = s["trace_id"].as_str().expect("trace_id").to_owned();
+            (id, s["duration"].as_f64().expect("duration"))
+        })
+        .collect()
+}
+
+/// Requests with a valid `traceparent`, through a layer with exemplars on: the route's window
+/// lists the trace ids of its five slowest, slowest first, with their durations; requests
+/// without one (or with a hostile one) never appear, and a route that had none lists nothing.
+/// The window forgets them when it rotates; since start keeps them.
+#[test]
+fn the_slowest_traced_requests_are_listed_per_route() {
+    let (clock, mock) = tower_vitals::Clock::mock();
+    let live = Live::builder().window(Duration::from_secs(3600)).clock(clock.clone()).build();
+    let recorder = live.recorder();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut svc = VitalsLayer::builder().clock(clock).exemplars().build().layer(tower::service_fn(
+        |_: Request<()>| std::future::ready(Ok::<_, Infallible>(Response::new(OneFrame(None)))),
+    ));
+    let header = |i: u64| format!("00-{:032x}-00f067aa0ba902b7-01", 0xabc0_0000 + i);
+    // Twenty traced requests on /t, durations out of order (1..=20 ms, shuffled by 7 mod 20).
+    let mut sent = Vec::new();
+    for i in 0..20u64 {
+        let ms = (i * 7) % 20 + 1;
+        traced_request(&mut svc, &mock, "/t", &header(i), ms * 1_000_000);
+        sent.push((format!("{:032x}", 0xabc0_0000 + i), secs(ms * 1_000_000)));
+    }
+    // Slower than all of them, but untraced or with hostile headers: never listed.
+    for bad in [
+        "",
+        "00-ABC00000000000000000000000000001-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-abc0000000000000000000000000001-00f067aa0ba902b7-01",
+    ] {
+        traced_request(&mut svc, &mock, "/t", bad, 500_000_000);
+    }
+    for _ in 0..10 {
+        traced_request(&mut svc, &mock, "/u", "", 900_000_000);
+    }
+    sent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let want: Vec<(String, f64)> = sent[..5].to_vec();
+    let json: Value = serde_json::from_str(&live.json()).expect("json");
+    let t = route(&json, "/t");
+    assert_eq!(t["window"]["requests"].as_u64(), Some(24));
+    assert_eq!(slowest(&t["window"]), want, "window of /t");
+    assert_eq!(slowest(&t["since_start"]), want, "since start of /t");
+    let u = route(&json, "/u");
+    assert_eq!(slowest(&u["window"]), [], "untraced requests list nothing");
+    assert_eq!(slowest(&u["since_start"]), []);
+
+    // Two half-windows later the window has forgotten them; since start has not.
+    mock.advance(Duration::from_secs(3601));
+    traced_request(&mut svc, &mock, "/t", &header(99), 1_000);
+    let json: Value = serde_json::from_str(&live.json()).expect("json");
+    let t = route(&json, "/t");
+    assert_eq!(slowest(&t["window"]), [(format!("{:032x}", 0xabc0_0000u64 + 99), secs(1_000))]);
+    assert_eq!(slowest(&t["since_start"]), want);
+}

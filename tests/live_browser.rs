@@ -74,7 +74,7 @@ fn app(live: &Live) -> Router {
             "/hostile/img",
             get(|| async { (Extension(RouteName::new(HOSTILE_IMG)), "x").into_response() }),
         )
-        .layer(VitalsLayer::new())
+        .layer(VitalsLayer::builder().exemplars().build())
         .route("/vitals", get_service(live.service()))
         .route("/vitals.json", get_service(live.service()))
 }
@@ -106,9 +106,22 @@ fn serve(
 }
 
 async fn get_text(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    get_traced(addr, path, None).await
+}
+
+/// The trace id the `i`th request to `/slow` carries in its `traceparent`.
+fn slow_trace_id(i: u64) -> String {
+    format!("{:032x}", 0x5105_0000_u64 + i)
+}
+
+async fn get_traced(addr: SocketAddr, path: &str, trace: Option<&str>) -> (StatusCode, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}{path}").parse().expect("uri");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+    let mut request = hyper::Request::get(format!("http://{addr}{path}"));
+    if let Some(trace) = trace {
+        request = request.header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+    }
+    let request = request.body(Empty::new()).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
         .await
         .expect("in time")
         .expect("response");
@@ -233,8 +246,10 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
     // body has been read.
     rt.block_on(async {
         for (path, times, _) in LOAD {
-            for _ in 0..times {
-                get_text(addr, path).await;
+            for i in 0..times {
+                // Only the requests to /slow carry a trace id.
+                let trace = (path == "/slow").then(|| slow_trace_id(i));
+                get_traced(addr, path, trace.as_deref()).await;
             }
         }
     });
@@ -323,6 +338,29 @@ fn the_page_in_chromium_shows_what_vitals_json_says() {
             route == "/small-blocks",
             "{route}: only /small-blocks is flagged\n{card}"
         );
+    }
+    // The slowest traced requests: the two /slow ones, on its card as text, in the JSON's
+    // order, with the JSON's durations; no other route lists any.
+    for (_, _, route) in LOAD {
+        let (_, fields, card) = cards.iter().find(|c| c.0 == route).expect("card");
+        let r = routes.iter().find(|r| r["route"] == route).expect("route in JSON");
+        let listed = r["window"]["slowest"].as_array().expect("slowest in JSON");
+        let shown: Vec<&str> = card
+            .split("data-field=\"slowest.trace_id\">")
+            .skip(1)
+            .map(|s| &s[..s.find('<').expect("text end")])
+            .collect();
+        let ids: Vec<&str> = listed.iter().map(|s| s["trace_id"].as_str().expect("id")).collect();
+        assert_eq!(shown, ids, "{route}: trace ids on the page vs /vitals.json");
+        if route == "/slow" {
+            let mut want = vec![slow_trace_id(0), slow_trace_id(1)];
+            want.sort_by_key(|id| ids.iter().position(|i| i == id));
+            assert_eq!(ids, want, "/slow lists both traced requests");
+            same_number(&fields["slowest.duration"], &listed[1]["duration"], "/slow slowest");
+            assert!(listed.iter().all(|s| s["duration"].as_f64() >= Some(0.1)), "{listed:?}");
+        } else {
+            assert!(ids.is_empty(), "{route}: untraced, yet lists {ids:?}");
+        }
     }
     let fail = routes.iter().find(|r| r["route"] == "/fail").expect("/fail");
     assert_eq!(fail["window"]["errors"]["500"].as_u64(), Some(7));

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::snapshot::{
-    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, Snapshot,
-    SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
+    HistoryPoint, Percentiles, PeriodSnapshot, RouteSnapshot, ServiceSnapshot, SlowRequest,
+    Snapshot, SMALL_BLOCK_BYTES, SMALL_BLOCK_MIN_BLOCKS,
 };
 
 /// The `schema` field: bumped on any incompatible change.
@@ -103,7 +103,24 @@ fn period(out: &mut String, p: &PeriodSnapshot) {
     number(out, p.blocks_per_response());
     out.push_str(",\"bytes_per_block\":");
     number(out, p.bytes_per_block());
-    let _ = write!(out, ",\"small_blocks\":{}}}", p.small_blocks());
+    let _ = write!(out, ",\"small_blocks\":{},\"slowest\":", p.small_blocks());
+    slowest(out, &p.slowest);
+    out.push('}');
+}
+
+/// `[{"trace_id": "…", "duration": 1.2, "end_unix_ms": 1733325600123}, …]`.
+fn slowest(out: &mut String, list: &[SlowRequest]) {
+    out.push('[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // 32 lowercase hex digits: nothing to escape.
+        let _ = write!(out, "{{\"trace_id\":\"{}\",\"duration\":", s.trace_id);
+        number(out, Some(s.duration));
+        let _ = write!(out, ",\"end_unix_ms\":{}}}", s.ended_unix_ms());
+    }
+    out.push(']');
 }
 
 fn history(out: &mut String, h: &[HistoryPoint]) {

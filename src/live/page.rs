@@ -20,7 +20,7 @@ pub const PAGE: &str = include_str!("page.html");
 /// else (no external script, font, image or frame). The hash is of the page's constant script; a
 /// unit test recomputes it from [`PAGE`], so the two cannot drift apart.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
-    script-src 'sha256-6tEGbnvNnNoKTCXBfUp2JwLFldoy0j1iwBkyWsX7zoM='; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; \
+    script-src 'sha256-V97CpaL1GX5nwi758H9f4SlzwfG+/NE6VQOmjAV73Kc='; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// A response body of the live service: the page, or a `/vitals.json` shared by the requests

@@ -287,6 +287,25 @@ impl HistogramFn for HistogramHandle {
     }
 }
 
+/// The `request.duration` handle of a route that a layer with exemplars on records into
+/// (`exemplar::want`): records as [`HistogramHandle`] does and, when the recording carries a
+/// trace id (`exemplar::current`), offers it to the stripe's slowest, under the same lock.
+/// Metric names no layer with exemplars records get the plain handle and pay nothing for this.
+struct TracedDurationHandle(HistogramHandle);
+
+impl HistogramFn for TracedDurationHandle {
+    fn record(&self, value: f64) {
+        let h = &self.0;
+        let sample = crate::exemplar::current();
+        h.inner.with_route(&h.route, |s, step| {
+            s.time(step, Time::Duration, value);
+            if let Some(sample) = sample {
+                s.traced(value, sample);
+            }
+        });
+    }
+}
+
 impl Recorder for LiveRecorder {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
@@ -338,11 +357,11 @@ impl Recorder for LiveRecorder {
             return Histogram::noop();
         }
         let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
-        Histogram::from_arc(Arc::new(HistogramHandle {
-            inner: Arc::clone(&self.inner),
-            route,
-            kind,
-        }))
+        let handle = HistogramHandle { inner: Arc::clone(&self.inner), route, kind };
+        if kind == Kind::Time(Time::Duration) && crate::exemplar::wanted(key.name()) {
+            return Histogram::from_arc(Arc::new(TracedDurationHandle(handle)));
+        }
+        Histogram::from_arc(Arc::new(handle))
     }
 }
 
@@ -369,6 +388,81 @@ mod tests {
         let only = inner(Some("api"));
         assert_eq!(only.parse("api.requests"), Some(("api", Kind::Requests)));
         assert_eq!(only.parse("http.server.requests"), None);
+    }
+
+    /// Random durations, a third of them untraced, from three threads a phase (so through
+    /// several stripes), four phases half a window apart on a mock clock: after each phase,
+    /// the window's and since start's slowest are the first [`SLOWEST`](super::super::SLOWEST)
+    /// of the traced requests of those periods sorted by duration.
+    #[test]
+    fn the_slowest_traced_requests_match_a_sorted_reference() {
+        use crate::exemplar::{Sample, Scope, TraceId};
+        const SLOWEST: usize = super::super::SLOWEST;
+        crate::exemplar::want(["t.request.duration"]);
+        let (clock, mock) = quanta::Clock::mock();
+        let inner = Arc::new(Inner::new(clock, Duration::from_secs(60), None, 10, 3));
+        let recorder = LiveRecorder { inner: Arc::clone(&inner) };
+        let meta = Metadata::new("test", metrics::Level::INFO, None);
+        let labels = || vec![metrics::Label::new(ROUTE, "/r")];
+        let requests = recorder.register_counter(&Key::from_parts("t.requests", labels()), &meta);
+        let duration =
+            recorder.register_histogram(&Key::from_parts("t.request.duration", labels()), &meta);
+        // (phase, seconds, trace id) of every traced request.
+        let mut sent: Vec<(u64, f64, u128)> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x >> 11
+        };
+        let expect = |sent: &[(u64, f64, u128)], phases: std::ops::RangeInclusive<u64>| {
+            let mut v: Vec<(f64, u128)> =
+                sent.iter().filter(|s| phases.contains(&s.0)).map(|s| (s.1, s.2)).collect();
+            v.sort_by(|a, b| b.0.total_cmp(&a.0));
+            v.truncate(SLOWEST);
+            v
+        };
+        let got = |list: &[super::super::SlowRequest]| -> Vec<(f64, u128)> {
+            list.iter().map(|s| (s.duration, s.trace_id.to_u128())).collect()
+        };
+        for phase in 0..4u64 {
+            if phase > 0 {
+                mock.increment(Duration::from_secs(31));
+            }
+            // Per thread: (seconds, trace id or 0 for untraced).
+            let batches: Vec<Vec<(f64, u128)>> = (0..3)
+                .map(|_| {
+                    (0..300)
+                        .map(|_| {
+                            let seconds = (next() % 1_000_000_000_000 + 1) as f64 * 1e-11;
+                            let trace = if next() % 3 == 0 { 0 } else { u128::from(next()) + 1 };
+                            (seconds, trace)
+                        })
+                        .collect()
+                })
+                .collect();
+            std::thread::scope(|s| {
+                for batch in &batches {
+                    let (requests, duration) = (&requests, &duration);
+                    s.spawn(move || {
+                        for &(seconds, trace) in batch {
+                            let _scope = TraceId::from_u128(trace)
+                                .map(|trace| Scope::enter(Sample { trace, unix_nanos: 1 }));
+                            requests.increment(1);
+                            duration.record(seconds);
+                        }
+                    });
+                }
+            });
+            for batch in &batches {
+                sent.extend(batch.iter().filter(|b| b.1 != 0).map(|b| (phase, b.0, b.1)));
+            }
+            let snap = super::super::snapshot::take(&inner);
+            let r = &snap.services[0].routes[0];
+            assert_eq!(r.window.slowest.len(), SLOWEST);
+            let first = phase.saturating_sub(1);
+            assert_eq!(got(&r.window.slowest), expect(&sent, first..=phase), "window {phase}");
+            assert_eq!(got(&r.since_start.slowest), expect(&sent, 0..=phase), "since {phase}");
+        }
     }
 
     #[test]

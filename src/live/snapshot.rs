@@ -7,7 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram as Hdr;
 
 use super::recorder::{gauge_value, Inner, RouteState, Stripe};
-use super::window::{Period, Point, StripeStats, STATUS_CLASSES};
+use super::window::{Period, Point, Slow, StripeStats, STATUS_CLASSES};
+use crate::exemplar::TraceId;
 
 /// A route is flagged for small blocks when its responses average fewer than this many bytes
 /// per block (the layer's [`SmallBlockWarning`](crate::SmallBlockWarning) default) …
@@ -102,6 +103,41 @@ pub struct PeriodSnapshot {
     pub bytes: u64,
     /// Sum of `output_blocks`.
     pub blocks: u64,
+    /// The slowest requests of the period that carried a trace id (a layer with
+    /// [`exemplars`](crate::VitalsLayerBuilder::exemplars) on), slowest first: at most
+    /// [`SLOWEST`](super::SLOWEST). Empty when no request had a trace id.
+    pub slowest: Vec<SlowRequest>,
+}
+
+/// One of the slowest traced requests of a period.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SlowRequest {
+    /// The request's trace id.
+    pub trace_id: TraceId,
+    /// Its `request.duration`, seconds (exact, not bucketed).
+    pub duration: f64,
+    /// When it ended (the wall clock the layer stamps exemplars with).
+    pub ended: std::time::SystemTime,
+}
+
+impl SlowRequest {
+    fn of(s: Slow) -> Option<Self> {
+        Some(SlowRequest {
+            trace_id: TraceId::from_u128(s.trace)?,
+            duration: s.seconds,
+            ended: std::time::UNIX_EPOCH
+                .checked_add(Duration::from_nanos(s.unix_nanos))
+                .unwrap_or(std::time::UNIX_EPOCH),
+        })
+    }
+
+    /// [`ended`](Self::ended) in whole milliseconds since the Unix epoch (0 before it).
+    pub fn ended_unix_ms(&self) -> u64 {
+        self.ended
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// Percentiles of one time histogram, in seconds (hdrhistogram, 1 µs to 1 h, 2 significant
@@ -168,6 +204,7 @@ impl PeriodSnapshot {
             responses: p.bodies,
             bytes: p.bytes,
             blocks: p.blocks,
+            slowest: p.slowest.sorted().into_iter().filter_map(SlowRequest::of).collect(),
         }
     }
 

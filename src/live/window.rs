@@ -7,6 +7,8 @@
 
 use hdrhistogram::{Counter, Histogram as Hdr};
 
+use crate::exemplar::{Sample, TraceId};
+
 /// Times are kept in whole microseconds, 2 significant figures (< 1 % error per value).
 pub(crate) const SIGFIG: u8 = 2;
 /// Times above one hour are kept as one hour (long-lived streams).
@@ -17,6 +19,74 @@ pub const HISTORY_POINTS: usize = 30;
 pub(crate) const MAX_ERROR_TYPES: usize = 64;
 /// Where `error.type` values past [`MAX_ERROR_TYPES`] are counted.
 pub(crate) const OTHER_ERROR: &str = "_other";
+
+/// Traced requests kept per period as its slowest (by `request.duration`).
+pub const SLOWEST: usize = 5;
+
+/// One traced request among the slowest of a period.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Slow {
+    /// `request.duration`, seconds (finite, ≥ 0).
+    pub(crate) seconds: f64,
+    /// The trace id as a number; 0: an empty entry.
+    pub(crate) trace: u128,
+    /// When the request ended, nanoseconds since the Unix epoch.
+    pub(crate) unix_nanos: u64,
+}
+
+/// The [`SLOWEST`] slowest traced requests of a period, in a fixed array (no allocation): an
+/// offer compares with the fastest entry kept, and replaces it only when slower. Mergeable
+/// like the histograms: the slowest of a union are the slowest of the parts' slowest.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Slowest {
+    entries: [Slow; SLOWEST],
+    /// Index of the entry an offer must beat: an empty one, else the fastest.
+    min: usize,
+}
+
+impl Slowest {
+    /// Keeps `slow` if there is room or it is slower than the fastest entry kept (a tie keeps
+    /// the one already there).
+    #[inline]
+    pub(crate) fn offer(&mut self, slow: Slow) {
+        let min = &mut self.entries[self.min];
+        if slow.trace == 0 || (min.trace != 0 && slow.seconds <= min.seconds) {
+            return;
+        }
+        *min = slow;
+        self.min = self.fastest();
+    }
+
+    /// The index of an empty entry, or of the fastest one.
+    fn fastest(&self) -> usize {
+        let mut at = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.trace == 0 {
+                return i;
+            }
+            if e.seconds < self.entries[at].seconds {
+                at = i;
+            }
+        }
+        at
+    }
+
+    /// Adds `other`'s entries into this one.
+    pub(crate) fn merge(&mut self, other: &Slowest) {
+        other.entries.iter().for_each(|e| self.offer(*e));
+    }
+
+    fn clear(&mut self) {
+        *self = Slowest::default();
+    }
+
+    /// The entries kept, slowest first (equal durations: the latest first).
+    pub(crate) fn sorted(&self) -> Vec<Slow> {
+        let mut v: Vec<Slow> = self.entries.iter().copied().filter(|e| e.trace != 0).collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(b.unix_nanos.cmp(&a.unix_nanos)));
+        v
+    }
+}
 
 /// The three times, in the order they are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +146,8 @@ pub(crate) struct Period<C: Counter> {
     pub(crate) bodies: u64,
     pub(crate) bytes: u64,
     pub(crate) blocks: u64,
+    /// The slowest traced requests.
+    pub(crate) slowest: Slowest,
 }
 
 impl<C: Counter> Period<C> {
@@ -89,6 +161,7 @@ impl<C: Counter> Period<C> {
             bodies: 0,
             bytes: 0,
             blocks: 0,
+            slowest: Slowest::default(),
         }
     }
 
@@ -101,6 +174,7 @@ impl<C: Counter> Period<C> {
         self.bodies = 0;
         self.bytes = 0;
         self.blocks = 0;
+        self.slowest.clear();
     }
 
     fn count(&mut self, n: u64, error: Option<usize>, class: u8) {
@@ -146,6 +220,7 @@ impl<C: Counter> Period<C> {
         into.bodies = into.bodies.saturating_add(self.bodies);
         into.bytes = into.bytes.saturating_add(self.bytes);
         into.blocks = into.blocks.saturating_add(self.blocks);
+        into.slowest.merge(&self.slowest);
     }
 
     /// Bytes of heap held by the histograms.
@@ -304,6 +379,19 @@ impl StripeStats {
             p.duration_sum += seconds;
             p.duration_max = p.duration_max.max(seconds);
         }
+    }
+
+    /// One traced request's `request.duration`, in seconds (recorded apart with
+    /// [`time`](Self::time)): kept if among the current slot's slowest.
+    pub(crate) fn traced(&mut self, seconds: f64, sample: Sample) {
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds.min(MAX_MICROS as f64 / 1e6)
+        } else {
+            0.0
+        };
+        let trace = TraceId::to_u128(sample.trace);
+        let slow = Slow { seconds, trace, unix_nanos: sample.unix_nanos };
+        self.slots[self.current].slowest.offer(slow);
     }
 
     /// One response's body bytes (`output_bytes`); counts the response.
