@@ -238,16 +238,25 @@ fn single_frame_with_route_name_allocates_nothing_more() {
     });
 }
 
+/// A clock that stands still, for the cases with a real recorder: every request then takes the
+/// same time and lands in the same buckets. A recorder allocates a bucket line, or an exemplar
+/// slot, the first time a sample lands in it; with the system clock a request that happens to
+/// be slower after the warm-up (the machine is shared) touches a new bucket and allocates once,
+/// which is memory per series, not per request. The no-op cases keep the system clock.
+fn still() -> tower_vitals::Clock {
+    tower_vitals::Clock::mock().0
+}
+
 /// The crate's Prometheus recorder installed (not the no-op): recording, its histograms' native
 /// and classic buckets and its counters allocate nothing per request either.
 #[test]
 fn with_the_crate_recorder_allocates_nothing_more() {
     let recorder = tower_vitals::prometheus::builder().build_recorder();
     assert_same_with(&recorder, "single frame, RouteName, recorder", true, plain(SINGLE), || {
-        VitalsLayer::new().layer(plain(SINGLE))
+        VitalsLayer::builder().clock(still()).build().layer(plain(SINGLE))
     });
     assert_same_with(&recorder, "streaming, RouteName, recorder", true, plain(STREAMING), || {
-        VitalsLayer::new().layer(plain(STREAMING))
+        VitalsLayer::builder().clock(still()).build().layer(plain(STREAMING))
     });
     // The samples did land in the recorder (this is not a no-op by mistake).
     let text = recorder.handle().render();
@@ -261,10 +270,10 @@ fn with_the_crate_recorder_allocates_nothing_more() {
 fn exemplars_allocate_nothing_more() {
     let recorder = tower_vitals::prometheus::builder().build_recorder();
     assert_same_with(&recorder, "single frame, exemplars, recorder", true, plain(SINGLE), || {
-        VitalsLayer::builder().exemplars().build().layer(plain(SINGLE))
+        VitalsLayer::builder().exemplars().clock(still()).build().layer(plain(SINGLE))
     });
     assert_same_with(&recorder, "streaming, exemplars, recorder", true, plain(STREAMING), || {
-        VitalsLayer::builder().exemplars().build().layer(plain(STREAMING))
+        VitalsLayer::builder().exemplars().clock(still()).build().layer(plain(STREAMING))
     });
     let text = recorder.handle().render_openmetrics();
     assert!(text.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}"), "{text}");
@@ -278,10 +287,10 @@ fn exemplars_into_the_live_recorder_allocate_nothing_more() {
     let live = tower_vitals::live::Live::new();
     let recorder = live.recorder();
     assert_same_with(&recorder, "single frame, exemplars, live", true, plain(SINGLE), || {
-        VitalsLayer::builder().exemplars().build().layer(plain(SINGLE))
+        VitalsLayer::builder().exemplars().clock(still()).build().layer(plain(SINGLE))
     });
     assert_same_with(&recorder, "streaming, exemplars, live", true, plain(STREAMING), || {
-        VitalsLayer::builder().exemplars().build().layer(plain(STREAMING))
+        VitalsLayer::builder().exemplars().clock(still()).build().layer(plain(STREAMING))
     });
     // The trace ids did land in the slowest lists (this is not a no-op by mistake). Read under
     // `SERIAL`: a snapshot publishes the gauges of every live layer, another test's too.
