@@ -53,7 +53,8 @@ pub(crate) fn key_slot(key: u128) -> usize {
     fibonacci(fold(key))
 }
 
-/// The first slot of an address.
+/// The first slot of an address (axum's `MatchedPath` cache).
+#[cfg(feature = "axum")]
 #[inline]
 pub(crate) fn addr_slot(addr: usize) -> usize {
     fibonacci(addr as u64)
