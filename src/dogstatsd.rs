@@ -56,7 +56,7 @@ use metrics_exporter_dogstatsd::{AggregationMode, BuildError, DogStatsDBuilder};
 
 /// The largest datagram sent over UDP by default, in bytes (fits a 1500-byte MTU, as the Datadog
 /// agent recommends). Unix sockets default to 8192 bytes, the agent's own buffer size.
-pub const MAX_PAYLOAD_LEN: usize = 1432;
+pub const MAX_PAYLOAD_LEN: usize = crate::names::UDP_DATAGRAM_BYTES;
 
 /// Default number of samples each histogram keeps per flush (reservoir sampling).
 pub const DEFAULT_HISTOGRAM_RESERVOIR: usize = 256;

@@ -7,6 +7,11 @@ use metrics::Unit;
 /// The default metric-name prefix (OpenTelemetry's `http.server`).
 pub const DEFAULT_PREFIX: &str = "http.server";
 
+/// The largest statsd / DogStatsD datagram over UDP, in bytes: it fits a 1500-byte MTU with the
+/// IP and UDP headers, as the Datadog agent recommends. Both push exporters default to it.
+#[cfg(any(feature = "statsd", feature = "dogstatsd"))]
+pub(crate) const UDP_DATAGRAM_BYTES: usize = 1432;
+
 /// What kind of metric a definition is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {

@@ -68,7 +68,7 @@ pub use line::HistogramType;
 pub const DEFAULT_QUEUE_SIZE: usize = 65_536;
 /// Default largest datagram, in bytes (fits a 1500-byte MTU with IP/UDP headers, as the
 /// Datadog agent recommends).
-pub const DEFAULT_BUFFER_SIZE: usize = 1432;
+pub const DEFAULT_BUFFER_SIZE: usize = crate::names::UDP_DATAGRAM_BYTES;
 /// Default interval at which summed counters and changed gauges are sent.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
