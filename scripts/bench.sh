@@ -169,6 +169,7 @@ def cell(xs, fmt="{:+.0f}"):
     return f"{fmt.format(med(xs))} [{fmt.format(min(xs))}..{fmt.format(max(xs))}]"
 
 rows, targets, side = [], [], []
+MEPS = "metrics-exporter-prometheus's"
 
 # ---------------------------------------------------------------- criterion
 variants = ["trace", "axum_prometheus", "vitals_noop", "floor_noop", "vitals_prometheus",
@@ -231,11 +232,11 @@ def mean_interval(ys, n=2000):
 def floor_resolved(ys):
     return mean_interval(ys)[0] > 0
 
-def ratio_detail(xs, ys):
+def ratio_detail(xs, ys, whose="the floor's"):
     """The pooled ratio and its interval, or why there is none."""
     if not floor_resolved(ys):
         lo, hi = mean_interval(ys)
-        return (f"no ratio: the floor's mean overhead {sum(ys) / len(ys):+.0f} ns is not clearly above 0 "
+        return (f"no ratio: {whose} mean overhead {sum(ys) / len(ys):+.0f} ns is not clearly above 0 "
                 f"(95% interval {lo:+.0f}..{hi:+.0f} ns)")
     lo, hi = interval(xs, ys)
     return f"{pooled(xs, ys):.2f}x, 95% interval {lo:.2f}..{hi:.2f}"
@@ -353,7 +354,7 @@ if os.path.exists(path):
                 rr = [e2e[(r, a, route)][1] / e2e[(r, b, route)][1] for r in rounds_e2e
                       if (r, a, route) in e2e and (r, b, route) in e2e]
                 parts.append(f"/{route}: CPU over bare {sum(xa) / len(xa):+.0f} vs {sum(xb) / len(xb):+.0f} ns "
-                             f"= {ratio_detail(xa, xb)}; rps {cell(rr, '{:.3f}')}x")
+                             f"= {ratio_detail(xa, xb, MEPS)}; rps {cell(rr, '{:.3f}')}x")
             side.append((f"{context}, {what}: the crate's recorder / metrics-exporter-prometheus", "; ".join(parts)))
     if any(k[1] == "app_bare" for k in e2e):
         label = "end to end, demo app (server CPU)"
@@ -376,7 +377,7 @@ if os.path.exists(path):
                   for r in rounds_e2e if (r, "app_vitals_recorder", "app") in e2e and (r, "app_vitals", "app") in e2e]
             side.append(("demo app, VitalsLayer: the crate's recorder / metrics-exporter-prometheus",
                          f"CPU over bare {sum(req_r) / len(req_r):+.0f} vs {sum(req) / len(req):+.0f} ns "
-                         f"= {ratio_detail(req_r, req)}; rps {cell(rr, '{:.3f}')}x"))
+                         f"= {ratio_detail(req_r, req, MEPS)}; rps {cell(rr, '{:.3f}')}x"))
         hello = per_round("vitals", "bare", "small", lambda a, b: 100 * (a[0] - b[0]) / b[0])
         targets.append(("the layer's server CPU as % of bare, demo app vs hello world (reported)", True,
                         f"app {med(pct):.1f}% [{min(pct):.1f}..{max(pct):.1f}]; hello world (axum /small) "
