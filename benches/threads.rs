@@ -3,8 +3,10 @@
 //! service, with the no-op recorder (the layer's own shared state: in-flight counts, busy time,
 //! the `Arc` count, route and handle tables) and with one Prometheus recorder shared by both
 //! threads (its histogram and counter atomics too): metrics-exporter-prometheus
-//! (`*_prometheus`) and the crate's own recorder (`*_recorder`). Rounds interleave every variant; each prints
-//! the median over rounds of ns/request and the ratio 2 threads / 1 thread.
+//! (`*_prometheus`) and the crate's own recorder (`*_recorder`); and with the README's recommended
+//! pair, the crate's recorder and the live summary in one `Fanout` as
+//! `live::install_with_prometheus` installs them (`vitals_recorder_live`). Rounds interleave every
+//! variant; each prints the median over rounds of ns/request and the ratio 2 threads / 1 thread.
 //!
 //! ```text
 //! cargo bench --bench threads                  # ROUNDS=7 REQUESTS=200000 (per thread)
@@ -137,6 +139,15 @@ fn main() {
     let floor_rec = metrics::with_local_recorder(&recorder, || {
         floor::FloorLayer::new("/users/42").layer(plain())
     });
+    // The README's recommended recorders: the crate's recorder and a `Live` summary, fanned out
+    // as `live::install_with_prometheus` installs them (built by hand: that one sets the global).
+    let live = tower_vitals::live::Live::new();
+    let recorder_live = metrics_util::layers::FanoutBuilder::default()
+        .add_recorder(tower_vitals::prometheus::builder().build_recorder())
+        .add_recorder(live.recorder())
+        .build();
+    let vitals_rec_live =
+        metrics::with_local_recorder(&recorder_live, || VitalsLayer::new().layer(plain()));
     let names = [
         "bare",
         "vitals_noop",
@@ -145,6 +156,7 @@ fn main() {
         "floor_prometheus",
         "vitals_recorder",
         "floor_recorder",
+        "vitals_recorder_live",
     ];
     let mut results = vec![[Vec::new(), Vec::new()]; names.len()];
     let mut overlap = Vec::new();
@@ -158,6 +170,7 @@ fn main() {
                 run(&floor_prom, threads, n, &prometheus),
                 run(&vitals_rec, threads, n, &recorder),
                 run(&floor_rec, threads, n, &recorder),
+                run(&vitals_rec_live, threads, n, &recorder_live),
             ];
             for (i, r) in runs.iter().enumerate() {
                 results[i][threads_i].push(r.ns);

@@ -5,9 +5,12 @@
 //! cargo run --release --example bench_server -- <variant> [max-seconds]
 //! ```
 //! `variant` is `[plain_|app_]<layer>`, `layer` one of: `bare` (no layer), `vitals`
-//! (`VitalsLayer` + the Prometheus recorder, global, with histogram buckets and upkeep every
-//! 5 s, or `BENCH_UPKEEP_SECS`), `axum_prometheus` (axum-prometheus's layer and its Prometheus recorder), `floor` (the
-//! hand-written floor layer of benches/floor + Prometheus).
+//! (`VitalsLayer` + metrics-exporter-prometheus's recorder, global, with histogram buckets and
+//! upkeep every 5 s, or `BENCH_UPKEEP_SECS`), `vitals_recorder` (`VitalsLayer` + the crate's own
+//! recorder, `tower_vitals::prometheus`, global, rendered as text and protobuf every 5 s, or
+//! `BENCH_UPKEEP_SECS`, as scrapes would), `axum_prometheus` (axum-prometheus's layer and its
+//! Prometheus recorder), `floor` / `floor_recorder` (the hand-written floor layer of
+//! benches/floor + metrics-exporter-prometheus / + the crate's recorder).
 //!
 //! Contexts:
 //! - no prefix: an axum `Router`, the layer on every route: `GET /small` answers 12 bytes in one
@@ -44,17 +47,38 @@ use tokio::net::TcpListener;
 use tower::{Layer, Service};
 use tower_vitals::VitalsLayer;
 
+/// Seconds between two upkeeps (metrics-exporter-prometheus) or two scrapes (the crate's
+/// recorder). BENCH_UPKEEP_SECS: scripts/bench-server-callgrind.sh sets it past its run, so that
+/// no upkeep (thousands of atomic operations at once) falls into a counted window.
+fn upkeep_secs() -> u64 {
+    std::env::var("BENCH_UPKEEP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5)
+}
+
+/// metrics-exporter-prometheus as the global recorder, with its upkeep task.
 fn prometheus() -> Result<(), String> {
     let recorder = common::prometheus_builder().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-    // BENCH_UPKEEP_SECS: scripts/bench-server-callgrind.sh sets it past its run, so that no
-    // upkeep (thousands of atomic operations at once) falls into a counted window.
-    let every = std::env::var("BENCH_UPKEEP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let every = upkeep_secs();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(every)).await;
             handle.run_upkeep();
+        }
+    });
+    Ok(())
+}
+
+/// The crate's own recorder as the global recorder (it needs no upkeep), rendered in both
+/// formats on the same schedule, as a scraper would ask.
+fn recorder() -> Result<(), String> {
+    let metrics = tower_vitals::prometheus::install().map_err(|e| e.to_string())?;
+    let every = upkeep_secs();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            let _ = metrics.render();
+            let _ = metrics.render_protobuf();
         }
     });
     Ok(())
@@ -115,15 +139,20 @@ async fn run(variant: &str, max_secs: u64) -> Result<(), String> {
             .route("/small", get(|| async { frames("/small") }))
             .route("/stream", get(|| async { frames("/stream") })),
     };
-    if !matches!(layer, "bare" | "vitals" | "axum_prometheus" | "floor")
-        || (context == "plain" && layer == "axum_prometheus")
+    if !matches!(
+        layer,
+        "bare" | "vitals" | "vitals_recorder" | "axum_prometheus" | "floor" | "floor_recorder"
+    ) || (context == "plain" && layer == "axum_prometheus")
     {
         return Err(format!("unknown variant {variant:?}"));
     }
     // Each layer is built after its recorder is installed.
-    if layer != "bare" {
-        prometheus()?;
+    match layer {
+        "bare" => {}
+        "vitals_recorder" | "floor_recorder" => recorder()?,
+        _ => prometheus()?,
     }
+    let layer = layer.strip_suffix("_recorder").unwrap_or(layer);
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
     std::io::stdout().flush().map_err(|e| e.to_string())?;

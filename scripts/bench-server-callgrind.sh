@@ -11,6 +11,8 @@
 # each `vitals` variant and the floor of the same context.
 #   scripts/bench-server-callgrind.sh [variant ...]   (default: plain_bare plain_floor plain_vitals
 #                                                        bare floor vitals)
+# With `vitals_recorder` / `floor_recorder` (the crate's own recorder) beside `vitals` / `floor`
+# (metrics-exporter-prometheus) and `bare` of the same context, it also prints the pair's ratio.
 # Knobs: WRK_SECS=4 CONNS=8 ROUTE=small TOP=0 OUT=dir (keep the raw callgrind files) REPEAT=2
 # (runs per variant; the run with the fewest instructions per request is kept: the allocator
 # sometimes consolidates its free lists inside the counted window, +400 instructions and +10
@@ -110,6 +112,19 @@ for prefix in ("plain_", ""):
           f"the floor {over(floor, 0):+.0f}: {ir:.2f}x ({'within' if ir <= 1.3 else 'ABOVE'} issue 13's 1.3x); "
           f"I1 misses {over(vitals, 1):+.0f} vs {over(floor, 1):+.0f} ({i1:.2f}x); "
           f"atomics {over(vitals, 4):+.1f} vs {over(floor, 4):+.1f}")
+# The two recorders side by side (issue 22): the crate's (`*_recorder`) over
+# metrics-exporter-prometheus's, same layer, whole request and over bare.
+for prefix in ("plain_", ""):
+    bare = prefix + "bare"
+    for layer in ("vitals", "floor"):
+        mine, theirs = prefix + layer + "_recorder", prefix + layer
+        if not all(x in data for x in (bare, mine, theirs)): continue
+        t = {x: data[x][1]["PROGRAM TOTALS"] for x in (bare, mine, theirs)}
+        over = lambda x, i: t[x][i] - t[bare][i]
+        print(f"{'plain service' if prefix else 'axum Router'}, {layer}: the crate's recorder / "
+              f"metrics-exporter-prometheus: {t[mine][0]:.0f} / {t[theirs][0]:.0f} Ir = {t[mine][0] / t[theirs][0]:.3f}x "
+              f"(over bare {over(mine, 0):+.0f} / {over(theirs, 0):+.0f} = {over(mine, 0) / over(theirs, 0):.3f}x); "
+              f"atomics {over(mine, 4):+.1f} vs {over(theirs, 4):+.1f}")
 for v in variants if top else ():
     if not v.endswith("vitals"): continue
     base = v[: -len("vitals")] + "floor"

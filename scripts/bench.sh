@@ -5,13 +5,16 @@
 #      overhead = variant - bare of the same round; medians over rounds, [min-max] spread;
 #   3. end to end: examples/bench_server.rs on 127.0.0.1 loaded by wrk at a fixed connection
 #      count in short slices, every server in turn, interleaved round after round: in an axum
-#      Router (bare, vitals = VitalsLayer + Prometheus, axum_prometheus, floor) and around a
-#      plain service_fn (plain_bare, plain_vitals, plain_floor), on /small (1 frame) and /stream
-#      (1000 frames); and the demo's app (app_bare, app_vitals: JSON routes, path parameters, a
-#      500 and a streamed 1 MiB download, in the mix of scripts/bench-app.lua). Server CPU per
-#      request from the server's CPU time over each slice (/proc/<pid>/task/*/schedstat), and
-#      requests/s.
-# Not part of scripts/test.sh (that one only builds the bench). Bounded: about 7 minutes.
+#      Router (bare, vitals = VitalsLayer + metrics-exporter-prometheus, vitals_recorder =
+#      VitalsLayer + the crate's own recorder, axum_prometheus, floor / floor_recorder = the
+#      floor with either recorder) and around a plain service_fn (plain_bare, plain_vitals,
+#      plain_vitals_recorder, plain_floor, plain_floor_recorder), on /small (1 frame) and /stream
+#      (1000 frames); and the demo's app (app_bare, app_vitals, app_vitals_recorder: JSON routes,
+#      path parameters, a 500 and a streamed 1 MiB download, in the mix of
+#      scripts/bench-app.lua). Server CPU per request from the server's CPU time over each slice
+#      (/proc/<pid>/task/*/schedstat), and requests/s; the two recorders side by side (the
+#      crate's over metrics-exporter-prometheus's, CPU over bare and rps) next to the floor.
+# Not part of scripts/test.sh (that one only builds the bench). Bounded: about 10 minutes.
 # Knobs (environment): ROUNDS=3 (criterion) E2E_ROUNDS=6 WRK_SECS=2 CONNS=32 WARM=0.5
 #   MEASURE=1.5 SAMPLES=20
 #   SKIP_CRITERION=1 / SKIP_E2E=1 to run one half; OUT=dir keeps the raw results there.
@@ -90,13 +93,18 @@ fi
 if [ -z "${SKIP_E2E:-}" ]; then
   : > "$out/e2e.tsv"
   declare -A pid_of addr_of
-  servers=(bare vitals axum_prometheus floor plain_bare plain_vitals plain_floor app_bare app_vitals)
+  servers=(bare vitals vitals_recorder axum_prometheus floor floor_recorder
+    plain_bare plain_vitals plain_vitals_recorder plain_floor plain_floor_recorder
+    app_bare app_vitals app_vitals_recorder)
   # Each slice: server, route ("app" = the demo app's request mix).
   slices=()
   for route in small stream; do
-    for v in bare vitals axum_prometheus floor plain_bare plain_vitals plain_floor; do slices+=("$v $route"); done
+    for v in bare vitals vitals_recorder axum_prometheus floor floor_recorder \
+      plain_bare plain_vitals plain_vitals_recorder plain_floor plain_floor_recorder; do
+      slices+=("$v $route")
+    done
   done
-  for v in app_bare app_vitals; do slices+=("$v app"); done
+  for v in app_bare app_vitals app_vitals_recorder; do slices+=("$v app"); done
   max_secs=$(( E2E_ROUNDS * ${#slices[@]} * (WRK_SECS + 2) + 120 ))
   app_lua=$(pwd)/scripts/bench-app.lua
   load() {  # load <addr> <route> <secs>
@@ -160,11 +168,13 @@ def cell(xs, fmt="{:+.0f}"):
         return "-"
     return f"{fmt.format(med(xs))} [{fmt.format(min(xs))}..{fmt.format(max(xs))}]"
 
-rows, targets = [], []
+rows, targets, side = [], [], []
+MEPS = "metrics-exporter-prometheus's"
 
 # ---------------------------------------------------------------- criterion
 variants = ["trace", "axum_prometheus", "vitals_noop", "floor_noop", "vitals_prometheus",
-            "floor_prometheus", "vitals_dogstatsd", "floor_dogstatsd", "vitals_statsd"]
+            "floor_prometheus", "vitals_recorder", "floor_recorder", "vitals_dogstatsd",
+            "floor_dogstatsd", "vitals_statsd"]
 def estimate(r, group, variant):
     p = os.path.join(out, f"criterion-{r}", group, variant, "new", "estimates.json")
     if not os.path.exists(p):
@@ -222,11 +232,11 @@ def mean_interval(ys, n=2000):
 def floor_resolved(ys):
     return mean_interval(ys)[0] > 0
 
-def ratio_detail(xs, ys):
+def ratio_detail(xs, ys, whose="the floor's"):
     """The pooled ratio and its interval, or why there is none."""
     if not floor_resolved(ys):
         lo, hi = mean_interval(ys)
-        return (f"no ratio: the floor's mean overhead {sum(ys) / len(ys):+.0f} ns is not clearly above 0 "
+        return (f"no ratio: {whose} mean overhead {sum(ys) / len(ys):+.0f} ns is not clearly above 0 "
                 f"(95% interval {lo:+.0f}..{hi:+.0f} ns)")
     lo, hi = interval(xs, ys)
     return f"{pooled(xs, ys):.2f}x, 95% interval {lo:.2f}..{hi:.2f}"
@@ -271,6 +281,12 @@ for kind in ("plain", "axum") if have_criterion else ():
     below = all(med(vp["frame"]) < x for x in peers.values())
     targets.append((f"{kind}: per frame below every peer", below,
                     f"{med(vp['frame']):+.1f} ns vs " + ", ".join(f"{p} {x:+.1f} ns" for p, x in peers.items())))
+    vr = crit[(kind, "vitals_recorder")]
+    if vr["req"]:
+        targets.append((f"{kind}: per request over bare, VitalsLayer + the crate's recorder vs "
+                        f"VitalsLayer + metrics-exporter-prometheus (reported; callgrind has the "
+                        f"0.7x target)", True,
+                        f"{med(vr['req']):+.0f} ns vs {med(vp['req']):+.0f} ns: {ratio_detail(vr['req'], vp['req'])}"))
     r = med(ratio((kind, "vitals_dogstatsd"), (kind, "floor_dogstatsd"), "req"))
     targets.append((f"{kind}: per request, VitalsLayer+dogstatsd <= 1.3x floor+dogstatsd", r <= 1.3,
                     f"{med(crit[(kind, 'vitals_dogstatsd')]['req']):+.0f} ns vs "
@@ -298,7 +314,7 @@ if os.path.exists(path):
         rps = [e2e[(r, bare, "small")][1] for r in rounds_e2e if (r, bare, "small") in e2e]
         rows.append((label, bare, f"{med(cpu):.0f} ns CPU/request (absolute)", "-",
                      f"{med(rps):.0f} rps /small (absolute)", "-"))
-        for layer in ("vitals", "axum_prometheus", "floor"):
+        for layer in ("vitals", "vitals_recorder", "axum_prometheus", "floor", "floor_recorder"):
             v = prefix + layer
             if not any(k[1] == v for k in e2e):
                 continue
@@ -309,20 +325,37 @@ if os.path.exists(path):
             rps_f = per_round(v, bare, "stream", lambda a, b: a[1] / b[1])
             pct = per_round(v, bare, "small", lambda a, b: 100 * (a[0] - b[0]) / b[0])
             to_floor = "-"
-            if layer == "vitals" and any(k[1] == prefix + "floor" for k in e2e):
-                fl = per_round(prefix + "floor", bare, "small", over)
-                fl_rps = per_round(prefix + "floor", bare, "small", lambda a, b: a[1] / b[1])
+            floor_of = {"vitals": "floor", "vitals_recorder": "floor_recorder"}.get(layer)
+            if floor_of and any(k[1] == prefix + floor_of for k in e2e):
+                fl = per_round(prefix + floor_of, bare, "small", over)
+                fl_rps = per_round(prefix + floor_of, bare, "small", lambda a, b: a[1] / b[1])
                 points = [100 * (a - b) for a, b in zip(rps_s, fl_rps)]
                 to_floor = f"CPU {ratio_detail(req, fl)}; rps {cell(points, '{:+.1f}')} points"
-                targets.append((f"end to end, {context}: server CPU over bare <= 1.3x the floor's",
+                which = "" if layer == "vitals" else " (the crate's recorder)"
+                targets.append((f"end to end, {context}{which}: server CPU over bare <= 1.3x the floor's",
                                 verdict(req, fl, 1.3),
                                 f"mean over rounds {sum(req) / len(req):+.0f} ns vs {sum(fl) / len(fl):+.0f} ns: "
                                 f"{ratio_detail(req, fl)}"))
-                targets.append((f"end to end, {context}: rps / bare within 3 points of the floor's",
+                targets.append((f"end to end, {context}{which}: rps / bare within 3 points of the floor's",
                                 abs(med(points)) <= 3 or med(points) > 0,
                                 f"{med(rps_s):.3f} vs {med(fl_rps):.3f} ({med(points):+.1f} points)"))
             rows.append((label, v, f"{cell(req)} ({med(pct):.1f}% of bare)", cell(frame, "{:+.1f}"),
                          f"small {cell(rps_s, '{:.3f}')}; stream {cell(rps_f, '{:.3f}')}", to_floor))
+        # The two recorders side by side, same layer, same round: the crate's over
+        # metrics-exporter-prometheus's (server CPU over bare; requests/s), the floors' likewise.
+        for a, b, what in (("vitals_recorder", "vitals", "VitalsLayer"),
+                           ("floor_recorder", "floor", "floor")):
+            a, b = prefix + a, prefix + b
+            if not (any(k[1] == a for k in e2e) and any(k[1] == b for k in e2e)):
+                continue
+            parts = []
+            for route in ("small", "stream"):
+                xa, xb = per_round(a, bare, route, over), per_round(b, bare, route, over)
+                rr = [e2e[(r, a, route)][1] / e2e[(r, b, route)][1] for r in rounds_e2e
+                      if (r, a, route) in e2e and (r, b, route) in e2e]
+                parts.append(f"/{route}: CPU over bare {sum(xa) / len(xa):+.0f} vs {sum(xb) / len(xb):+.0f} ns "
+                             f"= {ratio_detail(xa, xb, MEPS)}; rps {cell(rr, '{:.3f}')}x")
+            side.append((f"{context}, {what}: the crate's recorder / metrics-exporter-prometheus", "; ".join(parts)))
     if any(k[1] == "app_bare" for k in e2e):
         label = "end to end, demo app (server CPU)"
         cpu = [e2e[(r, "app_bare", "app")][0] for r in rounds_e2e if (r, "app_bare", "app") in e2e]
@@ -334,6 +367,17 @@ if os.path.exists(path):
         rps_a = per_round("app_vitals", "app_bare", "app", lambda a, b: a[1] / b[1])
         rows.append((label, "app_vitals", f"{cell(req)} ({med(pct):.1f}% of bare)", "-",
                      f"mix {cell(rps_a, '{:.3f}')}", "-"))
+        if any(k[1] == "app_vitals_recorder" for k in e2e):
+            req_r = per_round("app_vitals_recorder", "app_bare", "app", over)
+            pct_r = per_round("app_vitals_recorder", "app_bare", "app", lambda a, b: 100 * (a[0] - b[0]) / b[0])
+            rps_r = per_round("app_vitals_recorder", "app_bare", "app", lambda a, b: a[1] / b[1])
+            rows.append((label, "app_vitals_recorder", f"{cell(req_r)} ({med(pct_r):.1f}% of bare)", "-",
+                         f"mix {cell(rps_r, '{:.3f}')}", "-"))
+            rr = [e2e[(r, "app_vitals_recorder", "app")][1] / e2e[(r, "app_vitals", "app")][1]
+                  for r in rounds_e2e if (r, "app_vitals_recorder", "app") in e2e and (r, "app_vitals", "app") in e2e]
+            side.append(("demo app, VitalsLayer: the crate's recorder / metrics-exporter-prometheus",
+                         f"CPU over bare {sum(req_r) / len(req_r):+.0f} vs {sum(req) / len(req):+.0f} ns "
+                         f"= {ratio_detail(req_r, req, MEPS)}; rps {cell(rr, '{:.3f}')}x"))
         hello = per_round("vitals", "bare", "small", lambda a, b: 100 * (a[0] - b[0]) / b[0])
         targets.append(("the layer's server CPU as % of bare, demo app vs hello world (reported)", True,
                         f"app {med(pct):.1f}% [{min(pct):.1f}..{max(pct):.1f}]; hello world (axum /small) "
@@ -346,6 +390,12 @@ print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for row in rows:
     print("| " + " | ".join(row) + " |")
+if side:
+    print("\nside by side, same run (issue 22): the layer with the crate's recorder against the layer with")
+    print("metrics-exporter-prometheus; ratio of the mean server CPU over bare over rounds (95% bootstrap")
+    print("interval), rps = the crate's / metrics-exporter-prometheus's requests/s, per round:")
+    for name, detail in side:
+        print(f"- {name}: {detail}")
 if targets:
     print("\ntargets (issues 5 and 13):")
     print("(UNRESOLVED: the 95% interval over rounds straddles the limit, or the floor's own overhead is")
