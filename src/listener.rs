@@ -2,7 +2,9 @@
 //! over tokio, bound with an error that names the address, and bounded so that no client can
 //! hurt the service beside it: a connection cap (connections beyond it are closed at once), a
 //! deadline per request (a response not written by then is closed), a short idle keep-alive and
-//! request-head timeout, a graceful stop, and a way to let it run on its own.
+//! request-head timeout, a graceful stop, and a way to let it run on its own. It runs on a
+//! thread of its own with its own single-threaded runtime: accepting, reading heads and writing
+//! expositions never take a turn on the application's async workers.
 //! [`exposition`] shares one render (and one gzip) among the scrapes that come together.
 
 use std::convert::Infallible;
@@ -18,10 +20,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{oneshot, Semaphore};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub(crate) mod exposition;
+
+/// The name of a listener's thread and of its runtime's blocking threads (renders).
+const THREAD_NAME: &str = "tower-vitals-listener";
 
 /// How long a client may take to send a request head (and keep an idle connection) before the
 /// listener closes the connection.
@@ -129,12 +133,13 @@ impl Default for ListenerConfig {
 }
 
 /// A running listener. Dropping it stops accepting at once (requests in progress finish in the
-/// background); [`detach`](Self::detach) lets it run until its runtime shuts down.
+/// background); [`detach`](Self::detach) lets it run for the life of the process.
 #[derive(Debug)]
 pub(crate) struct Listener {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// Sent (or dropped) by the listener's thread when its accept loop has ended.
+    done: Option<oneshot::Receiver<()>>,
 }
 
 impl Listener {
@@ -143,12 +148,11 @@ impl Listener {
         self.local_addr
     }
 
-    /// No stop from now on: the accept loop runs until the runtime shuts down.
+    /// No stop from now on: the listener runs for the life of the process.
     pub(crate) fn detach(mut self) -> SocketAddr {
-        // Dropping the sender without sending is not a stop (see `accept_loop`); dropping the
-        // task's `JoinHandle` detaches the task.
+        // Dropping the sender without sending is not a stop (see `accept_loop`).
         self.stop.take();
-        self.task.take();
+        self.done.take();
         self.local_addr
     }
 
@@ -157,8 +161,8 @@ impl Listener {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
         }
     }
 }
@@ -187,7 +191,10 @@ where
 
 /// Binds `addr` (an error naming it and `what` is served if it cannot) and answers every request
 /// head with `answer` (the request body is never read), within the bounds of `config`. A `405`
-/// answer gets `Allow: GET, HEAD` if it has no `Allow`. Must be called inside a tokio runtime.
+/// answer gets `Allow: GET, HEAD` if it has no `Allow`. Must be called inside a tokio runtime (to
+/// bind); the listener then runs on a thread of its own (`tower-vitals-listener`), with a
+/// single-threaded runtime, so that a flood of scrapes or connections competes with the
+/// application for CPU time only through the OS scheduler, never for a turn on its async workers.
 pub(crate) async fn serve_with<A, F, Fut, B>(
     addr: A,
     what: &str,
@@ -206,9 +213,27 @@ where
         std::io::Error::new(e.kind(), format!("cannot listen for {what} on {addr:?}: {e}"))
     })?;
     let local_addr = listener.local_addr()?;
+    // A listener belongs to the runtime that registered it: hand the socket over as a std one.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name(THREAD_NAME)
+        .enable_all()
+        .build()?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, config.clone(), answer, stopped));
-    Ok(Listener { local_addr, stop: Some(stop), task: Some(task) })
+    let (done, finished) = oneshot::channel::<()>();
+    let config = config.clone();
+    std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
+        runtime.block_on(async move {
+            // `from_std` fails only outside a runtime with I/O enabled; this one has it.
+            if let Ok(listener) = TcpListener::from_std(listener) {
+                accept_loop(listener, config, answer, stopped).await;
+            }
+        });
+        // Connections still open after the drain are closed with the runtime.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        let _ = done.send(());
+    })?;
+    Ok(Listener { local_addr, stop: Some(stop), done: Some(finished) })
 }
 
 /// The deadline of a connection's current request, in milliseconds after `start`: set when a

@@ -32,7 +32,7 @@ impl LiveServer {
         self.0.local_addr()
     }
 
-    /// Lets the listener run on its own until the tokio runtime it was started on shuts down.
+    /// Lets the listener run on its own (on its own thread) for the life of the process.
     /// Returns the address it listens on.
     pub fn detach(self) -> SocketAddr {
         self.0.detach()

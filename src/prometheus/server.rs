@@ -20,13 +20,13 @@ use crate::listener::{self, Listener, ListenerConfig};
 /// cut; an idle connection is closed after 5 s. [`ListenerConfig`](crate::ListenerConfig) sets
 /// each bound.
 ///
-///
 /// **The listener lives as long as this value.** Dropping it (including `let _ = ...`, or
 /// returning from the function that holds it) stops accepting connections at once and lets
 /// scrapes in progress finish in the background: the next scrape fails to connect. So either
 /// keep it for as long as the app runs (and call [`shutdown`](Self::shutdown) to stop it
-/// gracefully), or [`detach`](Self::detach) it to let it run on its own until the tokio
-/// runtime stops.
+/// gracefully), or [`detach`](Self::detach) it to let it run on its own for the life of the
+/// process. It runs on a thread of its own (`tower-vitals-listener`) with its own
+/// single-threaded runtime: scrapes never take a turn on the application's async workers.
 #[derive(Debug)]
 #[must_use = "dropping the MetricsServer closes the /metrics listener: keep it, or call .detach()"]
 pub struct MetricsServer(Listener);
@@ -37,9 +37,8 @@ impl MetricsServer {
         self.0.local_addr()
     }
 
-    /// Lets the listener run on its own, with no handle to stop it: it serves until the tokio
-    /// runtime it was started on shuts down (with `#[tokio::main]`, the life of the process).
-    /// Returns the address it listens on.
+    /// Lets the listener run on its own, with no handle to stop it: it serves (on its own
+    /// thread) for the life of the process. Returns the address it listens on.
     ///
     /// ```no_run
     /// # #[tokio::main]

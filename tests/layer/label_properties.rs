@@ -93,8 +93,13 @@ proptest! {
         // Idempotent, and it only replaces or cuts: a safe input comes back unchanged.
         prop_assert_eq!(sanitize_tag_value(&out), out.clone());
         prop_assert_eq!(out.chars().count() <= s.chars().count().max(1), true);
+        // Safe: letters, digits, spaces and ASCII punctuation other than the four a tag cannot
+        // hold (no control or Unicode format character, no line or paragraph separator).
         let safe = s.len() <= MAX_ROUTE_LEN && !s.is_empty()
-            && s.chars().all(|c| !matches!(c, '|' | ',' | '#' | '\\') && !c.is_control());
+            && s.chars().all(|c| {
+                (c.is_alphanumeric() || c == ' ' || c.is_ascii_punctuation())
+                    && !matches!(c, '|' | ',' | '#' | '\\')
+            });
         if safe {
             prop_assert_eq!(&out, &s);
         }
