@@ -582,10 +582,14 @@ mod tests {
     #[test]
     fn concurrent_reads_never_see_a_torn_exemplar() {
         let slot = std::sync::Arc::new(ExemplarSlot::default());
+        // The reader starts with the writers (an optimised build writes 200,000 times in
+        // about a millisecond: without it the writers could be done before the first read).
+        let start = std::sync::Arc::new(std::sync::Barrier::new(3));
         let writers: Vec<_> = (0..2u64)
             .map(|w| {
-                let slot = slot.clone();
+                let (slot, start) = (slot.clone(), start.clone());
                 std::thread::spawn(move || {
+                    start.wait();
                     for i in 1..=200_000u64 {
                         let t = i * MIN_INTERVAL_NANOS + w;
                         // The value and both halves of the trace id derive from the time.
@@ -597,7 +601,9 @@ mod tests {
             .collect();
         let mut last = 0;
         let mut seen = 0;
-        while writers.iter().any(|w| !w.is_finished()) {
+        start.wait();
+        loop {
+            let running = writers.iter().any(|w| !w.is_finished());
             if let Some(e) = slot.read() {
                 let t = e.unix_nanos;
                 assert_eq!(e.value, t as f64);
@@ -605,6 +611,9 @@ mod tests {
                 assert!(t >= last, "time went back: {t} < {last}");
                 last = t;
                 seen += 1;
+            }
+            if !running {
+                break;
             }
         }
         for w in writers {

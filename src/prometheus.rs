@@ -194,30 +194,7 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 /// error as with them (median 8 %, worst 62 %, counting anything under 0.05 ms as 0.05 ms);
 /// a request under 15 µs reads as under 15 µs. Exact in binary floating point, like
 /// [`SECONDS_BUCKETS`], and derived from the native buckets at scrape time.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.0000152587890625, // 2^-16 s, 15 us
-    0.000030517578125,
-    0.00006103515625,
-    0.0001220703125,
-    0.000244140625,
-    0.00048828125,
-    0.0009765625, // 2^-10 s, 0.98 ms
-    0.001953125,
-    0.00390625,
-    0.0078125,
-    0.015625,
-    0.03125,
-    0.0625,
-    0.125,
-    0.25,
-    0.5,
-    1.0,
-    2.0,
-    4.0,
-    8.0,
-    16.0,
-    32.0,
-];
+pub const DURATION_BUCKETS: &[f64] = SECONDS_BUCKETS.split_at(3).1;
 
 /// OpenTelemetry's advice for HTTP durations (5 ms to 10 s, 14 boundaries, 17 series per
 /// label set), for services whose requests take milliseconds or more and that want the series
@@ -698,6 +675,7 @@ mod tests {
         assert_eq!(DURATION_BUCKETS.len(), 22);
         assert!(DURATION_BUCKETS.windows(2).all(|w| w[1] == 2.0 * w[0]));
         assert_eq!(DURATION_BUCKETS, &SECONDS_BUCKETS[3..]);
+        assert_eq!(DURATION_BUCKETS.first(), Some(&2f64.powi(-16)));
         assert_eq!(OTEL_SECONDS_BUCKETS.len(), 14);
         for buckets in [SECONDS_BUCKETS, OTEL_SECONDS_BUCKETS, BYTES_BUCKETS, FRAMES_BUCKETS] {
             assert!(buckets.windows(2).all(|w| w[0] < w[1]));
