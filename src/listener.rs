@@ -34,8 +34,8 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stop waits for open requests to finish before closing their connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The settings of the private listener that
-/// [`PrometheusMetrics::serve_with`](crate::prometheus::PrometheusMetrics::serve_with) starts.
+/// The settings of the private listener that `prometheus::PrometheusMetrics::serve_with`
+/// starts.
 /// Every field has a safe default ([`ListenerConfig::default`]); each method sets one.
 ///
 /// ```

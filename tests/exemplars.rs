@@ -67,21 +67,7 @@ fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
 
 /// The app on 127.0.0.1, on its own runtime thread.
 fn serve(router: Router) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener =
-                tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-            tx.send(listener.local_addr().expect("addr")).expect("send addr");
-            axum::serve(listener, router).await.expect("serve");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).expect("app started")
+    support::app::serve_detached(router, 2)
 }
 
 /// `/api/v1/query_exemplars` over the last ten minutes: `data`, a list of

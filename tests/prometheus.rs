@@ -39,22 +39,7 @@ fn app(metrics: &PrometheusMetrics) -> Router {
 fn served_app() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        let router = app(metrics());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                axum::serve(listener, router).await.expect("serve");
-            });
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("app started");
+        let addr = support::app::serve_detached(app(metrics()), 1);
         for id in 0..USERS {
             assert_eq!(http_get(addr, &format!("/users/{id}")).expect("GET").0, 200);
         }

@@ -56,6 +56,26 @@ pub fn app() -> Router {
         .layer(VitalsLayer::new())
 }
 
+/// Serves `router` on 127.0.0.1 from a runtime of `workers` threads on a thread of its own,
+/// for the rest of the test binary; returns its address once it accepts.
+pub fn serve_detached(router: Router, workers: usize) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener =
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            axum::serve(listener, router).await.expect("serve");
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("app started")
+}
+
 /// The app served on 127.0.0.1 by a thread of its own, whose local recorder is `recorder`
 /// (so several apps with different recorders can run in one test binary). Dropping it stops the
 /// server and drops the recorder (the statsd sender then flushes what is left and exits).
