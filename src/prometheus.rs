@@ -141,7 +141,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response};
 
 use crate::names::Buckets;
 
@@ -350,15 +350,25 @@ impl PrometheusMetrics {
     }
 
     /// A Tower service answering every request with the exposition (`200`; text with
-    /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, or protobuf when the
-    /// request's `Accept` asks for it). Inside a tokio runtime it renders on the blocking pool,
-    /// not on the async worker that serves the scrape.
+    /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`, protobuf or OpenMetrics when
+    /// the request's `Accept` asks for it), gzip-compressed when its `Accept-Encoding` asks.
+    ///
+    /// Bounded as the private listener's `/metrics` is: inside a tokio runtime it renders on the
+    /// blocking pool, not on the async worker that serves the scrape, one render at a time;
+    /// scrapes that come together, or within 1 s of a render, share its body (and its gzip
+    /// body), so a hundred concurrent scrapes cost one render and hold one copy. The service and
+    /// its clones share one exposition; each call of `service()` makes a new one. Outside a
+    /// tokio runtime each request renders on the calling thread, uncompressed.
     ///
     /// With axum, route it after the layer: `.route("/metrics", get_service(metrics.service()))`
     /// (`axum::routing::get_service`: `405` for methods other than `GET` and `HEAD`). But prefer
     /// [`serve`](Self::serve): see [where `/metrics` lives](crate::prometheus).
     pub fn service(&self) -> MetricsService {
-        MetricsService { metrics: self.clone() }
+        let share_for = crate::ListenerConfig::default().get_share_render_for();
+        MetricsService {
+            metrics: self.clone(),
+            endpoint: MetricsEndpoint::new(self.clone(), share_for),
+        }
     }
 
     /// Serves `/metrics` on its own listener at `addr` (HTTP/1.1, hyper over tokio), for as long
@@ -448,6 +458,7 @@ mod text;
 pub use recorder::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 mod server;
+pub(crate) use server::MetricsEndpoint;
 pub use server::MetricsServer;
 
 /// The body of a `/metrics` answer: the whole exposition (text or protobuf) in one frame.
@@ -487,48 +498,13 @@ impl http_body::Body for MetricsBody {
     }
 }
 
-/// Runs `render` where it cannot stall requests: on tokio's blocking pool inside a tokio runtime
-/// (a registry of 10,000 series takes milliseconds to render; on an async worker that would
-/// delay every request the worker serves meanwhile), on the calling thread outside one. `500`
-/// if the rendering thread failed.
-pub(crate) async fn off_workers<F>(render: F) -> Response<MetricsBody>
-where
-    F: FnOnce() -> Response<MetricsBody> + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => runtime.spawn_blocking(render).await.unwrap_or_else(|_| {
-            let mut response = Response::new(MetricsBody::default());
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            response
-        }),
-        Err(_) => render(),
-    }
-}
-
-/// The answer of the standalone listener: `/metrics` only, `GET` or `HEAD`.
-// Used by the live listener's `/metrics` (the `/metrics` listener uses `server::MetricsEndpoint`).
-#[cfg_attr(not(feature = "live"), allow(dead_code))]
-pub(crate) fn answer<B>(
-    metrics: &PrometheusMetrics,
-    request: &Request<B>,
-) -> Response<MetricsBody> {
-    let status = if request.uri().path() != "/metrics" {
-        StatusCode::NOT_FOUND
-    } else if request.method() != Method::GET && request.method() != Method::HEAD {
-        StatusCode::METHOD_NOT_ALLOWED
-    } else {
-        return metrics.exposition(request.headers().get(header::ACCEPT));
-    };
-    let mut response = Response::new(MetricsBody::default());
-    *response.status_mut() = status;
-    response
-}
-
 /// A Tower [`Service`](tower_service::Service) that answers any request with the Prometheus
-/// exposition. Made by [`PrometheusMetrics::service`]; never fails.
+/// exposition, shared and compressed as [`PrometheusMetrics::service`] says. Made by
+/// [`PrometheusMetrics::service`]; never fails.
 #[derive(Clone, Debug)]
 pub struct MetricsService {
     metrics: PrometheusMetrics,
+    endpoint: MetricsEndpoint,
 }
 
 impl<B> tower_service::Service<Request<B>> for MetricsService {
@@ -542,15 +518,27 @@ impl<B> tower_service::Service<Request<B>> for MetricsService {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let metrics = self.metrics.clone();
-        let accept = request.headers().get(header::ACCEPT).cloned();
-        Box::pin(async move { Ok(off_workers(move || metrics.exposition(accept.as_ref())).await) })
+        let (metrics, endpoint) = (self.metrics.clone(), self.endpoint.clone());
+        // Only what the answer depends on: the request (and its body) is let go at once.
+        let mut asks = HeaderMap::new();
+        for name in [header::ACCEPT, header::ACCEPT_ENCODING] {
+            if let Some(value) = request.headers().get(&name) {
+                asks.insert(name, value.clone());
+            }
+        }
+        Box::pin(async move {
+            Ok(match tokio::runtime::Handle::try_current() {
+                Ok(_) => endpoint.scrape(&asks).await,
+                Err(_) => metrics.exposition(asks.get(header::ACCEPT)),
+            })
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use metrics::{Label, Recorder};
 
     fn recorder() -> PrometheusRecorder {
@@ -698,7 +686,8 @@ mod tests {
         let metrics = PrometheusMetrics::from_handle(rec.handle());
         let mut svc = metrics.service();
         let fut = tower_service::Service::call(&mut svc, Request::new(()));
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let response = runtime.block_on(fut).unwrap_or_else(|never| match never {});
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
@@ -708,6 +697,61 @@ mod tests {
             .expect("renders inline without a runtime")
             .unwrap_or_else(|never| match never {});
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+    }
+
+    /// The service is bounded as the private listener is: concurrent scrapes share one body
+    /// (the same bytes, not equal copies), gzip when asked, each format its own.
+    #[test]
+    fn service_scrapes_share_one_render_and_gzip_when_asked() {
+        let rec = recorder();
+        metrics::with_local_recorder(&rec, || {
+            for i in 0..500 {
+                metrics::counter!("svc.requests", "route" => format!("/r{i}")).increment(i);
+            }
+        });
+        let svc = PrometheusMetrics::from_handle(rec.handle()).service();
+        let scrape = |encoding: Option<&'static str>| {
+            let mut svc = svc.clone();
+            let mut request = Request::builder();
+            if let Some(encoding) = encoding {
+                request = request.header(header::ACCEPT_ENCODING, encoding);
+            }
+            let request = request.body(()).expect("request");
+            async move {
+                let response = tower_service::Service::call(&mut svc, request)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                let encoding = response.headers().get(header::CONTENT_ENCODING).cloned();
+                let body = response.into_body();
+                (encoding, body.bytes().as_ptr() as usize, body.bytes().to_vec())
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let answers = runtime.block_on(async {
+            let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(scrape(None))).collect();
+            let mut answers = vec![];
+            for task in tasks {
+                answers.push(task.await.expect("scrape"));
+            }
+            answers
+        });
+        let (_, first_at, text) = &answers[0];
+        assert!(String::from_utf8_lossy(text).contains("svc_requests_total{route=\"/r499\"} 499"));
+        for (encoding, at, _) in &answers {
+            assert_eq!(encoding, &None);
+            assert_eq!(at, first_at, "20 concurrent scrapes rendered more than once");
+        }
+        let (encoding, _, gz) = runtime.block_on(scrape(Some("gzip")));
+        assert_eq!(encoding.as_ref().map(|e| e.as_bytes()), Some(&b"gzip"[..]));
+        assert!(gz.len() < text.len() / 4, "{} of {}", gz.len(), text.len());
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unzipped)
+            .expect("gunzip");
+        assert_eq!(&unzipped, text, "the gzip body is the shared text body");
     }
 
     fn record_one_of_each(recorder: &PrometheusRecorder) {
@@ -846,7 +890,8 @@ mod tests {
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }
-            let response = answer(&metrics, &req.body(()).expect("request"));
+            let response =
+                metrics.exposition(req.body(()).expect("request").headers().get(header::ACCEPT));
             (response.headers()[header::CONTENT_TYPE].clone(), response.into_body())
         };
         let prometheus_native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -910,21 +955,7 @@ mod tests {
 
         let metrics = PrometheusMetrics::from_handle(rec.handle());
         let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        let req = Request::builder().uri("/metrics").header(header::ACCEPT, accept);
-        let response = answer(&metrics, &req.body(()).expect("request"));
+        let response = metrics.exposition(Some(&HeaderValue::from_static(accept)));
         assert_eq!(response.headers()[header::CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
-    }
-
-    #[test]
-    fn standalone_answer_is_metrics_only() {
-        let metrics = PrometheusMetrics::from_handle(recorder().handle());
-        let get = |path: &str, method: Method| {
-            let req = Request::builder().uri(path).method(method).body(()).expect("request");
-            answer(&metrics, &req).status()
-        };
-        assert_eq!(get("/metrics", Method::GET), StatusCode::OK);
-        assert_eq!(get("/metrics", Method::HEAD), StatusCode::OK);
-        assert_eq!(get("/other", Method::GET), StatusCode::NOT_FOUND);
-        assert_eq!(get("/metrics", Method::POST), StatusCode::METHOD_NOT_ALLOWED);
     }
 }

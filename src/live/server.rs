@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode};
 use tokio::net::ToSocketAddrs;
 
 use super::recorder::Inner;
-use crate::listener::{self, Listener};
-use crate::prometheus::{MetricsBody, PrometheusMetrics};
+use crate::listener::{self, Listener, ListenerConfig};
+use crate::prometheus::{MetricsBody, MetricsEndpoint, PrometheusMetrics};
 
 /// A running listener, from [`Live::serve`](super::Live::serve).
 ///
@@ -47,8 +47,9 @@ impl LiveServer {
 type Answer = Pin<Box<dyn Future<Output = Response<MetricsBody>> + Send>>;
 
 /// The answer of the listener: `/vitals`, `/vitals.json`, and `/metrics` when given (the same
-/// answer as the `/metrics` listener's: text or protobuf by `Accept`, rendered off the workers).
-fn answer(inner: &Arc<Inner>, metrics: Option<&PrometheusMetrics>, request: Request<()>) -> Answer {
+/// answer as the `/metrics` listener's: the format `Accept` asks for, one render shared by the
+/// scrapes that come together, rendered off the workers, gzip when asked).
+fn answer(inner: &Arc<Inner>, metrics: Option<&MetricsEndpoint>, request: Request<()>) -> Answer {
     let path = request.uri().path();
     match (path, metrics) {
         ("/vitals" | "/vitals.json", _) => {
@@ -58,12 +59,7 @@ fn answer(inner: &Arc<Inner>, metrics: Option<&PrometheusMetrics>, request: Requ
                 page.map(|body| MetricsBody::new(body.bytes()))
             })
         }
-        ("/metrics", Some(metrics)) => {
-            let metrics = metrics.clone();
-            Box::pin(crate::prometheus::off_workers(move || {
-                crate::prometheus::answer(&metrics, &request)
-            }))
-        }
+        ("/metrics", Some(metrics)) => Box::pin(metrics.clone().answer(request)),
         _ => {
             let mut r = Response::new(MetricsBody::default());
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -77,6 +73,8 @@ pub(super) async fn serve(
     metrics: Option<PrometheusMetrics>,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<LiveServer> {
+    let share_for = ListenerConfig::default().get_share_render_for();
+    let metrics = metrics.map(|metrics| MetricsEndpoint::new(metrics, share_for));
     let answer = move |request: Request<()>| answer(&inner, metrics.as_ref(), request);
     listener::serve(addr, "/vitals", answer).await.map(LiveServer)
 }
@@ -111,6 +109,14 @@ mod tests {
         let json = get(addr, "GET", "/vitals.json").await;
         assert!(json.contains("\"schema\":\"tower-vitals.live/1\""), "{json}");
         assert!(get(addr, "GET", "/metrics").await.contains("demo_requests_total 3"));
+        // The /metrics listener's answer: gzip when asked, one body shared.
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut gz = Vec::new();
+        stream.read_to_end(&mut gz).await.expect("read");
+        let head = String::from_utf8_lossy(&gz[..gz.len().min(400)]).to_ascii_lowercase();
+        assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
         assert!(get(addr, "POST", "/metrics").await.starts_with("HTTP/1.1 405"));
         assert!(get(addr, "GET", "/other").await.starts_with("HTTP/1.1 404"));
         server.shutdown().await;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tokio::net::ToSocketAddrs;
 
 use super::MetricsBody;
@@ -134,10 +134,9 @@ async fn serve_configured(
     listener::serve_with(addr, "/metrics", &config, answer).await.map(MetricsServer)
 }
 
-/// `/metrics` on a private listener: one render shared by the scrapes that come together (on
-/// tokio's blocking pool), gzip when asked. Made once per listener; cheap to clone. A listener
-/// that serves `/metrics` among other paths (the live page's) answers that path with
-/// [`answer`](Self::answer).
+/// The exposition served: one render shared by the scrapes that come together (on tokio's
+/// blocking pool), gzip when asked. Made once per listener (the `/metrics` one, the live page's)
+/// or per [`MetricsService`](super::MetricsService); cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct MetricsEndpoint {
     exposition: Exposition,
@@ -157,14 +156,20 @@ impl MetricsEndpoint {
         } else if !exposition::reads(request.method()) {
             StatusCode::METHOD_NOT_ALLOWED
         } else {
-            let format = negotiate(request.headers().get(header::ACCEPT));
-            let answer =
-                self.exposition.answer(format, content_type(format), request.headers()).await;
-            return answer.map(MetricsBody::new);
+            return self.scrape(request.headers()).await;
         };
         let mut response = Response::new(MetricsBody::default());
         *response.status_mut() = status;
         response
+    }
+
+    /// The exposition in the format the request's `Accept` asks for, gzip-compressed when its
+    /// `Accept-Encoding` asks, whatever its path and method (routing is the caller's). Must be
+    /// called inside a tokio runtime.
+    pub(crate) async fn scrape(&self, request: &HeaderMap) -> Response<MetricsBody> {
+        let format = negotiate(request.get(header::ACCEPT));
+        let answer = self.exposition.answer(format, content_type(format), request).await;
+        answer.map(MetricsBody::new)
     }
 }
 
