@@ -251,20 +251,21 @@ impl Record {
     #[inline]
     fn record_into(&self, handles: &ResponseHandles, end: u64) {
         let seconds_per_tick = self.shared.seconds_per_tick;
-        let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
         if self.flags & TRACE != 0 {
             self.record_with_trace(handles, end);
         } else {
             handles.requests.increment(1);
-            handles.duration.record(seconds(end.saturating_sub(self.t0)));
+            handles.duration.record(ticks_between(self.t0, end) * seconds_per_tick);
             if self.flags & HEAD != 0 {
-                handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+                handles
+                    .application_time
+                    .record(ticks_between(self.t0, self.head_at) * seconds_per_tick);
             }
         }
         if self.status() != 0 {
-            handles.output_time.record(seconds(self.held()));
-            handles.output_blocks.record(self.blocks as f64);
-            handles.output_bytes.record(self.bytes as f64);
+            handles.output_time.record(self.held() as i64 as f64 * seconds_per_tick);
+            handles.output_blocks.record(count(self.blocks));
+            handles.output_bytes.record(count(self.bytes));
         }
     }
 }
@@ -277,14 +278,30 @@ impl Record {
         let trace = u128::from(self.trace[0]) << 64 | u128::from(self.trace[1]);
         let Some(trace) = TraceId::from_u128(trace) else { return };
         let seconds_per_tick = self.shared.seconds_per_tick;
-        let seconds = |ticks: u64| ticks as f64 * seconds_per_tick;
         let _scope = Scope::enter(Sample { trace, unix_nanos: self.shared.unix_nanos(end) });
         handles.requests.increment(1);
-        handles.duration.record(seconds(end.saturating_sub(self.t0)));
+        handles.duration.record(ticks_between(self.t0, end) * seconds_per_tick);
         if self.flags & HEAD != 0 {
-            handles.application_time.record(seconds(self.head_at.saturating_sub(self.t0)));
+            handles
+                .application_time
+                .record(ticks_between(self.t0, self.head_at) * seconds_per_tick);
         }
     }
+}
+
+/// The raw ticks from `from` to `to` as a float, 0 if `to` is earlier (a clock that stepped
+/// back). Converted as a signed integer (one instruction; an unsigned one takes six): a span
+/// of 2^63 ticks (centuries on any clock) or more also reads as 0.
+#[inline]
+fn ticks_between(from: u64, to: u64) -> f64 {
+    (to.wrapping_sub(from) as i64).max(0) as f64
+}
+
+/// A count as a float, converted as a signed integer (counts of 2^63 or more, which no body
+/// reaches, read as 2^63).
+#[inline]
+fn count(n: u64) -> f64 {
+    n.min(i64::MAX as u64) as i64 as f64
 }
 
 impl Drop for Record {
