@@ -137,6 +137,23 @@ impl SumKind {
         rounded as i64 as u64
     }
 
+    /// [`fixed`](Self::fixed) of a positive `scaled` (or `+inf`): the same result, without
+    /// the lower clamp and the sign test.
+    #[inline]
+    fn fixed_positive(scaled: f64) -> u64 {
+        const MAX: f64 = (1u64 << 53) as f64;
+        (scaled.min(MAX) + 0.5) as i64 as u64
+    }
+
+    /// What a sample is multiplied by before it is rounded into an integer sum (`Float`: not
+    /// used).
+    fn scale(self) -> f64 {
+        match self {
+            SumKind::Nanos => 1e9,
+            SumKind::Units | SumKind::Float => 1.0,
+        }
+    }
+
     fn value(self, raw: u64) -> f64 {
         match self {
             SumKind::Nanos => raw as i64 as f64 / 1e9,
@@ -157,6 +174,8 @@ pub(crate) struct Layout {
     /// Zero threshold `2^min_exp` (the top native bucket ends at `2^max_exp`).
     pub(crate) min_exp: i32,
     pub(crate) sum: SumKind,
+    /// `sum.scale()`, read by every record (one multiply instead of a match on `sum`).
+    scale: f64,
     /// Index of native slot 0, and the last slot.
     first: i32,
     top: usize,
@@ -179,7 +198,7 @@ impl Layout {
         });
         let first = min_exp * PER_OCTAVE + 1;
         let top = ((max_exp - min_exp) * PER_OCTAVE) as usize - 1;
-        Layout { classic: classic.into(), derived, min_exp, sum, first, top }
+        Layout { classic: classic.into(), derived, min_exp, sum, scale: sum.scale(), first, top }
     }
 
     /// The zero threshold (`2^min_exp`): positive samples at or under it are in the zero bucket.
@@ -265,41 +284,79 @@ impl HistogramCore {
 
     /// Records one sample: one bucket increment and one sum add on the calling thread's stripe
     /// (plus one classic increment if the classic bounds are not powers of two). `NaN` is not
-    /// a measurement and is ignored.
-    #[inline]
+    /// a measurement and is ignored; a zero adds nothing to the sum, so it skips the add.
+    ///
+    /// The common case (the thread's stripe and the sample's native line exist) calls nothing:
+    /// the first sample of a stripe or of a native line goes through
+    /// [`record_first`](Self::record_first), out of line, which makes them and records.
+    #[inline(always)]
     pub(crate) fn record(&self, v: f64) {
+        let layout = &self.layout;
+        let Some(stripe) = self.stripes[stripe_index()].get() else {
+            return self.record_first(v);
+        };
+        if v > 0.0 {
+            let n = native_index(v) - layout.first;
+            if n >= 0 {
+                let n = (n as usize).min(layout.top);
+                let Some(line) = stripe.native.get(n / LINE).and_then(OnceLock::get) else {
+                    return self.record_first(v);
+                };
+                line[n % LINE].fetch_add(1, Relaxed);
+            } else {
+                stripe.head[TINY].fetch_add(1, Relaxed);
+            }
+            self.count_classic(stripe, v);
+            self.add_to_sum(stripe, v, SumKind::fixed_positive);
+        } else if v <= 0.0 {
+            stripe.head[NON_POSITIVE].fetch_add(1, Relaxed);
+            self.count_classic(stripe, v);
+            if v != 0.0 {
+                // (A zero adds nothing to the sum.)
+                self.add_to_sum(stripe, v, SumKind::fixed);
+            }
+        }
+        // Else `NaN`: nothing.
+    }
+
+    /// The classic counter of `v`, when classic counts are not derived from native buckets.
+    #[inline(always)]
+    fn count_classic(&self, stripe: &Stripe, v: f64) {
+        let layout = &self.layout;
+        if !layout.derived {
+            let k = layout.classic.partition_point(|&b| b < v);
+            stripe.counted(k).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Adds `v` to the stripe's sum: scaled and rounded by `fixed` into the integer sum, or
+    /// added to the float sum.
+    #[inline(always)]
+    fn add_to_sum(&self, stripe: &Stripe, v: f64, fixed: impl Fn(f64) -> u64) {
+        let layout = &self.layout;
+        let sum = &stripe.head[SUM];
+        if layout.sum == SumKind::Float {
+            let _ =
+                sum.fetch_update(Relaxed, Relaxed, |old| Some((f64::from_bits(old) + v).to_bits()));
+        } else {
+            sum.fetch_add(fixed(v * layout.scale), Relaxed);
+        }
+    }
+
+    /// [`record`](Self::record) of a sample whose stripe or native line does not exist yet:
+    /// makes them, then records.
+    #[cold]
+    #[inline(never)]
+    fn record_first(&self, v: f64) {
         let layout = &self.layout;
         let stripe = self.stripes[stripe_index()].get_or_init(|| Box::new(Stripe::new(layout)));
         if v > 0.0 {
             let n = native_index(v) - layout.first;
             if n >= 0 {
-                stripe.native((n as usize).min(layout.top)).fetch_add(1, Relaxed);
-            } else {
-                stripe.head[TINY].fetch_add(1, Relaxed);
-            }
-        } else if v <= 0.0 {
-            stripe.head[NON_POSITIVE].fetch_add(1, Relaxed);
-        } else {
-            return; // NaN
-        }
-        if !layout.derived {
-            let k = layout.classic.partition_point(|&b| b < v);
-            stripe.counted(k).fetch_add(1, Relaxed);
-        }
-        let sum = &stripe.head[SUM];
-        match layout.sum {
-            SumKind::Nanos => {
-                sum.fetch_add(SumKind::fixed(v * 1e9), Relaxed);
-            }
-            SumKind::Units => {
-                sum.fetch_add(SumKind::fixed(v), Relaxed);
-            }
-            SumKind::Float => {
-                let _ = sum.fetch_update(Relaxed, Relaxed, |old| {
-                    Some((f64::from_bits(old) + v).to_bits())
-                });
+                let _ = stripe.native((n as usize).min(layout.top));
             }
         }
+        self.record(v);
     }
 
     /// Keeps `v`, recorded under `sample`, as the exemplar of its classic bucket (latest wins;
@@ -482,7 +539,7 @@ impl metrics::CounterFn for CounterCore {
 }
 
 impl metrics::HistogramFn for HistogramCore {
-    #[inline]
+    #[inline(always)]
     fn record(&self, value: f64) {
         HistogramCore::record(self, value);
     }
