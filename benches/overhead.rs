@@ -24,9 +24,11 @@
 //!   UDP socket bound here on 127.0.0.1;
 //! - `vitals_statsd`: with metrics-exporter-statsd 0.9 sending to a UDP socket bound here;
 //! - `vitals_live`: with `tower_vitals::live`'s summary recorder alone (per-route hdrhistograms);
-//! - `vitals_prometheus_live`: Prometheus and the live recorder together (a metrics-util
-//!   `Fanout`, as `live::install_with_prometheus` installs them): compare with
-//!   `vitals_prometheus` for what the live page adds per request.
+//! - `vitals_recorder_live`: the crate's recorder and the live recorder together (a
+//!   metrics-util `Fanout`, as `live::install_with_prometheus` installs them: the README's
+//!   setup): compare with `vitals_recorder` for what the live page adds per request;
+//! - `vitals_prometheus_live`: the same with metrics-exporter-prometheus instead of the crate's
+//!   recorder.
 //! - (1-frame scenarios only) `vitals_traced_{noop,recorder,live}` /
 //!   `vitals_exemplars_{noop,recorder,live}`: the request carries a valid `traceparent` header;
 //!   the layer without / with `exemplars()`, with the no-op recorder / the crate's recorder
@@ -109,6 +111,7 @@ enum Rec {
     Statsd,
     DogStatsd,
     Live,
+    RecorderLive,
     PrometheusLive,
 }
 
@@ -120,6 +123,7 @@ enum Installed {
     Statsd { recorder: metrics_exporter_statsd::StatsdRecorder, _sink: UdpSocket },
     DogStatsd { recorder: metrics_exporter_dogstatsd::DogStatsDRecorder, _sink: UdpSocket },
     Live(tower_vitals::live::LiveRecorder),
+    RecorderLive { recorder: metrics_util::layers::Fanout, _scrapes: Upkeep },
     PrometheusLive { recorder: metrics_util::layers::Fanout, _upkeep: Upkeep },
 }
 
@@ -169,6 +173,17 @@ impl Rec {
         match self {
             Rec::Noop => Installed::Noop(metrics::NoopRecorder),
             Rec::Live => Installed::Live(tower_vitals::live::Live::new().recorder()),
+            Rec::RecorderLive => {
+                let Installed::Recorder { recorder, _scrapes } = Rec::Recorder.install(upkeep)
+                else {
+                    unreachable!("Rec::Recorder installs the crate's recorder")
+                };
+                let recorder = metrics_util::layers::FanoutBuilder::default()
+                    .add_recorder(recorder)
+                    .add_recorder(tower_vitals::live::Live::new().recorder())
+                    .build();
+                Installed::RecorderLive { recorder, _scrapes }
+            }
             Rec::PrometheusLive => {
                 let Installed::Prometheus { recorder, _upkeep } = Rec::Prometheus.install(upkeep)
                 else {
@@ -231,6 +246,7 @@ impl Installed {
             Installed::Statsd { recorder, .. } => recorder,
             Installed::DogStatsd { recorder, .. } => recorder,
             Installed::Live(recorder) => recorder,
+            Installed::RecorderLive { recorder, .. } => recorder,
             Installed::PrometheusLive { recorder, .. } => recorder,
         }
     }
@@ -322,6 +338,9 @@ fn plain_scenario(r: &mut Runner<'_>, shape: Shape) {
     });
     r.run("vitals_statsd", Rec::Statsd, req, || VitalsLayer::new().layer(plain(shape)));
     r.run("vitals_live", Rec::Live, req, || VitalsLayer::new().layer(plain(shape)));
+    r.run("vitals_recorder_live", Rec::RecorderLive, req, || {
+        VitalsLayer::new().layer(plain(shape))
+    });
     r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
         VitalsLayer::new().layer(plain(shape))
     });
@@ -411,6 +430,9 @@ fn axum_scenario(r: &mut Runner<'_>, shape: Shape) {
     });
     r.run("vitals_statsd", Rec::Statsd, req, || app(router(shape).layer(VitalsLayer::new())));
     r.run("vitals_live", Rec::Live, req, || app(router(shape).layer(VitalsLayer::new())));
+    r.run("vitals_recorder_live", Rec::RecorderLive, req, || {
+        app(router(shape).layer(VitalsLayer::new()))
+    });
     r.run("vitals_prometheus_live", Rec::PrometheusLive, req, || {
         app(router(shape).layer(VitalsLayer::new()))
     });

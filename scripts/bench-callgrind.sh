@@ -14,7 +14,7 @@
 # Set TOP=N to also print the N functions whose per-request cost differs most between
 # VitalsLayer and the floor (no-op and Prometheus recorders): where the remaining cost goes.
 # Set VARIANTS="bare vitals_live ..." to count other variants (e.g. the live recorder's:
-# vitals_live, vitals_prometheus_live; in the 1-frame scenarios also vitals_skipped,
+# vitals_live, vitals_recorder_live, vitals_prometheus_live; in the 1-frame scenarios also vitals_skipped,
 # vitals_label1_noop, vitals_label4_noop, vitals_label1_prometheus, vitals_label4_prometheus). Needs valgrind (Debian). Note: under valgrind quanta reads the clock through clock_gettime
 # (no TSC), so clock reads count more instructions here than they cost natively.
 set -euo pipefail
