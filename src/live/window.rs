@@ -120,6 +120,7 @@ pub(crate) fn status_class(code: Option<&str>) -> u8 {
 const MAX_SECONDS: f64 = MAX_MICROS as f64 / 1e6;
 
 /// Seconds (as the layer records them) to the whole microseconds kept, clamped.
+#[cfg(test)]
 pub(crate) fn micros(seconds: f64) -> u64 {
     if seconds > 0.0 && seconds < f64::INFINITY {
         positive_micros(seconds)
