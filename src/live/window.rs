@@ -122,7 +122,7 @@ const MAX_SECONDS: f64 = MAX_MICROS as f64 / 1e6;
 /// Seconds (as the layer records them) to the whole microseconds kept, clamped.
 #[cfg(test)]
 pub(crate) fn micros(seconds: f64) -> u64 {
-    if seconds > 0.0 && seconds < f64::INFINITY {
+    if positive(seconds) {
         positive_micros(seconds)
     } else {
         0
@@ -139,8 +139,17 @@ fn positive_micros(seconds: f64) -> u64 {
     if x >= MAX_MICROS as f64 {
         return MAX_MICROS;
     }
-    let whole = x as u64;
-    whole + u64::from(x - whole as f64 >= 0.5)
+    // 0 < x < 2^32: `i64` converts both ways in one instruction each.
+    let whole = x as i64;
+    (whole + i64::from(x - whole as f64 >= 0.5)) as u64
+}
+
+/// Whether `x` is finite and above zero, in one comparison of its bits: positive finite
+/// values are the bit patterns from 1 (the smallest subnormal) to just below +inf's; zero,
+/// negatives, infinities and NaN all fall outside.
+#[inline]
+fn positive(x: f64) -> bool {
+    x.to_bits().wrapping_sub(1) < f64::INFINITY.to_bits() - 1
 }
 
 /// A count the layer recorded as `f64` (bytes, frames), as a whole number: 0 for anything
@@ -396,7 +405,7 @@ impl StripeStats {
 
     /// One time sample, in seconds.
     pub(crate) fn time(&mut self, step: u64, which: Time, seconds: f64) {
-        let positive = seconds > 0.0 && seconds < f64::INFINITY;
+        let positive = positive(seconds);
         let (us, seconds) =
             if positive { (positive_micros(seconds), seconds.min(MAX_SECONDS)) } else { (0, 0.0) };
         self.slots[self.current].time(which, us, seconds);
@@ -410,8 +419,7 @@ impl StripeStats {
     /// One traced request's `request.duration`, in seconds (recorded apart with
     /// [`time`](Self::time)): kept if among the current slot's slowest.
     pub(crate) fn traced(&mut self, seconds: f64, sample: Sample) {
-        let seconds =
-            if seconds > 0.0 && seconds < f64::INFINITY { seconds.min(MAX_SECONDS) } else { 0.0 };
+        let seconds = if positive(seconds) { seconds.min(MAX_SECONDS) } else { 0.0 };
         let trace = TraceId::to_u128(sample.trace);
         let slow = Slow { seconds, trace, unix_nanos: sample.unix_nanos };
         self.slots[self.current].slowest.offer(slow);
@@ -569,6 +577,12 @@ mod tests {
         assert_eq!(whole(f64::NAN), 0);
         assert_eq!(whole(-3.0), 0);
         assert_eq!(whole(12.9), 12);
+        for x in [f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE, 1e-300, 0.5, 1.0, f64::MAX] {
+            assert!(positive(x), "{x:e}");
+        }
+        for x in [0.0, -0.0, -1e-300, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -f64::NAN] {
+            assert!(!positive(x), "{x:e}");
+        }
     }
 
     /// `micros` is `(seconds * 1e6).round()` clamped, on random values, halves and their
