@@ -228,6 +228,7 @@ impl<C: Counter> Period<C> {
     }
 
     /// One time: `micros` as kept in the histogram, `seconds` (finite, ≥ 0, clamped) for the sum.
+    #[inline(always)]
     fn time(&mut self, which: Time, micros: u64, seconds: f64) {
         let i = which as usize;
         // Auto-resizing up to MAX_MICROS (micros clamps): recording cannot fail.
