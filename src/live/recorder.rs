@@ -59,6 +59,14 @@ fn thread_stripe() -> usize {
     STRIPE.with(|s| *s)
 }
 
+/// Makes the numbers of a stripe no thread has recorded into yet (once per stripe: out of the
+/// recording path, whose frame would otherwise hold a `StripeStats` in the making).
+#[cold]
+#[inline(never)]
+fn new_stripe(slot: &mut Option<Box<StripeStats>>) -> &mut StripeStats {
+    slot.insert(Box::new(StripeStats::new()))
+}
+
 /// One stripe of a route: its own lock on its own cache line, its numbers allocated when a
 /// thread first records into it.
 pub(crate) type Stripe = CachePadded<Mutex<Option<Box<StripeStats>>>>;
@@ -97,8 +105,13 @@ pub(crate) struct Service {
 /// Everything a [`Live`](super::Live) holds.
 pub(crate) struct Inner {
     pub(crate) clock: quanta::Clock,
-    pub(crate) start: quanta::Instant,
+    /// The clock's raw reading when the recorder was made.
+    start: u64,
     pub(crate) window: Duration,
+    /// Half the window, in nanoseconds (at least 1).
+    slot_nanos: u64,
+    /// One history step, in nanoseconds (at least 1).
+    step_nanos: u64,
     pub(crate) prefix: Option<String>,
     pub(crate) max_routes: usize,
     /// Stripes per route.
@@ -120,11 +133,14 @@ impl Inner {
         max_routes: usize,
         stripes: usize,
     ) -> Self {
-        let start = clock.now();
+        let start = clock.raw();
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         Inner {
             clock,
             start,
             window,
+            slot_nanos: (window_nanos / 2).max(1),
+            step_nanos: (window_nanos / HISTORY_POINTS as u64).max(1),
             prefix,
             max_routes: max_routes.max(1),
             stripes: stripes.max(1),
@@ -137,18 +153,17 @@ impl Inner {
 
     /// Nanoseconds since the recorder was made.
     pub(crate) fn elapsed_nanos(&self) -> u64 {
-        let d = self.clock.now().saturating_duration_since(self.start);
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        self.clock.delta_as_nanos(self.start, self.clock.raw())
     }
 
     /// Length of one of the window's two slots, in nanoseconds (at least 1).
     pub(crate) fn slot_nanos(&self) -> u64 {
-        (u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / 2).max(1)
+        self.slot_nanos
     }
 
     /// Length of one history step, in nanoseconds (at least 1).
     pub(crate) fn step_nanos(&self) -> u64 {
-        (u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / HISTORY_POINTS as u64).max(1)
+        self.step_nanos
     }
 
     pub(crate) fn services(&self) -> MutexGuard<'_, BTreeMap<String, Service>> {
@@ -167,7 +182,10 @@ impl Inner {
             }
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        f(guard.get_or_insert_with(|| Box::new(StripeStats::new())))
+        match guard.as_deref_mut() {
+            Some(stats) => f(stats),
+            None => f(new_stripe(&mut guard)),
+        }
     }
 
     /// Reads the clock, locks the thread's stripe of `route`, rotates its window to now, and
@@ -273,22 +291,40 @@ impl CounterFn for RequestsHandle {
 struct HistogramHandle {
     inner: Arc<Inner>,
     route: Arc<RouteState>,
-    kind: Kind,
 }
 
-impl HistogramFn for HistogramHandle {
+/// A time histogram's handle.
+struct TimeHandle(HistogramHandle, Time);
+
+impl HistogramFn for TimeHandle {
     fn record(&self, value: f64) {
-        self.inner.with_route(&self.route, |s, step| match self.kind {
-            Kind::Time(t) => s.time(step, t, value),
-            Kind::Bytes => s.bytes(value),
-            Kind::Blocks => s.blocks(value),
-            Kind::Requests | Kind::Active | Kind::Utilization => {}
-        });
+        let (h, which) = (&self.0, self.1);
+        h.inner.with_route(&h.route, |s, step| s.time(step, which, value));
+    }
+}
+
+/// `output_bytes`' handle.
+struct BytesHandle(HistogramHandle);
+
+impl HistogramFn for BytesHandle {
+    fn record(&self, value: f64) {
+        let h = &self.0;
+        h.inner.with_route(&h.route, |s, _| s.bytes(value));
+    }
+}
+
+/// `output_blocks`' handle.
+struct BlocksHandle(HistogramHandle);
+
+impl HistogramFn for BlocksHandle {
+    fn record(&self, value: f64) {
+        let h = &self.0;
+        h.inner.with_route(&h.route, |s, _| s.blocks(value));
     }
 }
 
 /// The `request.duration` handle of a route that a layer with exemplars on records into
-/// (`exemplar::want`): records as [`HistogramHandle`] does and, when the recording carries a
+/// (`exemplar::want`): records as its [`TimeHandle`] does and, when the recording carries a
 /// trace id (`exemplar::current`), offers it to the stripe's slowest, under the same lock.
 /// Metric names no layer with exemplars records get the plain handle and pay nothing for this.
 struct TracedDurationHandle(HistogramHandle);
@@ -357,11 +393,15 @@ impl Recorder for LiveRecorder {
             return Histogram::noop();
         }
         let route = self.inner.route(prefix, label(key, ROUTE).unwrap_or(UNMATCHED));
-        let handle = HistogramHandle { inner: Arc::clone(&self.inner), route, kind };
-        if kind == Kind::Time(Time::Duration) && crate::exemplar::wanted(key.name()) {
-            return Histogram::from_arc(Arc::new(TracedDurationHandle(handle)));
+        let handle = HistogramHandle { inner: Arc::clone(&self.inner), route };
+        match kind {
+            Kind::Time(Time::Duration) if crate::exemplar::wanted(key.name()) => {
+                Histogram::from_arc(Arc::new(TracedDurationHandle(handle)))
+            }
+            Kind::Time(which) => Histogram::from_arc(Arc::new(TimeHandle(handle, which))),
+            Kind::Bytes => Histogram::from_arc(Arc::new(BytesHandle(handle))),
+            _ => Histogram::from_arc(Arc::new(BlocksHandle(handle))),
         }
-        Histogram::from_arc(Arc::new(handle))
     }
 }
 

@@ -116,10 +116,48 @@ pub(crate) fn status_class(code: Option<&str>) -> u8 {
     }
 }
 
+/// The largest time kept, in seconds (one hour).
+const MAX_SECONDS: f64 = MAX_MICROS as f64 / 1e6;
+
 /// Seconds (as the layer records them) to the whole microseconds kept, clamped.
+#[cfg(test)]
 pub(crate) fn micros(seconds: f64) -> u64 {
-    if seconds.is_finite() && seconds > 0.0 {
-        ((seconds * 1e6).round() as u64).min(MAX_MICROS)
+    if positive(seconds) {
+        positive_micros(seconds)
+    } else {
+        0
+    }
+}
+
+/// [`micros`] of finite positive `seconds`: `(seconds * 1e6).round()` (half away from zero)
+/// clamped to [`MAX_MICROS`], without a call to libm's `round`. Below the clamp the product is
+/// under 2^53, so its integer part and fraction are exact and the comparison with one half
+/// is `round`'s own.
+#[inline]
+fn positive_micros(seconds: f64) -> u64 {
+    let x = seconds * 1e6;
+    if x >= MAX_MICROS as f64 {
+        return MAX_MICROS;
+    }
+    // 0 < x < 2^32: `i64` converts both ways in one instruction each.
+    let whole = x as i64;
+    (whole + i64::from(x - whole as f64 >= 0.5)) as u64
+}
+
+/// Whether `x` is finite and above zero, in one comparison of its bits: positive finite
+/// values are the bit patterns from 1 (the smallest subnormal) to just below +inf's; zero,
+/// negatives, infinities and NaN all fall outside.
+#[inline]
+fn positive(x: f64) -> bool {
+    x.to_bits().wrapping_sub(1) < f64::INFINITY.to_bits() - 1
+}
+
+/// A count the layer recorded as `f64` (bytes, frames), as a whole number: 0 for anything
+/// not finite or not positive (`as` already gives 0 for NaN and negatives).
+#[inline]
+fn whole(value: f64) -> u64 {
+    if value < f64::INFINITY {
+        value as u64
     } else {
         0
     }
@@ -190,6 +228,7 @@ impl<C: Counter> Period<C> {
     }
 
     /// One time: `micros` as kept in the histogram, `seconds` (finite, ≥ 0, clamped) for the sum.
+    #[inline(always)]
     fn time(&mut self, which: Time, micros: u64, seconds: f64) {
         let i = which as usize;
         // Auto-resizing up to MAX_MICROS (micros clamps): recording cannot fail.
@@ -367,14 +406,11 @@ impl StripeStats {
 
     /// One time sample, in seconds.
     pub(crate) fn time(&mut self, step: u64, which: Time, seconds: f64) {
-        let us = micros(seconds);
-        let seconds = if seconds.is_finite() && seconds > 0.0 {
-            seconds.min(MAX_MICROS as f64 / 1e6)
-        } else {
-            0.0
-        };
+        let positive = positive(seconds);
+        let (us, seconds) =
+            if positive { (positive_micros(seconds), seconds.min(MAX_SECONDS)) } else { (0, 0.0) };
         self.slots[self.current].time(which, us, seconds);
-        if which == Time::Duration && seconds > 0.0 {
+        if which == Time::Duration && positive {
             let p = self.point(step);
             p.duration_sum += seconds;
             p.duration_max = p.duration_max.max(seconds);
@@ -384,11 +420,7 @@ impl StripeStats {
     /// One traced request's `request.duration`, in seconds (recorded apart with
     /// [`time`](Self::time)): kept if among the current slot's slowest.
     pub(crate) fn traced(&mut self, seconds: f64, sample: Sample) {
-        let seconds = if seconds.is_finite() && seconds > 0.0 {
-            seconds.min(MAX_MICROS as f64 / 1e6)
-        } else {
-            0.0
-        };
+        let seconds = if positive(seconds) { seconds.min(MAX_SECONDS) } else { 0.0 };
         let trace = TraceId::to_u128(sample.trace);
         let slow = Slow { seconds, trace, unix_nanos: sample.unix_nanos };
         self.slots[self.current].slowest.offer(slow);
@@ -396,7 +428,7 @@ impl StripeStats {
 
     /// One response's body bytes (`output_bytes`); counts the response.
     pub(crate) fn bytes(&mut self, value: f64) {
-        let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
+        let v = whole(value);
         let slot = &mut self.slots[self.current];
         slot.bytes = slot.bytes.saturating_add(v);
         slot.bodies += 1;
@@ -404,7 +436,7 @@ impl StripeStats {
 
     /// One response's body blocks (`output_blocks`).
     pub(crate) fn blocks(&mut self, value: f64) {
-        let v = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
+        let v = whole(value);
         let slot = &mut self.slots[self.current];
         slot.blocks = slot.blocks.saturating_add(v);
     }
@@ -539,6 +571,44 @@ mod tests {
         assert_eq!(micros(0.0015), 1500);
         assert_eq!(micros(f64::NAN), 0);
         assert_eq!(micros(1e9), MAX_MICROS);
+        assert_eq!(micros(f64::INFINITY), 0);
+        assert_eq!(micros(-1.0), 0);
+        assert_eq!(whole(f64::INFINITY), 0);
+        assert_eq!(whole(f64::NEG_INFINITY), 0);
+        assert_eq!(whole(f64::NAN), 0);
+        assert_eq!(whole(-3.0), 0);
+        assert_eq!(whole(12.9), 12);
+        for x in [f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE, 1e-300, 0.5, 1.0, f64::MAX] {
+            assert!(positive(x), "{x:e}");
+        }
+        for x in [0.0, -0.0, -1e-300, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -f64::NAN] {
+            assert!(!positive(x), "{x:e}");
+        }
+    }
+
+    /// `micros` is `(seconds * 1e6).round()` clamped, on random values, halves and their
+    /// neighbours, and values around the clamp.
+    #[test]
+    fn micros_rounds_as_f64_round() {
+        let reference = |s: f64| ((s * 1e6).round() as u64).min(MAX_MICROS);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut values = vec![0.5e-6, 1.5e-6, 2.5e-6, 0.4999999e-6, 3599.9999995, 3600.0, 3600.1];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = (x >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((x % 12) as i32 - 7);
+            values.push(s);
+            let half = ((x % 10_000_000) as f64 + 0.5) / 1e6;
+            values.extend([
+                half,
+                f64::from_bits(half.to_bits() + 1),
+                f64::from_bits(half.to_bits() - 1),
+            ]);
+        }
+        for s in values {
+            assert_eq!(micros(s), reference(s), "{s:e}");
+        }
     }
 
     #[test]
