@@ -252,15 +252,9 @@ impl Record {
     fn record_into(&self, handles: &ResponseHandles, end: u64) {
         let seconds_per_tick = self.shared.seconds_per_tick;
         if self.flags & TRACE != 0 {
-            self.record_with_trace(handles, end);
+            self.record_with_trace(handles, end, seconds_per_tick);
         } else {
-            handles.requests.increment(1);
-            handles.duration.record(ticks_between(self.t0, end) * seconds_per_tick);
-            if self.flags & HEAD != 0 {
-                handles
-                    .application_time
-                    .record(ticks_between(self.t0, self.head_at) * seconds_per_tick);
-            }
+            self.record_request(handles, end, seconds_per_tick);
         }
         if self.status() != 0 {
             handles.output_time.record(self.held() as i64 as f64 * seconds_per_tick);
@@ -268,17 +262,11 @@ impl Record {
             handles.output_bytes.record(count(self.bytes));
         }
     }
-}
 
-impl Record {
-    /// The recordings that carry exemplars, with the request's trace id and end time set for
-    /// the recorder (see `exemplar::current`).
-    #[inline(never)]
-    fn record_with_trace(&self, handles: &ResponseHandles, end: u64) {
-        let trace = u128::from(self.trace[0]) << 64 | u128::from(self.trace[1]);
-        let Some(trace) = TraceId::from_u128(trace) else { return };
-        let seconds_per_tick = self.shared.seconds_per_tick;
-        let _scope = Scope::enter(Sample { trace, unix_nanos: self.shared.unix_nanos(end) });
+    /// The recordings that can carry an exemplar: `requests`, `request.duration` and, once the
+    /// head was ready, `application_time`.
+    #[inline(always)]
+    fn record_request(&self, handles: &ResponseHandles, end: u64, seconds_per_tick: f64) {
         handles.requests.increment(1);
         handles.duration.record(ticks_between(self.t0, end) * seconds_per_tick);
         if self.flags & HEAD != 0 {
@@ -286,6 +274,19 @@ impl Record {
                 .application_time
                 .record(ticks_between(self.t0, self.head_at) * seconds_per_tick);
         }
+    }
+}
+
+impl Record {
+    /// [`record_request`](Self::record_request) with the request's trace id and end time set for
+    /// the recorder (see `exemplar::current`). Only a valid id is kept under `TRACE`; were one
+    /// not, the request would still be recorded, without an exemplar.
+    #[inline(never)]
+    fn record_with_trace(&self, handles: &ResponseHandles, end: u64, seconds_per_tick: f64) {
+        let trace = u128::from(self.trace[0]) << 64 | u128::from(self.trace[1]);
+        let _scope = TraceId::from_u128(trace)
+            .map(|trace| Scope::enter(Sample { trace, unix_nanos: self.shared.unix_nanos(end) }));
+        self.record_request(handles, end, seconds_per_tick);
     }
 }
 
