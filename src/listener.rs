@@ -175,20 +175,6 @@ impl Drop for Listener {
     }
 }
 
-/// [`serve_with`] with the default [`ListenerConfig`].
-#[cfg_attr(not(feature = "live"), allow(dead_code))]
-pub(crate) async fn serve<A, F, Fut, B>(addr: A, what: &str, answer: F) -> std::io::Result<Listener>
-where
-    A: ToSocketAddrs + fmt::Debug,
-    F: Fn(Request<()>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve_with(addr, what, &ListenerConfig::default(), answer).await
-}
-
 /// Binds `addr` (an error naming it and `what` is served if it cannot) and answers every request
 /// head with `answer` (the request body is never read), within the bounds of `config`. A `405`
 /// answer gets `Allow: GET, HEAD` if it has no `Allow`. Must be called inside a tokio runtime (to
@@ -464,7 +450,9 @@ mod tests {
             *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             response
         };
-        let server = serve("127.0.0.1:0", "test", not_allowed).await.expect("bind");
+        let server = serve_with("127.0.0.1:0", "test", &ListenerConfig::default(), not_allowed)
+            .await
+            .expect("bind");
         let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("conn");
         stream
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

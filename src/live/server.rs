@@ -73,10 +73,11 @@ pub(super) async fn serve(
     metrics: Option<PrometheusMetrics>,
     addr: impl ToSocketAddrs + fmt::Debug,
 ) -> std::io::Result<LiveServer> {
-    let share_for = ListenerConfig::default().get_share_render_for();
+    let config = ListenerConfig::default();
+    let share_for = config.get_share_render_for();
     let metrics = metrics.map(|metrics| MetricsEndpoint::new(metrics, share_for));
     let answer = move |request: Request<()>| answer(&inner, metrics.as_ref(), request);
-    listener::serve(addr, "/vitals", answer).await.map(LiveServer)
+    listener::serve_with(addr, "/vitals", &config, answer).await.map(LiveServer)
 }
 
 #[cfg(test)]
