@@ -400,17 +400,6 @@ fn dogstatsd() {
 const DEAF_SECS: u64 = 10;
 const MAX_RSS_GROWTH: u64 = 3 << 20;
 
-/// Resident memory of this process, in bytes (`VmRSS` of /proc/self/status).
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status (Linux)");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 /// Drives requests for DEAF_SECS through a healthy target and one whose agent never reads,
 /// interleaved in batches, and checks that resident memory stays within MAX_RSS_GROWTH of where
 /// it started (the peak, sampled after every block) and that the deaf target's requests keep
@@ -428,7 +417,7 @@ fn deaf_agent_memory(
         t.batch(2_000, false); // handles, histogram storage, the first flushes
     }
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_bytes();
+    let before = support::rss_bytes();
     let mut peak = before;
     let (mut ratios, mut requests) = (Vec::with_capacity(1_000), 0);
     let started = Instant::now();
@@ -444,9 +433,9 @@ fn deaf_agent_memory(
         requests += ROUNDS * BATCH;
         let (h, d) = (targets[0].quantile(0.99), targets[1].quantile(0.99));
         ratios.push(d.as_secs_f64() / h.as_secs_f64());
-        peak = peak.max(rss_bytes());
+        peak = peak.max(support::rss_bytes());
     }
-    let after = rss_bytes();
+    let after = support::rss_bytes();
     let growth = peak.saturating_sub(before);
     let ratio = median(ratios);
     println!(

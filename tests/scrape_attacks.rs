@@ -22,6 +22,8 @@ use axum::Router;
 use tower_vitals::prometheus::{self, PrometheusMetrics};
 use tower_vitals::{ListenerConfig, MetricNames};
 
+mod support;
+
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -264,17 +266,6 @@ fn server_threads() -> usize {
         .unwrap_or(0)
 }
 
-/// `VmRSS` of this process, in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Clients that never read.
 // ---------------------------------------------------------------------------------------------
@@ -296,7 +287,7 @@ fn never_reading_clients_hold_one_shared_exposition_and_are_cut_at_the_deadline(
         assert_eq!(get(servers.metrics, "/metrics", "").2.len(), size);
     }
     std::thread::sleep(Duration::from_millis(1_500));
-    let before = rss();
+    let before = support::rss_bytes() as usize;
 
     let started = Instant::now();
     let mut clients = Vec::with_capacity(NEVER_READING);
@@ -309,7 +300,7 @@ fn never_reading_clients_hold_one_shared_exposition_and_are_cut_at_the_deadline(
     let mut held = before;
     while started.elapsed() < DEADLINE - Duration::from_millis(1_500) {
         std::thread::sleep(Duration::from_millis(100));
-        held = held.max(rss());
+        held = held.max(support::rss_bytes() as usize);
     }
     let growth = held.saturating_sub(before);
     println!(

@@ -348,3 +348,14 @@ pub fn hist_sum(seen: &[Seen], name: &str) -> f64 {
 pub fn counter_total(seen: &[Seen], name: &str) -> u64 {
     named(seen, name).iter().map(|s| s.counter()).sum()
 }
+
+/// Resident memory of this process, in bytes (`VmRSS` of /proc/self/status; Linux).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status (Linux)");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
